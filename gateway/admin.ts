@@ -1,0 +1,111 @@
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { parseAddress } from './net.js'
+import { sendProblem } from './respond.js'
+import type { Logger } from './log.js'
+import type { Metrics } from './metrics.js'
+import { closeServer } from './listeners.js'
+
+/** What the admin listener needs from the gateway. */
+export interface AdminState {
+  readonly configHash: string
+  readonly loadedAt: Date
+  storeHealthy (): boolean
+  storeKind (): string
+  /** Bearer token for /admin/*; undefined: the admin API answers 401 to everything under /admin/. */
+  adminToken (): string | undefined
+}
+
+/** Handlers mounted under /admin/ and at other paths by later layers (keys, tokens, JWKS). */
+export type AdminRoute = (req: http.IncomingMessage, res: http.ServerResponse, url: URL, requestId: string) => Promise<boolean> | boolean
+
+export class AdminServer {
+  readonly routes: AdminRoute[] = []
+  private server: http.Server | undefined
+  url = ''
+
+  constructor (private readonly state: AdminState, private readonly metrics: Metrics, private readonly log: Logger) {}
+
+  async listen (address: string): Promise<void> {
+    const { host, port } = parseAddress(address)
+    this.server = http.createServer({ maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
+      void this.handle(req, res)
+    })
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject)
+      this.server!.listen(port, host, () => { this.server!.off('error', reject); resolve() })
+    })
+    const bound = this.server.address() as AddressInfo
+    this.url = `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`
+  }
+
+  private async handle (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const requestId = randomUUID()
+    res.setHeader('X-Request-Id', requestId)
+    try {
+      const url = new URL(req.url ?? '/', 'http://admin')
+      if (req.method === 'GET' && url.pathname === '/healthz') return json(res, 200, { status: 'ok' })
+      if (req.method === 'GET' && url.pathname === '/readyz') {
+        const ready = this.state.storeHealthy()
+        return json(res, ready ? 200 : 503, {
+          status: ready ? 'ready' : 'store_unavailable',
+          store: this.state.storeKind(),
+          config: { hash: this.state.configHash, loadedAt: this.state.loadedAt.toISOString() },
+        })
+      }
+      if (req.method === 'GET' && url.pathname === '/metrics') {
+        const body = await this.metrics.registry.metrics()
+        res.writeHead(200, { 'Content-Type': this.metrics.registry.contentType })
+        res.end(body)
+        return
+      }
+      if (url.pathname.startsWith('/admin/') || url.pathname === '/admin') {
+        if (!this.authorized(req)) {
+          return sendProblem(res, { status: 401, code: 'invalid_credentials', detail: 'admin token required', challenges: [{ scheme: 'Bearer', params: { realm: 'authgate-admin' } }] }, requestId)
+        }
+      }
+      for (const route of this.routes) {
+        if (await route(req, res, url, requestId)) return
+      }
+      sendProblem(res, { status: 404, code: 'no_route', detail: 'no such admin endpoint' }, requestId)
+    } catch (error) {
+      this.log.error({ requestId, err: { message: (error as Error).message } }, 'admin request failed')
+      sendProblem(res, { status: 500, code: 'internal_error', detail: 'internal error' }, requestId)
+    }
+  }
+
+  private authorized (req: http.IncomingMessage): boolean {
+    const token = this.state.adminToken()
+    const header = req.headers.authorization ?? ''
+    const match = /^Bearer +(\S+)$/i.exec(header)
+    if (!token || !match) return false
+    // Hash both sides: equal lengths for timingSafeEqual, and no length oracle.
+    const a = createHash('sha256').update(match[1]!).digest()
+    const b = createHash('sha256').update(token).digest()
+    return timingSafeEqual(a, b)
+  }
+
+  async close (): Promise<void> {
+    if (this.server) await closeServer(this.server, 1_000)
+  }
+}
+
+export function json (res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' })
+  res.end(text)
+}
+
+/** Reads a small JSON body (admin API); throws on malformed input or more than maxBytes. */
+export async function readJson (req: http.IncomingMessage, maxBytes = 64 * 1024): Promise<unknown> {
+  const chunks: Buffer[] = []
+  let total = 0
+  for await (const chunk of req) {
+    total += (chunk as Buffer).length
+    if (total > maxBytes) throw new RangeError('body too large')
+    chunks.push(chunk as Buffer)
+  }
+  if (total === 0) return {}
+  return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+}

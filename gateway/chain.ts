@@ -1,0 +1,122 @@
+import { Rejection, type Challenge } from './errors.js'
+import type { Identity, PolicyInstance, RequestContext } from '../policies/types.js'
+
+/** A compiled step of a route's chain. */
+export type Step =
+  | { readonly kind: 'policy', readonly key: string, readonly instance: PolicyInstance, readonly authenticates: boolean }
+  | { readonly kind: 'anyOf', readonly members: ReadonlyArray<{ readonly key: string, readonly instance: PolicyInstance }> }
+
+export interface ChainResult {
+  readonly identity: Identity
+  readonly responseHeaders: Record<string, string>
+  readonly upstreamHeaders: Record<string, string>
+}
+
+export interface ChainRejection {
+  readonly rejection: Rejection
+  /** The instance that rejected (its challenge is replaced by the rejection's own), and its policy key. */
+  readonly by: PolicyInstance | undefined
+  readonly byKey: string | undefined
+  readonly responseHeaders: Record<string, string>
+  readonly identity: Partial<Identity>
+}
+
+/** The context a chain runs with: the request plus the identity that grows as steps pass. */
+export interface ChainContext extends RequestContext { identity: Partial<Identity> }
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/
+
+/**
+ * Runs steps in order (logical AND). In `anyOf`, a member whose credential is absent is skipped; a member
+ * whose credential is present but invalid rejects at once: never fall through to a weaker method.
+ */
+export async function runChain (steps: readonly Step[], ctx: ChainContext): Promise<ChainResult | ChainRejection> {
+  const identity: Identity = { subject: '', client: '', methods: [], scopes: [], claims: {} }
+  ctx.identity = identity
+  const responseHeaders: Record<string, string> = {}
+  const upstreamHeaders: Record<string, string> = {}
+  let authenticated = false
+
+  const apply = (key: string, outcome: Exclude<Awaited<ReturnType<PolicyInstance['evaluate']>>, Rejection>, authenticates: boolean) => {
+    if (outcome.responseHeaders) Object.assign(responseHeaders, outcome.responseHeaders)
+    if (outcome.upstreamHeaders) Object.assign(upstreamHeaders, outcome.upstreamHeaders)
+    const update = outcome.identity
+    if (update) {
+      // Later steps are the more specific credential: they win for each value they provide.
+      if (update.subject !== undefined) identity.subject = update.subject
+      if (update.client !== undefined) identity.client = update.client
+      if (update.scopes !== undefined) identity.scopes = update.scopes
+      if (update.tier !== undefined) identity.tier = update.tier
+      if (update.claims !== undefined) identity.claims = { ...identity.claims, ...update.claims }
+      if (update.cert !== undefined) identity.cert = update.cert
+    }
+    if (outcome.authenticated ?? (authenticates && update !== undefined)) {
+      identity.methods.push(key)
+      authenticated = true
+    }
+  }
+  const reject = (rejection: Rejection, by: PolicyInstance | undefined, byKey: string | undefined): ChainRejection =>
+    ({ rejection, by, byKey, responseHeaders, identity })
+
+  for (const step of steps) {
+    if (step.kind === 'policy') {
+      const outcome = await step.instance.evaluate(ctx)
+      if (outcome instanceof Rejection) return reject(outcome, step.instance, step.key)
+      apply(step.key, outcome, step.authenticates)
+      continue
+    }
+    let passed = false
+    let firstMissing: { rejection: Rejection, by: PolicyInstance } | undefined
+    for (const member of step.members) {
+      const outcome = await member.instance.evaluate(ctx)
+      if (outcome instanceof Rejection) {
+        if (outcome.code === 'missing_credentials') { firstMissing ??= { rejection: outcome, by: member.instance }; continue }
+        return reject(outcome, member.instance, member.key)
+      }
+      apply(member.key, outcome, true)
+      passed = true
+      break
+    }
+    if (!passed) {
+      return reject(Rejection.unauthenticated('missing_credentials', 'credentials required', firstMissing?.rejection.challenge ?? { scheme: 'Bearer', params: {} }), undefined, 'anyOf')
+    }
+  }
+
+  if (authenticated) {
+    for (const value of [identity.subject, identity.client, identity.tier ?? '', ...identity.scopes]) {
+      if (CONTROL.test(value)) {
+        return reject(Rejection.unauthenticated('invalid_credentials', 'identity contains control characters', { scheme: 'Bearer', params: {} }), undefined, undefined)
+      }
+    }
+  }
+  return { identity, responseHeaders, upstreamHeaders }
+}
+
+/** One challenge per authenticating method of the route, the rejecting method's own (with error params) in its place. */
+export function challengesFor (steps: readonly Step[], rejection: ChainRejection): Challenge[] {
+  const out: Challenge[] = []
+  const add = (instance: PolicyInstance) => {
+    if (!instance.challenge) return
+    const own = rejection.by === instance ? rejection.rejection.challenge : undefined
+    const challenge = own ?? instance.challenge
+    if (!out.some((c) => c.scheme === challenge.scheme && sameParams(c.params, challenge.params))) out.push(challenge)
+  }
+  for (const step of steps) {
+    if (step.kind === 'policy') add(step.instance)
+    else for (const member of step.members) add(member.instance)
+  }
+  if (out.length === 0 && rejection.rejection.challenge) out.push(rejection.rejection.challenge)
+  return out
+}
+
+function sameParams (a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a)
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k])
+}
+
+/** RFC 9110 §11.6.1 challenge; parameters as quoted-strings (§5.6.4). */
+export function formatChallenge ({ scheme, params }: Challenge): string {
+  const quoted = Object.entries(params).map(([name, value]) => `${name}="${value.replace(/[\\"]/g, '\\$&')}"`)
+  return quoted.length === 0 ? scheme : `${scheme} ${quoted.join(', ')}`
+}

@@ -1,0 +1,168 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { dirname, resolve, sep } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { checkConfig } from './config/load.js'
+import { ConfigError, formatIssues } from './errors.js'
+import { Gateway } from './gateway.js'
+import { hashApiKey, parseApiKey } from '../policies/api-key/format.js'
+import { certsCommand, type CommandIo } from '../certs/cli.js'
+import { initDevCerts } from '../certs/pki.js'
+
+export const USAGE = `usage: authgate <command> [options]
+
+  start   [-c gateway.yaml]                 run the gateway
+  check   [-c gateway.yaml] [--json]        validate and lint; exit 1 on errors
+  hash-key KEY                              print sha256:<hex> for a static apiKeys entry
+  certs   init [--dir certs/dev] | client NAME [--san URI]   development PKI
+`
+
+/** A mistake in how the command was called: exit code 2. */
+export class UsageError extends Error {}
+
+export interface ParsedArgs {
+  readonly positional: string[]
+  readonly flags: Map<string, string[]>
+}
+
+/** Minimal flag parser: `--name value`, `--name=value`, `-c value`, booleans listed in `booleans`. */
+export function parseArgs (args: readonly string[], options: { booleans?: readonly string[], values?: readonly string[] } = {}): ParsedArgs {
+  const booleans = new Set(options.booleans ?? [])
+  const values = new Set(options.values ?? [])
+  const positional: string[] = []
+  const flags = new Map<string, string[]>()
+  const add = (name: string, value: string) => flags.set(name, [...(flags.get(name) ?? []), value])
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!
+    if (arg === '--') { positional.push(...args.slice(i + 1)); break }
+    if (!arg.startsWith('-') || arg === '-') { positional.push(arg); continue }
+    const eq = arg.indexOf('=')
+    const name = (eq === -1 ? arg : arg.slice(0, eq)).replace(/^--?/, '')
+    if (booleans.has(name)) {
+      if (eq !== -1) throw new UsageError(`--${name} takes no value`)
+      add(name, 'true')
+      continue
+    }
+    if (!values.has(name)) throw new UsageError(`unknown option ${arg.slice(0, eq === -1 ? undefined : eq)}`)
+    const value = eq !== -1 ? arg.slice(eq + 1) : args[++i]
+    if (value === undefined) throw new UsageError(`${arg} needs a value`)
+    add(name, value)
+  }
+  return { positional, flags }
+}
+
+export function flag (parsed: ParsedArgs, ...names: string[]): string | undefined {
+  for (const name of names) {
+    const list = parsed.flags.get(name)
+    if (list && list.length > 0) return list[list.length - 1]
+  }
+  return undefined
+}
+
+type Command = (args: string[], io: CommandIo) => Promise<number>
+
+/** Commands added by policy modules (keys, tokens, sign, passwd...). */
+export const extraCommands = new Map<string, Command>()
+
+export async function main (argv: string[], io: CommandIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [command, ...args] = argv
+  try {
+    switch (command) {
+      case 'start': return await start(args, io)
+      case 'check': return check(args, io)
+      case 'hash-key': return hashKey(args, io)
+      case 'certs': return await certsCommand(args, io)
+      case undefined: case '-h': case '--help': case 'help':
+        io.stdout.write(USAGE)
+        return command === undefined ? 2 : 0
+      default: {
+        const extra = extraCommands.get(command)
+        if (extra) return await extra(args, io)
+        throw new UsageError(`unknown command "${command}"`)
+      }
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr.write(`authgate: ${error.message}\n\n${USAGE}`)
+      return 2
+    }
+    if (error instanceof ConfigError) {
+      io.stderr.write(`${formatIssues(error.issues)}\n`)
+      return 1
+    }
+    io.stderr.write(`authgate: ${(error as Error).message}\n`)
+    return 1
+  }
+}
+
+function configFile (parsed: ParsedArgs): string {
+  return flag(parsed, 'c', 'config') ?? process.env.AUTHGATE_CONFIG ?? 'gateway.yaml'
+}
+
+function check (args: string[], io: CommandIo): number {
+  const parsed = parseArgs(args, { booleans: ['json'], values: ['c', 'config'] })
+  if (parsed.positional.length > 0) throw new UsageError(`unexpected argument "${parsed.positional[0]}"`)
+  const file = configFile(parsed)
+  const { issues } = checkConfig(file)
+  if (parsed.flags.has('json')) {
+    io.stdout.write(JSON.stringify(issues.map((i) => ({
+      file: i.file ?? file, line: i.line ?? 1, col: i.col ?? 1, path: formatPathText(i.path), severity: i.severity, message: i.message, fix: i.fix ?? null,
+    })), null, 2) + '\n')
+  } else if (issues.length === 0) {
+    io.stdout.write(`${file}: ok\n`)
+  } else {
+    const errors = issues.filter((i) => i.severity === 'error').length
+    io.stdout.write(`${formatIssues(issues)}\n${file}: ${errors} error(s), ${issues.length - errors} warning(s)\n`)
+  }
+  return issues.some((i) => i.severity === 'error') ? 1 : 0
+}
+
+function formatPathText (path: ReadonlyArray<string | number>): string {
+  return path.map((p, i) => typeof p === 'number' ? `[${p}]` : (i === 0 ? p : `.${p}`)).join('')
+}
+
+function hashKey (args: string[], io: CommandIo): number {
+  const parsed = parseArgs(args, {})
+  const key = parsed.positional[0]
+  if (!key || parsed.positional.length > 1) throw new UsageError('hash-key takes exactly one KEY')
+  if (!parseApiKey(key)) io.stderr.write('authgate: warning: this is not an agk_<id>_<secret> key; the hash will never match a presented key\n')
+  io.stdout.write(`${hashApiKey(key)}\n`)
+  return 0
+}
+
+async function start (args: string[], io: CommandIo): Promise<number> {
+  const parsed = parseArgs(args, { values: ['c', 'config'] })
+  if (parsed.positional.length > 0) throw new UsageError(`unexpected argument "${parsed.positional[0]}"`)
+  const file = configFile(parsed)
+  await ensureDevCerts(file, io)
+  const gateway = await Gateway.start({ configFile: file })
+  let stopping = false
+  process.on('SIGHUP', () => { void gateway.reload() })
+  const stop = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    gateway.log.info({ signal }, 'draining in-flight requests, then exiting')
+    void gateway.close().then(() => { gateway.log.flush(); process.exit(0) })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  await new Promise(() => {}) // serve until a signal
+  return 0
+}
+
+/**
+ * The demo configuration points its TLS listener at certs/dev/: create that development PKI on first start
+ * so `npm start` works with nothing else installed. Only files inside a `certs/dev` folder are ever generated.
+ */
+export async function ensureDevCerts (file: string, io: CommandIo): Promise<void> {
+  let doc: { listeners?: Array<{ tls?: { cert?: string, key?: string } }> }
+  try { doc = parseYaml(readFileSync(file, 'utf8')) ?? {} } catch { return }
+  const baseDir = dirname(resolve(file))
+  for (const listener of doc.listeners ?? []) {
+    const cert = listener.tls?.cert
+    if (typeof cert !== 'string' || cert.includes('${')) continue
+    const certPath = resolve(baseDir, cert)
+    const dir = dirname(certPath)
+    if (!dir.endsWith(`${sep}certs${sep}dev`) || existsSync(certPath)) continue
+    if (await initDevCerts(dir)) io.stderr.write(`authgate: created a development CA and certificates in ${dir} (for local use only)\n`)
+  }
+}

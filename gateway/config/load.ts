@@ -1,0 +1,236 @@
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { LineCounter, parseDocument } from 'yaml'
+import { ConfigError, type ConfigIssue } from '../errors.js'
+import { policies, sections } from '../../policies/index.js'
+import type { ListenerInfo, RouteInfo } from '../../policies/types.js'
+import { gatewaySchema } from './schema.js'
+import { validate, type PathIssue } from './validate.js'
+import { interpolate } from './interpolate.js'
+import { didYouMean, positionOf } from './positions.js'
+import { parseSize } from './units.js'
+import { parseCidrs } from '../net.js'
+import { shadowedRoutes } from '../router/index.js'
+import type { GatewayDocument, LoadedConfig, PolicyStep, RouteConfig } from './types.js'
+import { productionIssues } from './production.js'
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv
+  /** Use this text instead of reading the file (tests, reload from a snapshot). */
+  text?: string
+}
+
+const topSchema = gatewaySchema(Object.fromEntries(sections.map((s) => [s.key, s.schema])))
+
+/**
+ * read -> parse (positions kept) -> interpolate -> validate (defaults applied) -> cross-check.
+ * Returns every issue found, errors and warnings, each positioned in the file.
+ */
+export function checkConfig (file: string, options: LoadOptions = {}): { issues: ConfigIssue[], config?: LoadedConfig } {
+  const env = options.env ?? process.env
+  const baseDir = dirname(resolve(file))
+  let text: string
+  try {
+    text = options.text ?? readFileSync(file, 'utf8')
+  } catch (error) {
+    return { issues: [{ severity: 'error', file, line: 1, col: 1, path: [], message: `cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, fix: 'pass the right file with -c FILE' }] }
+  }
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false })
+  if (doc.errors.length > 0) {
+    return {
+      issues: doc.errors.map((e) => {
+        const pos = e.linePos?.[0] ?? { line: 1, col: 1 }
+        return { severity: 'error' as const, file, line: pos.line, col: pos.col, path: [], message: `YAML: ${e.message.split('\n')[0]}`, fix: 'fix the YAML syntax (indentation, quotes, colons)' }
+      }),
+    }
+  }
+  const raw = doc.toJS({ maxAliasCount: 100 }) as unknown
+  const place = (issue: PathIssue): ConfigIssue => {
+    const { keyName, ...rest } = issue
+    const pos = positionOf(doc, lineCounter, issue.path, keyName)
+    return { ...rest, file, line: pos.line, col: pos.col }
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    return { issues: [place({ severity: 'error', path: [], message: 'the configuration must be a mapping (version, listeners, upstreams, routes...)' })] }
+  }
+  const issues: PathIssue[] = []
+  const value = interpolate(raw, env, baseDir, issues) as Record<string, unknown>
+  issues.push(...validate(topSchema, value, []))
+  if (issues.some((i) => i.severity === 'error')) return { issues: sortIssues(issues.map(place)) }
+
+  const config = value as GatewayDocument
+  issues.push(...crossCheck(config))
+  const sorted = sortIssues(issues.map(place))
+  if (sorted.some((i) => i.severity === 'error')) return { issues: sorted }
+  deepFreeze(config)
+  return {
+    issues: sorted,
+    config: {
+      file,
+      baseDir,
+      doc: config,
+      hash: createHash('sha256').update(text).digest('hex'),
+      loadedAt: new Date(),
+      warnings: sorted.filter((i) => i.severity === 'warning'),
+    },
+  }
+}
+
+/** Like checkConfig, but throws one ConfigError holding every error. */
+export function loadConfig (file: string, options: LoadOptions = {}): LoadedConfig {
+  const { issues, config } = checkConfig(file, options)
+  if (!config) throw new ConfigError(issues.filter((i) => i.severity === 'error'))
+  return config
+}
+
+/** What a route can be reached on, for policies' placement checks. */
+export function routeInfo (config: GatewayDocument, route: RouteConfig): RouteInfo {
+  const names = route.match.listener === undefined ? undefined : new Set([route.match.listener].flat())
+  const listeners: ListenerInfo[] = config.listeners
+    .filter((l) => names === undefined || names.has(l.name))
+    .map((l) => ({
+      name: l.name,
+      tls: l.tls !== undefined,
+      clientCA: l.tls?.clientCA !== undefined,
+      clientCert: l.tls?.clientCA === undefined ? 'none' : (l.tls.clientCert ?? 'optional'),
+    }))
+  const maxBody = route.limits?.maxBodyBytes ?? config.limits.maxBodyBytes
+  return { name: route.name, upstream: route.upstream, listeners, maxBodyBytes: parseSize(maxBody) }
+}
+
+function crossCheck (config: GatewayDocument): PathIssue[] {
+  const issues: PathIssue[] = []
+  const error = (path: Array<string | number>, message: string, fix?: string) =>
+    issues.push({ severity: 'error', path, message, ...(fix ? { fix } : {}) })
+
+  // Listeners: unique names and addresses.
+  const listenerNames = new Set<string>()
+  const addresses = new Set<string>()
+  config.listeners.forEach((l, i) => {
+    if (listenerNames.has(l.name)) error(['listeners', i, 'name'], `duplicate listener name "${l.name}"`)
+    if (addresses.has(l.address) && !l.address.endsWith(':0')) error(['listeners', i, 'address'], `address ${l.address} is used by another listener`)
+    listenerNames.add(l.name)
+    addresses.add(l.address)
+    if (l.tls?.crl !== undefined && l.tls.clientCA === undefined) error(['listeners', i, 'tls', 'crl'], 'a CRL needs clientCA', 'add clientCA: or remove crl:')
+  })
+
+  for (const [name, upstream] of Object.entries(config.upstreams)) {
+    if ((upstream.url === undefined) === (upstream.echo !== true)) {
+      error(['upstreams', name], 'an upstream needs exactly one of url: or echo: true', 'url: http://127.0.0.1:9000')
+    }
+  }
+
+  parseCidrs(config.trustProxies).bad.forEach((i) => error(['trustProxies', i], 'not an IP address or CIDR', 'write it like 10.0.0.0/8 or 192.0.2.7'))
+
+  for (const [tier, rate] of Object.entries(config.rateLimitTiers)) void tier, void rate
+
+  for (const section of sections) {
+    const value = config[section.key]
+    if (value !== undefined && section.check) issues.push(...section.check(value, config))
+  }
+
+  const routeNames = new Map<string, number>()
+  config.routes.forEach((route, r) => {
+    const at = ['routes', r]
+    if (routeNames.has(route.name)) error([...at, 'name'], `duplicate route name "${route.name}" (also routes[${routeNames.get(route.name)}])`, 'give each route its own name')
+    routeNames.set(route.name, r)
+    if (!(route.upstream in config.upstreams)) {
+      const guess = didYouMean(route.upstream, Object.keys(config.upstreams))
+      error([...at, 'upstream'], `unknown upstream "${route.upstream}" (known: ${Object.keys(config.upstreams).join(', ')})`, guess ? `did you mean "${guess}"?` : 'add it under upstreams:')
+    }
+    for (const name of route.match.listener === undefined ? [] : [route.match.listener].flat()) {
+      if (!listenerNames.has(name)) {
+        const guess = didYouMean(name, listenerNames)
+        error([...at, 'match', 'listener'], `unknown listener "${name}" (known: ${[...listenerNames].join(', ')})`, guess ? `did you mean "${guess}"?` : undefined)
+      }
+    }
+    if (route.stripPrefix !== undefined && !route.match.path.startsWith(route.stripPrefix)) {
+      error([...at, 'stripPrefix'], 'stripPrefix must be a prefix of match.path')
+    }
+    issues.push(...checkPolicies(config, route, r))
+  })
+
+  for (const { route, by } of shadowedRoutes(config.routes.map((route, index) => toRouteSpec(route, index)))) {
+    issues.push({ severity: 'warning', path: ['routes', route, 'match'], message: `route "${config.routes[route]!.name}" can never match: routes[${by}] ("${config.routes[by]!.name}") matches everything it would`, fix: 'move it above the broader route or narrow the earlier match' })
+  }
+
+  issues.push(...productionIssues(config))
+  return issues
+}
+
+export function toRouteSpec (route: RouteConfig, index: number) {
+  return {
+    name: route.name,
+    path: route.match.path,
+    index,
+    ...(route.match.host !== undefined ? { hosts: [route.match.host].flat() } : {}),
+    ...(route.match.methods !== undefined ? { methods: route.match.methods.map((m) => m.toUpperCase()) } : {}),
+    ...(route.match.listener !== undefined ? { listeners: [route.match.listener].flat() } : {}),
+  }
+}
+
+function checkPolicies (config: GatewayDocument, route: RouteConfig, r: number): PathIssue[] {
+  const issues: PathIssue[] = []
+  const info = routeInfo(config, route)
+  let authenticating = 0
+  const visit = (steps: PolicyStep[], path: Array<string | number>, inAnyOf: boolean) => {
+    steps.forEach((step, s) => {
+      const entries = Object.entries(step ?? {})
+      if (entries.length !== 1) return // reported by the schema
+      const [key, rawConfig] = entries[0]!
+      const at = [...path, s]
+      if (key === 'anyOf') {
+        if (inAnyOf) { issues.push({ severity: 'error', path: [...at, key], message: 'anyOf cannot be nested' }); return }
+        if (!Array.isArray(rawConfig) || rawConfig.length < 2) {
+          issues.push({ severity: 'error', path: [...at, key], message: 'anyOf needs a list of at least two policies', fix: 'anyOf: [ { apiKey: {} }, { jwt: { provider: corp } } ]' })
+          return
+        }
+        visit(rawConfig as PolicyStep[], [...at, key], true)
+        return
+      }
+      const definition = policies.get(key)
+      if (!definition) {
+        const guess = didYouMean(key, [...policies.keys(), 'anyOf'])
+        issues.push({ severity: 'error', path: at, keyName: key, message: `unknown policy "${key}"${guess ? `; did you mean "${guess}"?` : ''}`, fix: `known policies: ${[...policies.keys()].join(', ')}, anyOf` })
+        return
+      }
+      const policyConfig = rawConfig ?? {}
+      step[key] = policyConfig
+      const schemaIssues = validate(definition.schema, policyConfig, [...at, key])
+      issues.push(...schemaIssues)
+      if (schemaIssues.length > 0) return
+      if (definition.authenticates) authenticating++
+      if (inAnyOf && !definition.authenticates) {
+        issues.push({ severity: 'error', path: at, keyName: key, message: `"${key}" does not authenticate, so it cannot be an anyOf member`, fix: 'put it after the anyOf group' })
+      }
+      if (route.public === true && definition.authenticates) {
+        issues.push({ severity: 'error', path: at, keyName: key, message: `route "${route.name}" is public: true, so the authenticating policy "${key}" would never be required`, fix: 'remove public: true, or remove the policy' })
+      }
+      if (route.public === true && definition.needsIdentity) {
+        issues.push({ severity: 'error', path: at, keyName: key, message: `"${key}" is meaningless on a public route (nobody is authenticated)`, fix: 'remove public: true, or remove the policy' })
+      }
+      for (const issue of definition.check?.(policyConfig, { config, route: info }) ?? []) {
+        issues.push({ ...issue, path: [...at, key, ...issue.path] })
+      }
+    })
+  }
+  visit(route.policies ?? [], ['routes', r, 'policies'], false)
+  if (route.public !== true && authenticating === 0) {
+    issues.push({ severity: 'error', path: ['routes', r], message: `route "${route.name}" has no authenticating policy`, fix: 'add one (apiKey, jwt, hmac, basic, mtls...), or set public: true if it really is public' })
+  }
+  return issues
+}
+
+function sortIssues (issues: ConfigIssue[]): ConfigIssue[] {
+  return issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0))
+}
+
+function deepFreeze<T> (value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const item of Object.values(value)) deepFreeze(item)
+  }
+  return value
+}

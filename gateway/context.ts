@@ -1,0 +1,98 @@
+import type { IncomingMessage } from 'node:http'
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls'
+import type { Identity } from '../policies/types.js'
+import type { ChainContext } from './chain.js'
+
+/** Thrown by body() when the buffered body passes the route's maxBodyBytes. */
+export class PayloadTooLargeError extends Error {
+  constructor (readonly limitBytes: number) { super('request body too large') }
+}
+
+/** The per-request view policies read. Query and body are computed only when asked for. */
+export class HttpRequestContext implements ChainContext {
+  identity: Partial<Identity> = {}
+  private queryCache: URLSearchParams | undefined
+  private bodyPromise: Promise<Buffer> | undefined
+  private peer: { cert: DetailedPeerCertificate | undefined, rejected: boolean } | undefined
+
+  constructor (
+    private readonly req: IncomingMessage,
+    readonly requestId: string,
+    readonly method: string,
+    readonly path: string,
+    readonly rawTarget: string,
+    readonly rawQuery: string,
+    readonly scheme: 'http' | 'https',
+    readonly authority: string,
+    readonly remoteAddress: string,
+    readonly peerAddress: string,
+    readonly listener: string,
+    readonly route: string,
+    readonly upstream: string,
+    private readonly maxBodyBytes: number,
+    readonly now: () => number,
+  ) {}
+
+  get headers (): Readonly<Record<string, string | undefined>> {
+    return this.req.headers as Record<string, string | undefined>
+  }
+
+  headerValues (name: string): readonly string[] {
+    return this.req.headersDistinct[name] ?? []
+  }
+
+  get query (): URLSearchParams {
+    this.queryCache ??= new URLSearchParams(this.rawQuery)
+    return this.queryCache
+  }
+
+  get peerCert (): DetailedPeerCertificate | undefined { return this.peerState().cert }
+  get peerCertRejected (): boolean { return this.peerState().rejected }
+
+  private peerState () {
+    if (this.peer) return this.peer
+    const socket = this.req.socket as TLSSocket
+    if (typeof socket.getPeerCertificate !== 'function') {
+      this.peer = { cert: undefined, rejected: false }
+    } else {
+      const cert = socket.getPeerCertificate(true)
+      const presented = cert !== null && Object.keys(cert).length > 0
+      this.peer = socket.authorized && presented ? { cert, rejected: false } : { cert: undefined, rejected: presented }
+    }
+    return this.peer
+  }
+
+  body (): Promise<Buffer> {
+    this.bodyPromise ??= readBody(this.req, this.maxBodyBytes)
+    return this.bodyPromise
+  }
+
+  /** The buffered body if a policy read it. */
+  get bufferedBody (): Promise<Buffer> | undefined { return this.bodyPromise }
+}
+
+function readBody (req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let total = 0
+    const onData = (chunk: Buffer) => {
+      total += chunk.length
+      if (total > maxBytes) {
+        cleanup()
+        reject(new PayloadTooLargeError(maxBytes))
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = () => { cleanup(); resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total)) }
+    const onError = (error: Error) => { cleanup(); reject(error) }
+    const onAborted = () => { cleanup(); reject(new Error('client aborted the request')) }
+    const cleanup = () => {
+      req.off('data', onData); req.off('end', onEnd); req.off('error', onError); req.off('aborted', onAborted)
+    }
+    req.on('data', onData)
+    req.once('end', onEnd)
+    req.once('error', onError)
+    req.once('aborted', onAborted)
+  })
+}

@@ -1,0 +1,184 @@
+import { isDeepStrictEqual } from 'node:util'
+import { checkConfig, type LoadOptions } from './config/load.js'
+import type { LoadedConfig, StoreConfig } from './config/types.js'
+import { parseDuration } from './config/units.js'
+import { ConfigError, type ConfigIssue } from './errors.js'
+import { AdminServer } from './admin.js'
+import { openListener, type Listener } from './listeners.js'
+import { createLogger, type Logger } from './log.js'
+import { Metrics } from './metrics.js'
+import { Runtime } from './runtime.js'
+import { RequestHandler } from './server.js'
+import { createStore } from './store/index.js'
+import type { Store } from './store/types.js'
+import type { DestinationStream } from 'pino'
+
+export interface GatewayOptions extends LoadOptions {
+  readonly configFile: string
+  readonly log?: Logger
+  readonly logDestination?: DestinationStream
+  /** Fake clock for policies (tests). */
+  readonly now?: () => number
+  readonly metrics?: Metrics
+}
+
+export type ReloadResult = { ok: true, changed: boolean } | { ok: false, issues: readonly ConfigIssue[] }
+
+/** Everything that is one running gateway: store, runtime, listeners, admin. */
+export class Gateway {
+  private listenersByName = new Map<string, Listener>()
+  private admin: AdminServer | undefined
+  private reloading: Promise<ReloadResult> | undefined
+  private closed = false
+
+  private constructor (
+    private config: LoadedConfig,
+    private store: Store,
+    readonly handler: RequestHandler,
+    readonly log: Logger,
+    readonly metrics: Metrics,
+    private readonly options: GatewayOptions,
+  ) {}
+
+  /** Loads and validates the configuration (throws ConfigError listing every problem), then listens. */
+  static async start (options: GatewayOptions): Promise<Gateway> {
+    const { issues, config } = checkConfig(options.configFile, options)
+    if (!config) throw new ConfigError(issues.filter((i) => i.severity === 'error'))
+    const log = options.log ?? createLogger({ level: config.doc.log.level, ...(options.logDestination ? { destination: options.logDestination } : {}) })
+    for (const warning of config.warnings) log.warn({ file: warning.file, line: warning.line, col: warning.col }, warning.message)
+    const metrics = options.metrics ?? new Metrics()
+    const store = openStore(config.doc.store, log)
+    const handler = new RequestHandler({ log, metrics, now: options.now ?? Date.now })
+    const gateway = new Gateway(config, store, handler, log, metrics, options)
+    try {
+      handler.runtime = await Runtime.build(config, { store, log, now: options.now ?? Date.now })
+      await gateway.openListeners()
+      await gateway.openAdmin()
+    } catch (error) {
+      await gateway.close(0)
+      throw error
+    }
+    metrics.configInfo.set({ hash: config.hash.slice(0, 12) }, config.loadedAt.getTime() / 1000)
+    log.info({ listeners: gateway.listeners.map((l) => `${l.name}=${l.url}`), admin: gateway.adminUrl, store: store.kind, routes: config.doc.routes.length }, 'authgate started')
+    return gateway
+  }
+
+  get listeners (): Array<{ name: string, url: string }> {
+    return [...this.listenersByName.values()].map((l) => ({ name: l.name, url: l.url }))
+  }
+
+  get adminUrl (): string | undefined { return this.admin?.url }
+  get adminServer (): AdminServer | undefined { return this.admin }
+  get currentConfig (): LoadedConfig { return this.config }
+  get currentStore (): Store { return this.store }
+
+  private async openListeners (): Promise<void> {
+    const runtime = this.handler.runtime
+    for (const listener of this.config.doc.listeners) {
+      const opened = await openListener(listener, this.config.baseDir, this.handler, {
+        maxHeaderBytes: runtime.maxHeaderBytes,
+        headersTimeoutMs: runtime.headersTimeoutMs,
+        requestTimeoutMs: runtime.requestTimeoutMs,
+      }, this.log)
+      this.listenersByName.set(listener.name, opened)
+    }
+  }
+
+  private async openAdmin (): Promise<void> {
+    const admin = this.config.doc.admin
+    if (!admin) return
+    const gateway = this
+    this.admin = new AdminServer({
+      get configHash () { return gateway.config.hash },
+      get loadedAt () { return gateway.config.loadedAt },
+      storeHealthy: () => this.store.healthy,
+      storeKind: () => this.store.kind,
+      adminToken: () => this.config.doc.admin?.token || undefined,
+    }, this.metrics, this.log)
+    await this.admin.listen(admin.address)
+  }
+
+  /**
+   * Loads, validates and swaps the whole configuration atomically. Requests in flight finish on the old one;
+   * an invalid file leaves the old one serving. Listeners whose address changed are reopened.
+   */
+  reload (): Promise<ReloadResult> {
+    this.reloading ??= this.doReload().finally(() => { this.reloading = undefined })
+    return this.reloading
+  }
+
+  private async doReload (): Promise<ReloadResult> {
+    const { issues, config } = checkConfig(this.options.configFile, { ...(this.options.env ? { env: this.options.env } : {}) })
+    if (!config) {
+      this.metrics.reloads.inc({ result: 'failure' })
+      for (const issue of issues.filter((i) => i.severity === 'error')) {
+        this.log.error({ file: issue.file, line: issue.line, col: issue.col, fix: issue.fix }, `config reload rejected: ${issue.message}`)
+      }
+      return { ok: false, issues }
+    }
+    const old = this.config
+    const oldRuntime = this.handler.runtime
+    const oldStore = this.store
+    const storeChanged = !isDeepStrictEqual(old.doc.store, config.doc.store)
+    const store = storeChanged ? openStore(config.doc.store, this.log) : this.store
+    let runtime: Runtime
+    try {
+      runtime = await Runtime.build(config, { store, log: this.log, now: this.options.now ?? Date.now })
+      for (const listener of config.doc.listeners) {
+        const current = this.listenersByName.get(listener.name)
+        if (current && isDeepStrictEqual(current.config, listener)) current.reloadTls(config.baseDir)
+      }
+    } catch (error) {
+      if (storeChanged) await store.close()
+      this.metrics.reloads.inc({ result: 'failure' })
+      this.log.error({ err: { message: (error as Error).message } }, 'config reload rejected')
+      return { ok: false, issues: [{ severity: 'error', path: [], message: (error as Error).message }] }
+    }
+    this.config = config
+    this.store = store
+    this.handler.runtime = runtime
+    await this.rebindListeners()
+    this.metrics.reloads.inc({ result: 'success' })
+    this.metrics.configInfo.reset()
+    this.metrics.configInfo.set({ hash: config.hash.slice(0, 12) }, config.loadedAt.getTime() / 1000)
+    this.log.info({ hash: config.hash.slice(0, 12), changed: config.hash !== old.hash }, 'config reloaded')
+    // Let requests that started on the old generation finish before its pools close.
+    setTimeout(() => {
+      void oldRuntime.close()
+      if (storeChanged) void oldStore.close()
+    }, 30_000).unref()
+    return { ok: true, changed: config.hash !== old.hash }
+  }
+
+  private async rebindListeners (): Promise<void> {
+    const wanted = new Map(this.config.doc.listeners.map((l) => [l.name, l]))
+    for (const [name, listener] of this.listenersByName) {
+      const next = wanted.get(name)
+      if (next && isDeepStrictEqual(listener.config, next)) continue
+      this.listenersByName.delete(name)
+      void listener.close(5_000)
+    }
+    const runtime = this.handler.runtime
+    for (const [name, config] of wanted) {
+      if (this.listenersByName.has(name)) continue
+      this.listenersByName.set(name, await openListener(config, this.config.baseDir, this.handler, {
+        maxHeaderBytes: runtime.maxHeaderBytes, headersTimeoutMs: runtime.headersTimeoutMs, requestTimeoutMs: runtime.requestTimeoutMs,
+      }, this.log))
+    }
+  }
+
+  /** Stops accepting, drains in-flight requests up to the deadline, closes pools and the store. */
+  async close (deadlineMs = parseDuration(this.config.doc.shutdownTimeout)): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await Promise.all([...this.listenersByName.values()].map((l) => l.close(deadlineMs)))
+    await this.admin?.close()
+    await this.handler.runtime?.close()
+    await this.store.close()
+  }
+}
+
+function openStore (config: StoreConfig, log: Logger): Store {
+  const redis = typeof config.redis === 'string' ? config.redis : config.redis
+  return createStore({ redis, prefix: config.prefix, timeoutMs: parseDuration(config.timeout), log })
+}

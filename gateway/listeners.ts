@@ -1,0 +1,112 @@
+import { readFileSync } from 'node:fs'
+import http from 'node:http'
+import https from 'node:https'
+import type { AddressInfo, Socket } from 'node:net'
+import { resolve } from 'node:path'
+import type { SecureContextOptions, TLSSocket } from 'node:tls'
+import type { ListenerConfig, TlsConfig } from './config/types.js'
+import type { Logger } from './log.js'
+import { parseAddress } from './net.js'
+import { rawProblem } from './respond.js'
+import type { RequestHandler } from './server.js'
+import { randomUUID } from 'node:crypto'
+
+export interface ListenerLimits {
+  readonly maxHeaderBytes: number
+  readonly headersTimeoutMs: number
+  readonly requestTimeoutMs: number
+}
+
+export interface Listener {
+  readonly name: string
+  readonly config: ListenerConfig
+  readonly server: http.Server
+  /** `http://127.0.0.1:PORT` or `https://...` as bound (port 0 resolved). */
+  readonly url: string
+  /** Re-reads certificate, key, CA and CRL; a broken file keeps the old context (throws, caller logs). */
+  reloadTls (baseDir: string): void
+  close (deadlineMs: number): Promise<void>
+}
+
+/** TLS 1.2 minimum; client certificates requested when clientCA is set; 0-RTT never enabled (Node has none). */
+export function tlsOptions (tls: TlsConfig, baseDir: string): SecureContextOptions & { requestCert: boolean, rejectUnauthorized: boolean } {
+  const read = (file: string) => readFileSync(resolve(baseDir, file))
+  const clientCA = tls.clientCA !== undefined
+  return {
+    cert: read(tls.cert),
+    key: read(tls.key),
+    ...(clientCA ? { ca: read(tls.clientCA!) } : {}),
+    ...(tls.crl !== undefined ? { crl: read(tls.crl) } : {}),
+    minVersion: tls.minVersion ?? 'TLSv1.2',
+    requestCert: clientCA,
+    rejectUnauthorized: clientCA && tls.clientCert === 'required',
+  }
+}
+
+export async function openListener (config: ListenerConfig, baseDir: string, handler: RequestHandler,
+  limits: ListenerLimits, log: Logger): Promise<Listener> {
+  const scheme = config.tls ? 'https' : 'http'
+  const ref = { name: config.name, scheme } as const
+  const serverOptions: http.ServerOptions = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: 5_000,
+    insecureHTTPParser: false,
+  }
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => { void handler.handle(ref, req, res) }
+  const server: http.Server = config.tls
+    ? https.createServer({ ...serverOptions, ...tlsOptions(config.tls, baseDir) }, onRequest)
+    : http.createServer(serverOptions, onRequest)
+
+  server.on('upgrade', (req, socket, head) => { void handler.handleUpgrade(ref, req, socket, head) })
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable || error.code === 'ECONNRESET') { socket.destroy(); return }
+    const requestId = randomUUID()
+    if (error.code === 'HPE_HEADER_OVERFLOW') {
+      socket.end(rawProblem({ status: 431, code: 'headers_too_large', detail: 'request headers are too large' }, requestId))
+    } else if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      socket.end(rawProblem({ status: 408, code: 'bad_request', detail: 'request not received in time' }, requestId))
+    } else {
+      socket.end(rawProblem({ status: 400, code: 'bad_request', detail: 'malformed HTTP request' }, requestId))
+    }
+    log.info({ requestId, listener: config.name, code: error.code, remote: socket.remoteAddress }, 'client error')
+  })
+  server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: TLSSocket) => {
+    log.debug({ listener: config.name, code: error.code, remote: socket.remoteAddress }, 'TLS handshake failed')
+  })
+
+  const { host, port } = parseAddress(config.address)
+  await new Promise<void>((resolvePromise, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => { server.off('error', reject); resolvePromise() })
+  })
+  const bound = server.address() as AddressInfo
+  const shownHost = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address
+  const url = `${scheme}://${shownHost}:${bound.port}`
+
+  return {
+    name: config.name,
+    config,
+    server,
+    url,
+    reloadTls (dir: string) {
+      if (!config.tls) return
+      ;(server as https.Server).setSecureContext(tlsOptions(config.tls, dir))
+    },
+    close: (deadlineMs: number) => closeServer(server, deadlineMs),
+  }
+}
+
+/** Stop accepting, let in-flight requests finish until the deadline, then cut what is left. */
+export function closeServer (server: http.Server, deadlineMs: number): Promise<void> {
+  return new Promise((resolvePromise) => {
+    const timer = setTimeout(() => server.closeAllConnections(), deadlineMs)
+    timer.unref()
+    // Keep-alive connections become idle as their last response ends: close them as they do.
+    const sweep = setInterval(() => server.closeIdleConnections(), 50)
+    sweep.unref()
+    server.close(() => { clearTimeout(timer); clearInterval(sweep); resolvePromise() })
+    server.closeIdleConnections()
+  })
+}

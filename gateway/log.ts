@@ -1,0 +1,53 @@
+import { pino, type Logger as PinoLogger, type DestinationStream } from 'pino'
+
+export type Logger = PinoLogger
+
+/** Header names (lower-case) whose values never reach a log. Extended at load with configured API-key/signature headers. */
+export const ALWAYS_REDACTED_HEADERS = [
+  'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key',
+  'x-signature', 'signature', 'x-hub-signature-256', 'stripe-signature', 'x-auth-identity',
+]
+
+/** Query parameter names whose values look like secrets. */
+const SECRET_QUERY = /^(access_token|id_token|refresh_token|token|api_key|apikey|x-api-key|key|sig|signature|secret|password|passwd|client_secret|code)$/i
+
+export interface LoggerOptions {
+  level?: string
+  /** Extra header names to redact (configured API-key and signature headers). */
+  redactHeaders?: readonly string[]
+  destination?: DestinationStream
+}
+
+export function createLogger (options: LoggerOptions = {}): Logger {
+  const headers = [...new Set([...ALWAYS_REDACTED_HEADERS, ...(options.redactHeaders ?? []).map((h) => h.toLowerCase())])]
+  const paths = headers.flatMap((h) => [`headers["${h}"]`, `req.headers["${h}"]`, `res.headers["${h}"]`])
+  return pino({
+    level: options.level ?? process.env.AUTHGATE_LOG_LEVEL ?? 'info',
+    base: undefined,
+    redact: { paths: [...paths, '*.secret', '*.password', '*.token', '*.key'], censor: '[redacted]' },
+    formatters: { level: (label) => ({ level: label }) },
+  }, options.destination ?? pino.destination({ sync: false }))
+}
+
+/** A path and query safe to log: secret-looking parameter values and `agk_` values replaced, control characters escaped. */
+export function redactTarget (target: string): string {
+  const q = target.indexOf('?')
+  const path = q === -1 ? target : target.slice(0, q)
+  if (q === -1) return escapeControl(path)
+  const parts = target.slice(q + 1).split('&').map((pair) => {
+    const eq = pair.indexOf('=')
+    const name = eq === -1 ? pair : pair.slice(0, eq)
+    const value = eq === -1 ? '' : pair.slice(eq + 1)
+    let decodedName = name
+    try { decodedName = decodeURIComponent(name.replace(/\+/g, ' ')) } catch {}
+    if (eq !== -1 && (SECRET_QUERY.test(decodedName) || /agk_/i.test(value))) return `${name}=[redacted]`
+    return pair
+  })
+  return escapeControl(`${path}?${parts.join('&')}`)
+}
+
+/** CR, LF and other control characters escaped so one request is one log line. */
+export function escapeControl (text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}

@@ -1,0 +1,19 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/** Prometheus metrics (DESIGN.md names). One registry per gateway, so tests can run several in one process. */
+export class Metrics {
+  readonly registry = new Registry()
+  readonly requests = new Counter({ name: 'authgate_requests_total', help: 'Requests by route, status and decision code.', labelNames: ['route', 'status', 'code'], registers: [this.registry] })
+  readonly duration = new Histogram({ name: 'authgate_request_duration_seconds', help: 'Time from request to response end, by route.', labelNames: ['route'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] })
+  readonly upstreamDuration = new Histogram({ name: 'authgate_upstream_duration_seconds', help: 'Time spent waiting for the upstream, by upstream.', labelNames: ['upstream'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] })
+  readonly authFailures = new Counter({ name: 'authgate_auth_failures_total', help: 'Rejected credentials by policy and code.', labelNames: ['method', 'code'], registers: [this.registry] })
+  readonly rateLimited = new Counter({ name: 'authgate_rate_limited_total', help: 'Requests refused by a rate limit, by route.', labelNames: ['route'], registers: [this.registry] })
+  readonly storeErrors = new Counter({ name: 'authgate_store_errors_total', help: 'Store (Redis) calls that failed or timed out.', registers: [this.registry] })
+  readonly reloads = new Counter({ name: 'authgate_config_reloads_total', help: 'Configuration reloads by result.', labelNames: ['result'], registers: [this.registry] })
+  readonly configInfo = new Gauge({ name: 'authgate_config_info', help: 'The loaded configuration: hash label, value = load time (unix seconds).', labelNames: ['hash'], registers: [this.registry] })
+  readonly cacheLookups = new Counter({ name: 'authgate_cache_lookups_total', help: 'Cache lookups by cache and result (hit, miss).', labelNames: ['cache', 'result'], registers: [this.registry] })
+
+  constructor (options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'authgate_' })
+  }
+}

@@ -1,0 +1,129 @@
+import type { BlockList } from 'node:net'
+import { policies } from '../policies/index.js'
+import type { PolicyDeps, PolicyInstance } from '../policies/types.js'
+import type { Step } from './chain.js'
+import type { LoadedConfig, RouteConfig, PolicyStep } from './config/types.js'
+import { routeInfo, toRouteSpec } from './config/load.js'
+import { parseDuration, parseSize } from './config/units.js'
+import { identityHeaders, type IdentityHeaders } from './identity.js'
+import type { Logger } from './log.js'
+import { parseCidrs } from './net.js'
+import { closeUpstreams, createUpstreams, type Upstream } from './proxy.js'
+import { compileRoutes, type RouteSpec, type RouteTable } from './router/index.js'
+import type { Store } from './store/types.js'
+
+export interface CompiledRoute extends RouteSpec {
+  readonly config: RouteConfig
+  readonly upstream: Upstream
+  readonly public: boolean
+  readonly steps: readonly Step[]
+  readonly readsBody: boolean
+  /** Credential headers consumed by the chain: not forwarded. */
+  readonly consumed: ReadonlySet<string>
+  readonly maxBodyBytes: number
+  readonly maxHeaderBytes: number
+  readonly maxHeaderCount: number
+  readonly preflightPublic: boolean
+  readonly stripPrefix: string | undefined
+}
+
+export interface RuntimeDeps {
+  readonly store: Store
+  readonly log: Logger
+  readonly now: () => number
+}
+
+/**
+ * One configuration generation, compiled: route table, policy chains, upstream pools. Swapped atomically on
+ * reload; requests in flight keep the generation they started with.
+ */
+export class Runtime {
+  private constructor (
+    readonly config: LoadedConfig,
+    readonly table: RouteTable<CompiledRoute>,
+    readonly upstreams: Map<string, Upstream>,
+    readonly identity: IdentityHeaders,
+    readonly trustProxies: BlockList,
+    readonly trustsAnyProxy: boolean,
+    readonly realm: string,
+    private readonly instances: PolicyInstance[],
+  ) {}
+
+  static async build (config: LoadedConfig, deps: RuntimeDeps): Promise<Runtime> {
+    const doc = config.doc
+    const upstreams = createUpstreams(doc.upstreams, config.baseDir)
+    const shared = new Map<string, unknown>()
+    const instances: PolicyInstance[] = []
+    try {
+      const routes: CompiledRoute[] = []
+      for (const [index, route] of doc.routes.entries()) {
+        const info = routeInfo(doc, route)
+        const policyDeps: PolicyDeps = {
+          store: deps.store,
+          realm: doc.realm,
+          config: doc,
+          route: info,
+          baseDir: config.baseDir,
+          log: deps.log,
+          now: deps.now,
+          shared<T> (name: string, build: () => T): T {
+            if (!shared.has(name)) shared.set(name, build())
+            return shared.get(name) as T
+          },
+        }
+        const make = async (step: PolicyStep) => {
+          const [key, policyConfig] = Object.entries(step)[0]!
+          const definition = policies.get(key)!
+          const instance = await definition.create(policyConfig, policyDeps)
+          instances.push(instance)
+          return { key, instance, authenticates: definition.authenticates }
+        }
+        const steps: Step[] = []
+        for (const step of route.policies ?? []) {
+          if ('anyOf' in step) {
+            const members = []
+            for (const member of step.anyOf as PolicyStep[]) members.push(await make(member))
+            steps.push({ kind: 'anyOf', members })
+          } else {
+            steps.push({ kind: 'policy', ...(await make(step)) })
+          }
+        }
+        const all = steps.flatMap((s) => s.kind === 'policy' ? [s.instance] : s.members.map((m) => m.instance))
+        const limits = { ...doc.limits, ...route.limits }
+        routes.push({
+          ...toRouteSpec(route, index),
+          config: route,
+          upstream: upstreams.get(route.upstream)!,
+          public: route.public === true,
+          steps,
+          readsBody: all.some((i) => i.readsBody === true),
+          consumed: new Set(all.flatMap((i) => i.credentialHeaders ?? [])),
+          maxBodyBytes: info.maxBodyBytes,
+          maxHeaderBytes: parseSize(limits.maxHeaderBytes),
+          maxHeaderCount: limits.maxHeaderCount ?? 200,
+          preflightPublic: route.cors?.preflight === 'public',
+          stripPrefix: route.stripPrefix,
+        })
+      }
+      const { list } = parseCidrs(doc.trustProxies)
+      return new Runtime(config, compileRoutes(routes), upstreams, identityHeaders(doc.identity), list,
+        doc.trustProxies.length > 0, doc.realm, instances)
+    } catch (error) {
+      await Promise.all(instances.map(async (i) => i.close?.()))
+      await closeUpstreams(upstreams)
+      throw error
+    }
+  }
+
+  get headersTimeoutMs (): number { return parseDuration(this.config.doc.limits.headersTimeout) }
+  get requestTimeoutMs (): number { return parseDuration(this.config.doc.limits.requestTimeout) }
+  get maxHeaderBytes (): number {
+    return Math.max(parseSize(this.config.doc.limits.maxHeaderBytes),
+      ...this.table.routes.map((r) => r.maxHeaderBytes))
+  }
+
+  async close (): Promise<void> {
+    await Promise.all(this.instances.map(async (i) => { try { await i.close?.() } catch {} }))
+    await closeUpstreams(this.upstreams)
+  }
+}

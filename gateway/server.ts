@@ -1,0 +1,342 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import httpProxy from 'http-proxy'
+import { GatewayError, Rejection, StoreUnavailableError } from './errors.js'
+import { runChain, challengesFor, type ChainResult } from './chain.js'
+import { HttpRequestContext, PayloadTooLargeError } from './context.js'
+import { addIdentity, connectionTokens, HOP_BY_HOP } from './identity.js'
+import { escapeControl, redactTarget, type Logger } from './log.js'
+import type { Metrics } from './metrics.js'
+import { isTrusted, unmapAddress } from './net.js'
+import { forward, RejectedError } from './proxy.js'
+import { rawProblem, sendProblem, type Problem } from './respond.js'
+import { normalizePath } from './router/index.js'
+import type { CompiledRoute, Runtime } from './runtime.js'
+
+export interface ListenerRef {
+  readonly name: string
+  readonly scheme: 'http' | 'https'
+}
+
+/** Hooks that later layers add to the forwarding step (signed identity). */
+export interface ForwardHooks {
+  upstreamIdentity? (result: ChainResult, route: CompiledRoute, headers: Record<string, string | string[]>): Promise<void> | void
+}
+
+interface Decision {
+  route: CompiledRoute | undefined
+  code: string
+  subject: string | undefined
+  methods: string | undefined
+}
+
+/** Credential header names whose `Connection` listing is ignored (never honoured as hop-by-hop). */
+const ALWAYS_CREDENTIALS = ['authorization', 'cookie', 'x-api-key']
+
+/**
+ * listener -> normalize -> route -> policy chain -> forward. One instance per gateway; the runtime (the
+ * compiled configuration) is swapped atomically on reload and each request keeps the one it started with.
+ */
+export class RequestHandler {
+  runtime!: Runtime
+  hooks: ForwardHooks = {}
+  private readonly wsProxy = httpProxy.createProxyServer({ ws: true, xfwd: false, changeOrigin: false })
+
+  constructor (private readonly deps: { log: Logger, metrics: Metrics, now: () => number }) {
+    this.wsProxy.on('error', (error, _req, target) => {
+      this.deps.log.warn({ err: { message: error.message, code: (error as NodeJS.ErrnoException).code } }, 'websocket proxy error')
+      const socket = target as Duplex | undefined
+      if (socket && 'destroy' in socket) socket.destroy()
+    })
+  }
+
+  async handle (listener: ListenerRef, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now()
+    const runtime = this.runtime
+    const requestId = randomUUID()
+    const decision: Decision = { route: undefined, code: 'ok', subject: undefined, methods: undefined }
+    res.setHeader('X-Request-Id', requestId)
+    res.once('close', () => this.logRequest(req, res, listener, requestId, decision, started))
+    try {
+      await this.process(runtime, listener, req, res, requestId, decision)
+    } catch (error) {
+      this.fail(error, res, requestId, decision, req)
+    }
+  }
+
+  private async process (runtime: Runtime, listener: ListenerRef, req: IncomingMessage, res: ServerResponse,
+    requestId: string, decision: Decision): Promise<void> {
+    const reject = (problem: Problem) => {
+      decision.code = problem.code
+      sendProblem(res, problem, requestId)
+      if (problem.status === 400 || problem.status === 413 || problem.status === 431) drainOrClose(req, res)
+    }
+    const prepared = prepare(runtime, listener, req)
+    if (prepared instanceof Rejection) return reject(prepared)
+    const { route, ctx, hasBody } = prepared
+    decision.route = route
+
+    const declaredLength = Number(req.headers['content-length'] ?? 0)
+    if (declaredLength > route.maxBodyBytes) return reject(Rejection.payloadTooLarge(route.maxBodyBytes))
+
+    let result: ChainResult | undefined
+    const skipChain = route.public || (route.preflightPublic && req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined)
+    if (!skipChain) {
+      if (route.readsBody && hasBody) await ctx.body()
+      const outcome = await runChain(route.steps, ctx)
+      if ('rejection' in outcome) {
+        const { rejection } = outcome
+        if (rejection.status === 401 || rejection.status === 403) this.deps.metrics.authFailures.inc({ method: outcome.byKey ?? 'chain', code: rejection.code })
+        if (rejection.status === 429) this.deps.metrics.rateLimited.inc({ route: route.name })
+        decision.subject = outcome.identity.subject || undefined
+        return reject({
+          status: rejection.status,
+          code: rejection.code,
+          detail: rejection.detail,
+          headers: { ...outcome.responseHeaders, ...rejection.headers },
+          ...(rejection.status === 401 ? { challenges: challengesFor(route.steps, outcome) } : {}),
+          ...(rejection.status === 403 && rejection.challenge ? { challenges: [rejection.challenge] } : {}),
+        })
+      }
+      result = outcome
+      decision.subject = outcome.identity.subject
+      decision.methods = outcome.identity.methods.join(',')
+    } else if (route.steps.length > 0 && route.public) {
+      // Public routes may carry non-authenticating steps (rateLimit).
+      const outcome = await runChain(route.steps, ctx)
+      if ('rejection' in outcome) {
+        if (outcome.rejection.status === 429) this.deps.metrics.rateLimited.inc({ route: route.name })
+        return reject({ status: outcome.rejection.status, code: outcome.rejection.code, detail: outcome.rejection.detail, headers: { ...outcome.responseHeaders, ...outcome.rejection.headers } })
+      }
+      result = outcome
+    }
+
+    const headers = upstreamHeaders(runtime, route, req, ctx, result)
+    if (result && result.identity.methods.length > 0) await this.hooks.upstreamIdentity?.(result, route, headers)
+    const buffered = ctx.bufferedBody ? await ctx.bufferedBody : undefined
+    if (buffered) headers['content-length'] = String(buffered.length)
+    const upstreamStarted = performance.now()
+    try {
+      await forward(route.upstream, req, res, {
+        method: ctx.method,
+        target: forwardTarget(route, ctx.path, ctx.rawQuery),
+        headers,
+        body: buffered,
+        hasBody,
+        maxBodyBytes: route.maxBodyBytes,
+        responseHeaders: result?.responseHeaders ?? {},
+      })
+    } finally {
+      this.deps.metrics.upstreamDuration.observe({ upstream: route.upstream.name }, (performance.now() - upstreamStarted) / 1000)
+    }
+  }
+
+  private fail (error: unknown, res: ServerResponse, requestId: string, decision: Decision, req: IncomingMessage): void {
+    if (error instanceof PayloadTooLargeError) {
+      decision.code = 'payload_too_large'
+      sendProblem(res, Rejection.payloadTooLarge(error.limitBytes), requestId)
+      drainOrClose(req, res)
+      return
+    }
+    if (error instanceof RejectedError) {
+      decision.code = error.rejection.code
+      sendProblem(res, error.rejection, requestId)
+      drainOrClose(req, res)
+      return
+    }
+    if (error instanceof StoreUnavailableError) this.deps.metrics.storeErrors.inc()
+    if (error instanceof GatewayError) {
+      decision.code = error.code
+      const level = error.status >= 500 ? 'warn' : 'info'
+      this.deps.log[level]({ requestId, code: error.code, err: describeCause(error) }, error.message)
+      sendProblem(res, { status: error.status, code: error.code, detail: publicDetail(error) }, requestId)
+      return
+    }
+    decision.code = 'internal_error'
+    this.deps.log.error({ requestId, err: describeCause(error) }, 'unexpected error while handling a request')
+    sendProblem(res, { status: 500, code: 'internal_error', detail: 'internal error' }, requestId)
+  }
+
+  /** WebSocket upgrades pass the same chain, then are tunneled with identity headers added and credentials removed. */
+  async handleUpgrade (listener: ListenerRef, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const runtime = this.runtime
+    const requestId = randomUUID()
+    const deny = (problem: Problem) => { socket.end(rawProblem(problem, requestId)) }
+    socket.on('error', () => socket.destroy())
+    try {
+      const prepared = prepare(runtime, listener, req)
+      if (prepared instanceof Rejection) return deny(prepared)
+      const { route, ctx } = prepared
+      let result: ChainResult | undefined
+      if (route.steps.length > 0) {
+        const outcome = await runChain(route.steps, ctx)
+        if ('rejection' in outcome) {
+          const r = outcome.rejection
+          return deny({ status: r.status, code: r.code, detail: r.detail, headers: { ...outcome.responseHeaders, ...r.headers }, ...(r.status === 401 ? { challenges: challengesFor(route.steps, outcome) } : {}) })
+        }
+        result = outcome
+      }
+      if (route.upstream.echo || !route.upstream.url) {
+        return deny({ status: 502, code: 'upstream_unavailable', detail: 'this upstream does not accept WebSocket connections' })
+      }
+      const headers = upstreamHeaders(runtime, route, req, ctx, result)
+      if (result && result.identity.methods.length > 0) await this.hooks.upstreamIdentity?.(result, route, headers)
+      headers.connection = 'Upgrade'
+      headers.upgrade = req.headers.upgrade ?? 'websocket'
+      req.headers = headers as IncomingMessage['headers']
+      req.url = route.upstream.basePath + forwardTarget(route, ctx.path, ctx.rawQuery)
+      this.deps.log.info({ requestId, listener: listener.name, route: route.name, method: 'GET', upgrade: true, subject: result?.identity.subject }, 'websocket')
+      this.wsProxy.ws(req, socket, head, { target: route.upstream.url, ignorePath: false, prependPath: false })
+    } catch (error) {
+      const status = error instanceof GatewayError ? error.status : 500
+      const code = error instanceof GatewayError ? error.code : 'internal_error'
+      this.deps.log.warn({ requestId, err: describeCause(error) }, 'websocket upgrade failed')
+      deny({ status, code, detail: code === 'internal_error' ? 'internal error' : (error as Error).message })
+    }
+  }
+
+  private logRequest (req: IncomingMessage, res: ServerResponse, listener: ListenerRef, requestId: string, decision: Decision, started: number): void {
+    const durationMs = performance.now() - started
+    const routeName = decision.route?.name ?? '(none)'
+    const status = res.headersSent ? res.statusCode : 499
+    this.deps.metrics.requests.inc({ route: routeName, status, code: decision.code })
+    this.deps.metrics.duration.observe({ route: routeName }, durationMs / 1000)
+    this.deps.log.info({
+      requestId,
+      listener: listener.name,
+      method: escapeControl(req.method ?? ''),
+      path: redactTarget(req.url ?? ''),
+      route: routeName,
+      status,
+      code: decision.code,
+      subject: decision.subject !== undefined ? escapeControl(decision.subject) : undefined,
+      methods: decision.methods,
+      remote: req.socket.remoteAddress,
+      durationMs: Math.round(durationMs * 1000) / 1000,
+    }, 'request')
+  }
+}
+
+interface Prepared { route: CompiledRoute, ctx: HttpRequestContext, hasBody: boolean }
+
+/** Edge checks, normalization, routing: everything decided before the chain. */
+function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingMessage): Prepared | Rejection {
+  const raw = req.rawHeaders
+  let hostCount = 0
+  let headerBytes = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    // `X_Auth_Subject` would reach some upstreams as X-Auth-Subject (CGI, nginx): refuse the ambiguity.
+    if (name.includes('_')) return Rejection.badRequest('header names containing "_" are refused')
+    headerBytes += name.length + raw[i + 1]!.length + 4
+    if (name.length === 4 && name.toLowerCase() === 'host') hostCount++
+  }
+  if (hostCount > 1) return Rejection.badRequest('more than one Host header')
+
+  const target = normalizePath(req.url ?? '')
+  if (!target.ok) return Rejection.badRequest(target.reason)
+  const hostHeader = req.headers.host ?? ''
+  if (target.authority !== undefined && target.authority.toLowerCase() !== hostHeader.toLowerCase()) {
+    return Rejection.badRequest('the absolute-form target and the Host header disagree')
+  }
+  if (target.rawQuery.length > 0 && hasKeyInQuery(target.rawQuery)) {
+    return Rejection.badRequest('API keys belong in the X-API-Key header, not in the query string')
+  }
+  const method = req.method ?? 'GET'
+  const match = runtime.table.match({ host: hostHeader, path: target.path, method, listener: listener.name })
+  if (!match.route) return Rejection.noRoute()
+  const route = match.route
+  if (raw.length / 2 > route.maxHeaderCount || headerBytes > route.maxHeaderBytes) return Rejection.headersTooLarge()
+
+  const peerAddress = unmapAddress(req.socket.remoteAddress ?? '')
+  const remoteAddress = runtime.trustsAnyProxy ? clientAddress(runtime, peerAddress, req.headers['x-forwarded-for'] as string | undefined) : peerAddress
+  const rawTarget = req.url ?? ''
+  const ctx = new HttpRequestContext(req, '', method, target.path, rawTarget, target.rawQuery, listener.scheme,
+    hostHeader, remoteAddress, peerAddress, listener.name, route.name, route.upstream.name, route.maxBodyBytes, Date.now)
+  const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
+  return { route, ctx, hasBody }
+}
+
+/** Any query value that looks like an API key is refused on every route: keys in URLs end up in logs. */
+function hasKeyInQuery (rawQuery: string): boolean {
+  if (!/agk|%61|%67|%6b|%5f/i.test(rawQuery)) return false
+  for (const value of new URLSearchParams(rawQuery).values()) if (value.trimStart().startsWith('agk_')) return true
+  return false
+}
+
+/** X-Forwarded-For is read only from trusted proxies: the client is the rightmost address that is not one. */
+function clientAddress (runtime: Runtime, peer: string, forwardedFor: string | undefined): string {
+  if (!forwardedFor || !isTrusted(runtime.trustProxies, peer)) return peer
+  const hops = forwardedFor.split(',').map((h) => h.trim()).filter(Boolean)
+  for (let i = hops.length - 1; i >= 0; i--) {
+    if (!isTrusted(runtime.trustProxies, hops[i]!)) return unmapAddress(hops[i]!)
+  }
+  return hops[0] ?? peer
+}
+
+function forwardTarget (route: CompiledRoute, path: string, rawQuery: string): string {
+  let forwardedPath = path
+  if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix)) {
+    forwardedPath = path.slice(route.stripPrefix.length)
+    if (!forwardedPath.startsWith('/')) forwardedPath = '/' + forwardedPath
+  }
+  return rawQuery.length > 0 ? `${forwardedPath}?${rawQuery}` : forwardedPath
+}
+
+/** Inbound identity headers stripped, hop-by-hop removed, consumed credentials removed, identity set. */
+function upstreamHeaders (runtime: Runtime, route: CompiledRoute, req: IncomingMessage, ctx: HttpRequestContext,
+  result: ChainResult | undefined): Record<string, string | string[]> {
+  const strip = runtime.identity.strip
+  const tokens = connectionTokens(req.headers.connection)
+  const headers: Record<string, string | string[]> = {}
+  const inbound = req.headers
+  for (const name in inbound) {
+    if (HOP_BY_HOP.has(name) || strip.has(name) || route.consumed.has(name)) continue
+    // Connection may not remove a credential or gateway-owned header: such tokens are ignored.
+    if (tokens !== undefined && tokens.has(name) && !ALWAYS_CREDENTIALS.includes(name)) continue
+    const value = inbound[name]
+    if (value !== undefined) headers[name] = value
+  }
+  const trustedPeer = runtime.trustsAnyProxy && isTrusted(runtime.trustProxies, ctx.peerAddress)
+  if (trustedPeer) {
+    const prior = inbound['x-forwarded-for']
+    headers['x-forwarded-for'] = prior ? `${prior}, ${ctx.peerAddress}` : ctx.peerAddress
+    headers['x-forwarded-proto'] ??= ctx.scheme
+    headers['x-forwarded-host'] ??= ctx.authority
+  } else {
+    delete headers.forwarded
+    delete headers['x-real-ip']
+    headers['x-forwarded-for'] = ctx.peerAddress
+    headers['x-forwarded-proto'] = ctx.scheme
+    if (ctx.authority) headers['x-forwarded-host'] = ctx.authority
+    else delete headers['x-forwarded-host']
+  }
+  if (!route.upstream.preserveHost && route.upstream.host) headers.host = route.upstream.host
+  if (result) {
+    Object.assign(headers, result.upstreamHeaders)
+    addIdentity(headers, result.identity, runtime.identity)
+  }
+  return headers
+}
+
+/** After an early answer, a request body the client is still sending is not read: close the connection. */
+function drainOrClose (req: IncomingMessage, res: ServerResponse): void {
+  if (req.complete) return
+  res.shouldKeepAlive = false
+  res.once('finish', () => req.socket.destroySoon?.())
+}
+
+function publicDetail (error: GatewayError): string {
+  switch (error.code) {
+    case 'store_unavailable': return 'the credential store is unavailable'
+    case 'upstream_timeout': return 'the upstream did not answer in time'
+    case 'upstream_unavailable': return 'the upstream is unavailable'
+    default: return 'internal error'
+  }
+}
+
+function describeCause (error: unknown): Record<string, unknown> {
+  const e = error as { message?: string, code?: string, cause?: { message?: string, code?: string }, stack?: string }
+  return { message: e?.message, code: e?.code, cause: e?.cause ? { message: e.cause.message, code: e.cause.code } : undefined }
+}

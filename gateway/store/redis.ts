@@ -1,0 +1,429 @@
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import { StoreUnavailableError } from '../errors.js'
+import type { Logger } from '../log.js'
+import { assertValidChecks, toTtlMs } from './memory.js'
+import type { GcraCheck, GcraResult, Store } from './types.js'
+
+/** A single node URL (`redis://` or `rediss://`), or the seed URLs of a Redis Cluster. */
+export type RedisTarget = string | readonly string[] | { readonly cluster: readonly string[] }
+
+export interface RedisStoreOptions {
+  /** Prepended to every key and channel, e.g. `authgate:`. */
+  prefix?: string
+  /** Upper bound for any call, connection wait included (default 500 ms). */
+  timeoutMs?: number
+  log?: Logger
+}
+
+type Client = Redis | Cluster
+
+interface ScriptedClient {
+  authgateGcra (numKeys: number, ...args: Array<string | number>): Promise<Array<[number, number, number, number]>>
+  authgateIncrement (key: string, windowMs: number): Promise<[number, number]>
+}
+
+/**
+ * GCRA for every check of one request, atomically (the same formulas as evaluateGcra in memory.ts).
+ * KEYS: one per check. ARGV: emissionIntervalMs, burst, cost per check.
+ * Redis server time, so instances with skewed clocks agree; nothing is written unless all checks pass.
+ * Replies per check: { allowed 1|0, remaining, resetMs, retryAfterMs }.
+ */
+const GCRA_LUA = `
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local eps = 1e-6
+local results = {}
+local tats = {}
+local allowed = true
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  local base = math.max(tat, now)
+  local newTat = base + cost * interval
+  local limit = burst * interval
+  local delay = newTat - now
+  if delay <= limit + eps then
+    local remaining = math.max(0, math.floor((limit - delay) / interval + eps))
+    results[i] = { 1, remaining, math.ceil(delay), 0 }
+    tats[i] = newTat
+  else
+    allowed = false
+    results[i] = { 0, 0, math.ceil(base - now), math.ceil(delay - limit) }
+  end
+end
+if allowed then
+  for i = 1, #KEYS do
+    local ttl = math.ceil(tats[i] - now)
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], string.format('%.17g', tats[i]), 'PX', ttl)
+    else
+      redis.call('DEL', KEYS[i])
+    end
+  end
+end
+return results
+`
+
+/** Fixed window: the first increment starts the window; a key left without expiry gets one. */
+const INCREMENT_LUA = `
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if count == 1 or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return { count, ttl }
+`
+
+/**
+ * The Redis store (ioredis 5, single node or Cluster). Calls never hang: each one is bounded by `timeoutMs`,
+ * including the wait for a connection, and every failure rejects with StoreUnavailableError.
+ * It reconnects by itself; subscriptions are restored after a reconnect.
+ */
+export class RedisStore implements Store {
+  readonly kind = 'redis' as const
+  readonly prefix: string
+  readonly timeoutMs: number
+  readonly #log: Logger | undefined
+  readonly #connect: (role: 'main' | 'subscriber') => Client
+  readonly #client: Client
+  #subscriber: Client | undefined
+  readonly #handlers = new Map<string, Set<(message: string) => void>>()
+  #connected = false
+  /** The connection is up but the last call timed out (a paused or overloaded server). */
+  #stalled = false
+  #closed = false
+  /** When the connection was lost; undefined while connected and before the first connection. */
+  #downSince: number | undefined
+  #reported = false
+  #ready: { promise: Promise<void>, resolve: () => void } | undefined
+
+  constructor (target: RedisTarget, options: RedisStoreOptions = {}) {
+    this.prefix = options.prefix ?? ''
+    this.timeoutMs = options.timeoutMs ?? 500
+    if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) throw new RangeError('store timeoutMs must be a positive number')
+    this.#log = options.log
+    this.#connect = connector(target, this.timeoutMs)
+    this.#client = this.#connect('main')
+    defineScripts(this.#client)
+    this.#client.on('ready', () => this.#onReady())
+    for (const event of ['close', 'end', 'reconnecting']) this.#client.on(event, () => this.#onDown())
+    this.#client.on('error', (err: Error) => this.#onError(err))
+    this.#client.on('node error', (err: Error) => this.#onError(err))
+  }
+
+  /** Last known health: connected, and the last call did not time out. */
+  get healthy (): boolean {
+    return this.#connected && !this.#stalled && !this.#closed
+  }
+
+  async get (key: string): Promise<string | null> {
+    return this.#run('GET', (c) => c.get(this.#key(key)))
+  }
+
+  async set (key: string, value: string, ttlMs?: number): Promise<void> {
+    const k = this.#key(key)
+    if (ttlMs === undefined) await this.#run('SET', (c) => c.set(k, value))
+    else {
+      const ttl = toTtlMs(ttlMs)
+      await this.#run('SET', (c) => c.set(k, value, 'PX', ttl))
+    }
+  }
+
+  async setIfAbsent (key: string, value: string, ttlMs: number): Promise<boolean> {
+    const ttl = toTtlMs(ttlMs)
+    const reply = await this.#run('SET NX', (c) => c.set(this.#key(key), value, 'PX', ttl, 'NX'))
+    return reply === 'OK'
+  }
+
+  async delete (key: string): Promise<void> {
+    await this.#run('DEL', (c) => c.del(this.#key(key)))
+  }
+
+  async getHash (key: string): Promise<Record<string, string> | null> {
+    const fields = await this.#run('HGETALL', (c) => c.hgetall(this.#key(key)))
+    return Object.keys(fields).length === 0 ? null : fields
+  }
+
+  /** Replaces the whole record (not a merge), atomically; an empty map deletes it. */
+  async setHash (key: string, fields: Readonly<Record<string, string>>, ttlMs?: number): Promise<void> {
+    const k = this.#key(key)
+    const ttl = ttlMs === undefined ? undefined : toTtlMs(ttlMs)
+    const entries = Object.entries(fields)
+    await this.#run('HSET', async (c) => {
+      const tx = c.multi().del(k)
+      if (entries.length > 0) {
+        tx.hset(k, Object.fromEntries(entries))
+        if (ttl !== undefined) tx.pexpire(k, ttl)
+      }
+      checkReplies(await tx.exec())
+    })
+  }
+
+  async addToSet (key: string, member: string): Promise<void> {
+    await this.#run('SADD', (c) => c.sadd(this.#key(key), member))
+  }
+
+  async removeFromSet (key: string, member: string): Promise<void> {
+    await this.#run('SREM', (c) => c.srem(this.#key(key), member))
+  }
+
+  async members (key: string): Promise<string[]> {
+    return this.#run('SMEMBERS', (c) => c.smembers(this.#key(key)))
+  }
+
+  async increment (key: string, windowMs: number): Promise<{ count: number, resetMs: number }> {
+    const window = toTtlMs(windowMs)
+    const [count, resetMs] = await this.#run('INCR', (c) => scripted(c).authgateIncrement(this.#key(key), window))
+    return { count: Number(count), resetMs: Number(resetMs) }
+  }
+
+  async rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> {
+    assertValidChecks(checks)
+    if (checks.length === 0) return []
+    const keys = checks.map((check) => this.#key(check.key))
+    const args = checks.flatMap((check) => [String(check.emissionIntervalMs), String(check.burst), String(check.cost ?? 1)])
+    const replies = await this.#run('rate limit', (c) => scripted(c).authgateGcra(keys.length, ...keys, ...args))
+    return replies.map(([allowed, remaining, resetMs, retryAfterMs]) => ({
+      allowed: Number(allowed) === 1,
+      remaining: Number(remaining),
+      resetMs: Number(resetMs),
+      retryAfterMs: Number(retryAfterMs),
+    }))
+  }
+
+  async publish (channel: string, message: string): Promise<void> {
+    await this.#run('PUBLISH', (c) => c.publish(this.#key(channel), message))
+  }
+
+  subscribe (channel: string, handler: (message: string) => void): () => void {
+    if (this.#closed) throw new StoreUnavailableError('store is closed')
+    const name = this.#key(channel)
+    const subscriber = this.#subscriber ?? this.#startSubscriber()
+    // Wrap so the same function subscribed twice gets two deliveries and two independent unsubscribes.
+    const entry = (message: string) => handler(message)
+    let handlers = this.#handlers.get(name)
+    if (!handlers) {
+      this.#handlers.set(name, handlers = new Set())
+      subscriber.subscribe(name).catch((err: unknown) => this.#log?.warn({ err, channel }, 'store subscribe failed'))
+    }
+    handlers.add(entry)
+    return () => {
+      const current = this.#handlers.get(name)
+      if (!current?.delete(entry) || current.size > 0) return
+      this.#handlers.delete(name)
+      if (!this.#closed) subscriber.unsubscribe(name).catch(() => {})
+    }
+  }
+
+  async ping (): Promise<void> {
+    await this.#run('PING', (c) => c.ping())
+  }
+
+  async close (): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#connected = false
+    this.#handlers.clear()
+    await Promise.all([this.#client, this.#subscriber].map(async (client) => {
+      if (!client) return
+      try {
+        await withTimeout(client.quit(), this.timeoutMs)
+      } catch {
+        // Not connected or not answering: drop the connection instead.
+      } finally {
+        client.disconnect()
+      }
+    }))
+  }
+
+  #key (key: string): string {
+    return this.prefix + key
+  }
+
+  async #run<T> (what: string, operation: (client: Client) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new StoreUnavailableError('store is closed')
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`store did not answer ${what} within ${this.timeoutMs} ms`)), this.timeoutMs)
+    })
+    try {
+      if (!this.#connected) {
+        // Known to be down for longer than one timeout: fail now rather than make every request wait.
+        if (this.#downSince !== undefined && Date.now() - this.#downSince > this.timeoutMs) {
+          throw new StoreUnavailableError(`store is not connected (${what})`)
+        }
+        await Promise.race([this.#whenReady(), timeout])
+      }
+      const result = await Promise.race([operation(this.#client), timeout])
+      this.#stalled = false
+      return result
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) throw err
+      if (err instanceof TimeoutError) {
+        if (this.#connected && !this.#stalled) this.#log?.warn({ timeoutMs: this.timeoutMs }, 'store is not answering')
+        this.#stalled = this.#connected
+        throw new StoreUnavailableError(err.message, { cause: err })
+      }
+      const message = err instanceof Error ? err.message : String(err)
+      throw new StoreUnavailableError(`store ${what} failed: ${message}`, { cause: withoutArguments(err) })
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  #whenReady (): Promise<void> {
+    if (!this.#ready) {
+      let resolve!: () => void
+      const promise = new Promise<void>((r) => { resolve = r })
+      this.#ready = { promise, resolve }
+    }
+    return this.#ready.promise
+  }
+
+  #onReady (): void {
+    if (this.#closed) return
+    if (this.#reported) this.#log?.info('store connection restored')
+    this.#connected = true
+    this.#stalled = false
+    this.#downSince = undefined
+    this.#reported = false
+    this.#ready?.resolve()
+    this.#ready = undefined
+  }
+
+  #onDown (): void {
+    if (this.#closed) return
+    this.#connected = false
+    this.#downSince ??= Date.now()
+  }
+
+  #onError (err: Error): void {
+    if (this.#closed) return
+    // ioredis emits an error per failed reconnect attempt: log once per outage.
+    if (!this.#reported) this.#log?.warn({ err }, 'store connection failed; reconnecting')
+    this.#reported = true
+    if (!this.#connected) this.#downSince ??= Date.now()
+  }
+
+  #startSubscriber (): Client {
+    const subscriber = this.#connect('subscriber')
+    subscriber.on('error', (err: Error) => this.#onError(err))
+    subscriber.on('node error', (err: Error) => this.#onError(err))
+    subscriber.on('message', (channel: string, message: string) => {
+      for (const handler of [...this.#handlers.get(channel) ?? []]) {
+        try {
+          handler(message)
+        } catch (err) {
+          this.#log?.error({ err, channel: channel.slice(this.prefix.length) }, 'store subscriber failed')
+        }
+      }
+    })
+    this.#subscriber = subscriber
+    return subscriber
+  }
+}
+
+class TimeoutError extends Error {}
+
+/** ioredis attaches the command's arguments to reply errors; they may hold stored secrets, so keep only the name. */
+function withoutArguments (err: unknown): unknown {
+  if (err instanceof Error && 'command' in err && typeof err.command === 'object' && err.command !== null) {
+    (err as { command: unknown }).command = { name: (err.command as { name?: unknown }).name }
+  }
+  return err
+}
+
+function scripted (client: Client): ScriptedClient {
+  return client as unknown as ScriptedClient
+}
+
+function defineScripts (client: Client): void {
+  // ioredis runs EVALSHA and falls back to EVAL on NOSCRIPT (after a restart or failover).
+  client.defineCommand('authgateGcra', { lua: GCRA_LUA })
+  client.defineCommand('authgateIncrement', { lua: INCREMENT_LUA, numberOfKeys: 1 })
+}
+
+function checkReplies (replies: Array<[Error | null, unknown]> | null): void {
+  if (replies === null) throw new Error('transaction aborted')
+  for (const [err] of replies) if (err) throw err
+}
+
+function withTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new TimeoutError('timed out')), ms) }),
+  ]).finally(() => clearTimeout(timer))
+}
+
+/** Reconnect quickly at first, then every second, forever. */
+function retryDelay (attempt: number): number {
+  return Math.min(attempt * 100, 1000)
+}
+
+function connector (target: RedisTarget, timeoutMs: number): (role: 'main' | 'subscriber') => Client {
+  const urls = typeof target === 'string' ? undefined : Array.isArray(target) ? target : (target as { cluster: readonly string[] }).cluster
+  if (urls === undefined) {
+    const url = parseUrl(target as string)
+    return (role) => new Redis(url.href, { ...nodeOptions(timeoutMs, role), retryStrategy: retryDelay })
+  }
+  if (urls.length === 0) throw new RangeError('a Redis cluster needs at least one node URL')
+  const parsed = urls.map(parseUrl)
+  const nodes = parsed.map((url) => ({ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 6379) }))
+  const first = parsed[0]!
+  const auth: RedisOptions = {
+    ...(first.username ? { username: decodeURIComponent(first.username) } : {}),
+    ...(first.password ? { password: decodeURIComponent(first.password) } : {}),
+    ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
+  }
+  return (role) => {
+    const { enableOfflineQueue, maxRetriesPerRequest, enableAutoPipelining, ...redisOptions } = nodeOptions(timeoutMs, role)
+    const options: ClusterOptions = {
+      redisOptions: { ...redisOptions, maxRetriesPerRequest, ...auth },
+      enableOfflineQueue,
+      enableAutoPipelining,
+      clusterRetryStrategy: retryDelay,
+      slotsRefreshTimeout: Math.max(timeoutMs, 1000),
+    }
+    return new Cluster(nodes, options)
+  }
+}
+
+function nodeOptions (timeoutMs: number, role: 'main' | 'subscriber'): RedisOptions {
+  if (role === 'subscriber') {
+    // Subscriptions may be made before the connection is up: queue them, and restore them after reconnects.
+    return {
+      connectTimeout: Math.max(timeoutMs, 1000),
+      enableOfflineQueue: true,
+      maxRetriesPerRequest: null,
+      autoResubscribe: true,
+    }
+  }
+  return {
+    connectTimeout: Math.max(timeoutMs, 1000),
+    commandTimeout: timeoutMs,
+    // Fail fast while down instead of queueing: a request must not wait for Redis to come back.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    // A command in flight when the connection broke already failed for its caller: never replay it later.
+    autoResendUnfulfilledCommands: false,
+    enableAutoPipelining: true,
+  }
+}
+
+function parseUrl (text: string): URL {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    throw new RangeError('store.redis must be a redis:// or rediss:// URL')
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new RangeError(`store.redis must be a redis:// or rediss:// URL, not ${url.protocol}`)
+  }
+  return url
+}

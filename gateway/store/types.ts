@@ -1,0 +1,69 @@
+/**
+ * The shared-state contract. Two implementations with the same semantics:
+ * `memory` (one instance, nothing to install) and `redis` (ioredis: single node,
+ * Sentinel or Cluster). Keys given here are unprefixed; the store adds `store.prefix`.
+ *
+ * Every method may reject with StoreUnavailableError (gateway/errors.ts) when the
+ * backend fails or does not answer within the store timeout; none ever hangs.
+ */
+
+export interface GcraCheck {
+  /** Unprefixed key. In Redis Cluster all checks of one call must share a hash tag, e.g. `rl:{route}:client:x`. */
+  readonly key: string
+  /** Time between two conforming requests at the sustained rate: window / count. */
+  readonly emissionIntervalMs: number
+  /** Requests that may pass at once from a full bucket (DESIGN.md: default = the limit's count). */
+  readonly burst: number
+  /** Cost of this request, default 1. */
+  readonly cost?: number
+}
+
+export interface GcraResult {
+  readonly allowed: boolean
+  /** Requests that would pass right now after this one (RateLimit `r`). */
+  readonly remaining: number
+  /** Milliseconds until the full burst is available again (RateLimit `t`). */
+  readonly resetMs: number
+  /** When not allowed: milliseconds until a request of this cost would pass (Retry-After). 0 when allowed. */
+  readonly retryAfterMs: number
+}
+
+export interface Store {
+  readonly kind: 'memory' | 'redis'
+
+  get (key: string): Promise<string | null>
+  /** ttlMs undefined: no expiry. */
+  set (key: string, value: string, ttlMs?: number): Promise<void>
+  /** SET NX PX: true when this call created the key (replay nonces, single-flight). */
+  setIfAbsent (key: string, value: string, ttlMs: number): Promise<boolean>
+  delete (key: string): Promise<void>
+
+  /** Records (API keys): a flat string map. */
+  getHash (key: string): Promise<Record<string, string> | null>
+  setHash (key: string, fields: Readonly<Record<string, string>>, ttlMs?: number): Promise<void>
+
+  /** Indexes (list of API key ids). */
+  addToSet (key: string, member: string): Promise<void>
+  removeFromSet (key: string, member: string): Promise<void>
+  members (key: string): Promise<string[]>
+
+  /** Fixed-window counter (failed-attempt limits): increments, returns the new count and ms until the window ends. */
+  increment (key: string, windowMs: number): Promise<{ count: number, resetMs: number }>
+
+  /**
+   * GCRA for all limits of one request in one atomic step (one Lua script in Redis).
+   * When any check fails, no check's state is changed (a rejected request costs nothing).
+   */
+  rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]>
+
+  /** Pub/sub across instances (revocations). The memory store delivers within the process. */
+  publish (channel: string, message: string): Promise<void>
+  /** Returns an unsubscribe function. Messages published before subscribe are not delivered. */
+  subscribe (channel: string, handler: (message: string) => void): () => void
+
+  /** Resolves when the backend answers; rejects with StoreUnavailableError otherwise. */
+  ping (): Promise<void>
+  /** Last known health, for /readyz without a round trip. */
+  readonly healthy: boolean
+  close (): Promise<void>
+}

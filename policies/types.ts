@@ -1,0 +1,143 @@
+import type { DetailedPeerCertificate } from 'node:tls'
+import type { TSchema } from '@sinclair/typebox'
+import type { Challenge, ConfigIssue, Rejection } from '../gateway/errors.js'
+import type { Store } from '../gateway/store/types.js'
+import type { Logger } from '../gateway/log.js'
+
+/** What the chain establishes about the caller; forwarded to the upstream. */
+export interface Identity {
+  subject: string
+  client: string
+  /** Policy keys that authenticated, in chain order (`mtls,hmac,jwt`). Set by the chain, not by policies. */
+  methods: string[]
+  scopes: string[]
+  tier?: string
+  claims: Record<string, unknown>
+  cert?: CertificateIdentity
+}
+
+export interface CertificateIdentity {
+  subject: string
+  /** SHA-256 of the DER certificate, lower-case hex. */
+  fingerprint: string
+  sans: string[]
+  uri?: string
+}
+
+/** What a policy may return for identity: methods are added by the chain. */
+export type IdentityUpdate = Partial<Omit<Identity, 'methods'>>
+
+export interface RequestContext {
+  readonly requestId: string
+  readonly method: string
+  /** Normalized path: the one matched, and the one forwarded. */
+  readonly path: string
+  /** The request target exactly as the client sent it (path and query, undecoded). */
+  readonly rawTarget: string
+  /** Query string without `?`, exactly as sent ('' when none). */
+  readonly rawQuery: string
+  readonly query: URLSearchParams
+  readonly scheme: 'http' | 'https'
+  /** The Host header (authority) as sent. */
+  readonly authority: string
+  /** Lower-case names; Node's joined view (duplicates of some headers are dropped: use headerValues to count). */
+  readonly headers: Readonly<Record<string, string | undefined>>
+  /** Every occurrence of a header, in order. Policies use this to refuse duplicated credentials (400). */
+  headerValues (name: string): readonly string[]
+  /** Client address: from X-Forwarded-For only when the peer is in trustProxies, else the socket's. */
+  readonly remoteAddress: string
+  readonly peerAddress: string
+  readonly listener: string
+  readonly route: string
+  readonly upstream: string
+  /** The client certificate, only when the TLS layer verified it against the listener's clientCA. */
+  readonly peerCert: DetailedPeerCertificate | undefined
+  /** A certificate was presented but did not verify (unknown CA, expired, revoked). */
+  readonly peerCertRejected: boolean
+  /** What earlier steps established. */
+  readonly identity: Readonly<Partial<Identity>>
+  /** The request body, buffered on first call, at most the route's maxBodyBytes (larger: rejects with 413). */
+  body (): Promise<Buffer>
+  /** Current time in ms; tests may fake it. */
+  now (): number
+}
+
+/** The step passed; it may add to the identity and to the response or upstream headers. */
+export interface Continue {
+  readonly identity?: IdentityUpdate
+  /** Headers for the client response (RateLimit, ...). */
+  readonly responseHeaders?: Readonly<Record<string, string>>
+  /** Headers the gateway adds for the upstream (X-Forwarded-Client-Cert, ...). Names lower-case. */
+  readonly upstreamHeaders?: Readonly<Record<string, string>>
+  /** Set when the policy authenticated nobody (rateLimit, scopes...). Default: authenticated when identity is given. */
+  readonly authenticated?: boolean
+}
+
+export type Outcome = Continue | Rejection
+
+export interface PolicyInstance {
+  /** The challenge this method adds to every 401 of its route (one per accepted method). */
+  readonly challenge?: Challenge
+  /** Lower-case header names holding this policy's credential; removed before forwarding unless passthrough. */
+  readonly credentialHeaders?: readonly string[]
+  /** When true the chain buffers the body for this route before the policy runs. */
+  readonly readsBody?: boolean
+  evaluate (ctx: RequestContext): Promise<Outcome> | Outcome
+  close? (): Promise<void> | void
+}
+
+export interface ListenerInfo {
+  readonly name: string
+  readonly tls: boolean
+  readonly clientCA: boolean
+  readonly clientCert: 'optional' | 'required' | 'none'
+}
+
+export interface RouteInfo {
+  readonly name: string
+  readonly upstream: string
+  /** The listeners this route is reachable on. */
+  readonly listeners: readonly ListenerInfo[]
+  readonly maxBodyBytes: number
+}
+
+export interface PolicyDeps {
+  readonly store: Store
+  readonly realm: string
+  /** The whole validated configuration document (after interpolation). Sections are read by their owners. */
+  readonly config: Readonly<Record<string, unknown>>
+  readonly route: RouteInfo
+  /** Folder of the config file: relative paths are resolved against it. */
+  readonly baseDir: string
+  readonly log: Logger
+  /** Shared per configuration generation: build once, reuse across routes (JWKS caches, key caches). */
+  shared<T> (name: string, build: () => T): T
+  now (): number
+}
+
+export interface CheckEnv {
+  /** The whole validated document. */
+  readonly config: Readonly<Record<string, unknown>>
+  readonly route: RouteInfo
+}
+
+export interface PolicyDefinition<Config = any> {
+  /** YAML key: 'apiKey'. Also the name in X-Auth-Methods. */
+  readonly key: string
+  readonly schema: TSchema
+  /** Whether it establishes who the caller is (a route must have one unless `public: true`). */
+  readonly authenticates: boolean
+  /** Only meaningful after authentication (scopes, claims): a config error on a `public: true` route. */
+  readonly needsIdentity?: boolean
+  /** Cross-reference checks after schema validation; issue paths are relative to the policy's config. */
+  check? (config: Config, env: CheckEnv): ConfigIssue[]
+  /** Runs at load, once per route occurrence; may throw ConfigError. */
+  create (config: Config, deps: PolicyDeps): PolicyInstance | Promise<PolicyInstance>
+}
+
+/** A top-level section of gateway.yaml owned by a policy module (jwtProviders, signingClients...). */
+export interface SectionDefinition {
+  readonly key: string
+  readonly schema: TSchema
+  check? (value: unknown, config: Readonly<Record<string, unknown>>): ConfigIssue[]
+}
