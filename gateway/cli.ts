@@ -7,6 +7,7 @@ import { Gateway } from './gateway.js'
 import { hashApiKey, parseApiKey } from '../policies/api-key/format.js'
 import { certsCommand, type CommandIo } from '../certs/cli.js'
 import { initDevCerts } from '../certs/pki.js'
+import { editorSchema } from './config/json-schema.js'
 
 export const USAGE = `usage: authgate <command> [options]
 
@@ -14,6 +15,7 @@ export const USAGE = `usage: authgate <command> [options]
   check   [-c gateway.yaml] [--json]        validate and lint; exit 1 on errors
   hash-key KEY                              print sha256:<hex> for a static apiKeys entry
   certs   init [--dir certs/dev] | client NAME [--san URI]   development PKI
+  schema                                    print the JSON Schema of gateway.yaml (gateway.schema.json)
 `
 
 /** A mistake in how the command was called: exit code 2. */
@@ -71,6 +73,9 @@ export async function main (argv: string[], io: CommandIo = { stdout: process.st
       case 'check': return check(args, io)
       case 'hash-key': return hashKey(args, io)
       case 'certs': return await certsCommand(args, io)
+      case 'schema':
+        io.stdout.write(JSON.stringify(editorSchema(), null, 2) + '\n')
+        return 0
       case undefined: case '-h': case '--help': case 'help':
         io.stdout.write(USAGE)
         return command === undefined ? 2 : 0
