@@ -139,7 +139,7 @@ async function start (args: string[], io: CommandIo): Promise<number> {
   if (parsed.positional.length > 0) throw new UsageError(`unexpected argument "${parsed.positional[0]}"`)
   const file = configFile(parsed)
   await ensureDevCerts(file, io)
-  const gateway = await Gateway.start({ configFile: file })
+  const gateway = await Gateway.start({ configFile: file, watch: true })
   let stopping = false
   process.on('SIGHUP', () => { void gateway.reload() })
   const stop = (signal: string) => {

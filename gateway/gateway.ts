@@ -1,4 +1,6 @@
 import { isDeepStrictEqual } from 'node:util'
+import { watch, readFileSync, type FSWatcher } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 import { checkConfig, type LoadOptions } from './config/load.js'
 import type { LoadedConfig, StoreConfig } from './config/types.js'
 import { parseDuration } from './config/units.js'
@@ -20,6 +22,8 @@ export interface GatewayOptions extends LoadOptions {
   /** Fake clock for policies (tests). */
   readonly now?: () => number
   readonly metrics?: Metrics
+  /** Reload when the config file, or a file it references, changes (debounced). */
+  readonly watch?: boolean
 }
 
 export type ReloadResult = { ok: true, changed: boolean } | { ok: false, issues: readonly ConfigIssue[] }
@@ -30,6 +34,8 @@ export class Gateway {
   private admin: AdminServer | undefined
   private reloading: Promise<ReloadResult> | undefined
   private closed = false
+  private watchers: FSWatcher[] = []
+  private watchTimer: NodeJS.Timeout | undefined
 
   private constructor (
     private config: LoadedConfig,
@@ -59,6 +65,7 @@ export class Gateway {
       throw error
     }
     metrics.configInfo.set({ hash: config.hash.slice(0, 12) }, config.loadedAt.getTime() / 1000)
+    if (options.watch) gateway.watchFiles()
     log.info({ listeners: gateway.listeners.map((l) => `${l.name}=${l.url}`), admin: gateway.adminUrl, store: store.kind, routes: config.doc.routes.length }, 'authgate started')
     return gateway
   }
@@ -150,6 +157,41 @@ export class Gateway {
     return { ok: true, changed: config.hash !== old.hash }
   }
 
+  /**
+   * Watches the config file's folder (editors replace files by rename) and the folders of the files it
+   * references; a change reloads after ~200 ms of quiet, once the file reads the same twice (no half-written file).
+   */
+  private watchFiles (): void {
+    for (const watcher of this.watchers) watcher.close()
+    this.watchers = []
+    const folders = new Set([dirname(resolve(this.options.configFile))])
+    for (const file of referencedFiles(this.config)) folders.add(dirname(file))
+    for (const folder of folders) {
+      try {
+        const watcher = watch(folder, { persistent: false }, () => this.scheduleReload())
+        watcher.on('error', () => {})
+        this.watchers.push(watcher)
+      } catch (error) {
+        this.log.warn({ folder, err: { message: (error as Error).message } }, 'cannot watch folder; SIGHUP still reloads')
+      }
+    }
+  }
+
+  private scheduleReload (): void {
+    if (this.closed) return
+    clearTimeout(this.watchTimer)
+    this.watchTimer = setTimeout(() => {
+      const read = () => { try { return readFileSync(this.options.configFile, 'utf8') } catch { return undefined } }
+      const first = read()
+      setTimeout(() => {
+        if (this.closed) return
+        if (first === undefined || read() !== first) { this.scheduleReload(); return }
+        void this.reload().then((result) => { if (result.ok) this.watchFiles() })
+      }, 50).unref()
+    }, 200)
+    this.watchTimer.unref()
+  }
+
   private async rebindListeners (): Promise<void> {
     const wanted = new Map(this.config.doc.listeners.map((l) => [l.name, l]))
     for (const [name, listener] of this.listenersByName) {
@@ -171,11 +213,24 @@ export class Gateway {
   async close (deadlineMs = parseDuration(this.config.doc.shutdownTimeout)): Promise<void> {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.watchTimer)
+    for (const watcher of this.watchers) watcher.close()
     await Promise.all([...this.listenersByName.values()].map((l) => l.close(deadlineMs)))
     await this.admin?.close()
     await this.handler.runtime?.close()
     await this.store.close()
   }
+}
+
+/** Files the configuration reads besides itself (certificates, CRLs, htpasswd), absolute. */
+function referencedFiles (config: LoadedConfig): string[] {
+  const files: string[] = []
+  const add = (file: unknown) => { if (typeof file === 'string' && file) files.push(resolve(config.baseDir, file)) }
+  for (const listener of config.doc.listeners) {
+    add(listener.tls?.cert); add(listener.tls?.key); add(listener.tls?.clientCA); add(listener.tls?.crl)
+  }
+  add((config.doc.users as { htpasswd?: string } | undefined)?.htpasswd)
+  return files
 }
 
 function openStore (config: StoreConfig, log: Logger): Store {

@@ -26,7 +26,7 @@ export interface TestGateway {
   configFile: string
   gateway: Gateway
   redis: RedisServer | undefined
-  fetch (path: string, init?: RequestInit & { listener?: string, dispatcher?: Dispatcher | unknown }): Promise<Response>
+  fetch (path: string, init?: Omit<RequestInit, 'dispatcher'> & { listener?: string, dispatcher?: Dispatcher | unknown }): Promise<Response>
   rawLogs (): string
   /** Rewrites the config file and reloads. */
   reload (config?: Record<string, unknown>): ReturnType<Gateway['reload']>
