@@ -1,4 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs'
+import cluster from 'node:cluster'
+import { existsSync, readFileSync, watch } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { dirname, resolve, sep } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { checkConfig } from './config/load.js'
@@ -138,19 +140,65 @@ async function start (args: string[], io: CommandIo): Promise<number> {
   const parsed = parseArgs(args, { values: ['c', 'config'] })
   if (parsed.positional.length > 0) throw new UsageError(`unexpected argument "${parsed.positional[0]}"`)
   const file = configFile(parsed)
-  await ensureDevCerts(file, io)
-  const gateway = await Gateway.start({ configFile: file, watch: true })
+  if (cluster.isPrimary) {
+    await ensureDevCerts(file, io)
+    const { issues, config } = checkConfig(file)
+    if (!config) throw new ConfigError(issues.filter((i) => i.severity === 'error'))
+    const workers = config.doc.workers === 'auto' ? availableParallelism() : config.doc.workers
+    if (workers > 1) return await supervise(workers, file, io)
+  }
+  const gateway = await Gateway.start({ configFile: file, watch: cluster.isPrimary })
   let stopping = false
-  process.on('SIGHUP', () => { void gateway.reload() })
   const stop = (signal: string) => {
     if (stopping) return
     stopping = true
     gateway.log.info({ signal }, 'draining in-flight requests, then exiting')
     void gateway.close().then(() => { gateway.log.flush(); process.exit(0) })
   }
+  process.on('SIGHUP', () => { void gateway.reload() })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  // A worker takes its orders from the primary: reload and drain are handled once, for all.
+  process.on('message', (message) => {
+    if (message === 'authgate:reload') void gateway.reload()
+    if (message === 'authgate:stop') stop('primary')
+  })
   await new Promise(() => {}) // serve until a signal
+  return 0
+}
+
+/**
+ * `workers: N`: N processes share the listeners (node:cluster). The primary watches the config and relays
+ * SIGHUP and SIGTERM to every worker once; a worker that dies unexpectedly is replaced.
+ */
+async function supervise (count: number, file: string, io: CommandIo): Promise<number> {
+  let stopping = false
+  const fork = () => cluster.fork()
+  for (let i = 0; i < count; i++) fork()
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return
+    io.stderr.write(`authgate: worker ${worker.process.pid} exited (${signal ?? code}); starting another\n`)
+    setTimeout(fork, 500).unref()
+  })
+  const broadcast = (message: string) => { for (const worker of Object.values(cluster.workers ?? {})) worker?.send(message) }
+  process.on('SIGHUP', () => broadcast('authgate:reload'))
+  const stop = () => {
+    if (stopping) return
+    stopping = true
+    broadcast('authgate:stop')
+    const check = setInterval(() => { if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0) }, 100)
+    check.unref()
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+  // The primary watches the config folder once and tells every worker to reload (each validates on its own;
+  // an invalid file is rejected by all of them alike).
+  let timer: NodeJS.Timeout | undefined
+  watch(dirname(resolve(file)), { persistent: false }, () => {
+    clearTimeout(timer)
+    timer = setTimeout(() => broadcast('authgate:reload'), 250)
+  }).on('error', () => {})
+  await new Promise(() => {})
   return 0
 }
 

@@ -11,7 +11,7 @@ import { interpolate } from './interpolate.js'
 import { didYouMean, positionOf } from './positions.js'
 import { parseSize } from './units.js'
 import { parseCidrs } from '../net.js'
-import { shadowedRoutes } from '../router/index.js'
+import { hostPatternProblem, pathPatternProblem, shadowedRoutes } from '../router/index.js'
 import type { GatewayDocument, LoadedConfig, PolicyStep, RouteConfig } from './types.js'
 import { productionIssues } from './production.js'
 
@@ -146,12 +146,19 @@ function crossCheck (config: GatewayDocument): PathIssue[] {
         error([...at, 'match', 'listener'], `unknown listener "${name}" (known: ${[...listenerNames].join(', ')})`, guess ? `did you mean "${guess}"?` : undefined)
       }
     }
+    const pathProblem = pathPatternProblem(route.match.path)
+    if (pathProblem) error([...at, 'match', 'path'], pathProblem)
+    for (const host of route.match.host === undefined ? [] : [route.match.host].flat()) {
+      const hostProblem = hostPatternProblem(host)
+      if (hostProblem) error([...at, 'match', 'host'], hostProblem)
+    }
     if (route.stripPrefix !== undefined && !route.match.path.startsWith(route.stripPrefix)) {
       error([...at, 'stripPrefix'], 'stripPrefix must be a prefix of match.path')
     }
     issues.push(...checkPolicies(config, route, r))
   })
 
+  if (issues.some((i) => i.severity === 'error')) return issues
   for (const { route, by } of shadowedRoutes(config.routes.map((route, index) => toRouteSpec(route, index)))) {
     issues.push({ severity: 'warning', path: ['routes', route, 'match'], message: `route "${config.routes[route]!.name}" can never match: routes[${by}] ("${config.routes[by]!.name}") matches everything it would`, fix: 'move it above the broader route or narrow the earlier match' })
   }

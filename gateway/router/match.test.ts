@@ -225,7 +225,7 @@ test('well-formed path patterns have no problem', (t) => {
 })
 
 test('host patterns with a port, a path or a misplaced wildcard are refused', (t) => {
-  for (const host of ['', 'api.example.com:443', 'https://api.example.com', 'a.*.com', '*', '*.', 'api*.example.com', 'a b']) {
+  for (const host of ['', 'api.example.com:443', 'https://api.example.com', 'a.*.com', '*', '*.', 'api*.example.com', 'a b', 'bücher.example']) {
     t.truthy(hostPatternProblem(host), host)
   }
   for (const host of ['api.example.com', '*.example.com', 'API.Example.com.', '[::1]', '127.0.0.1']) {

@@ -104,7 +104,8 @@ export function pathPatternProblem (pattern: string): string | undefined {
 /** Why a host pattern cannot be used, or undefined when it can. */
 export function hostPatternProblem (host: string): string | undefined {
   if (typeof host !== 'string' || host === '') return 'a host is a name such as api.example.com'
-  if (/[\s/?#@]/.test(host)) return `host ${JSON.stringify(host)} must be a bare host name (no scheme, path or user)`
+  if (/[^\x21-\x7e]/.test(host)) return `host ${JSON.stringify(host)}: write internationalized names in their xn-- (punycode) form, without spaces`
+  if (/[/?#@]/.test(host)) return `host ${JSON.stringify(host)} must be a bare host name (no scheme, path or user)`
   const bracketed = host.startsWith('[') && host.endsWith(']')
   if (!bracketed && host.includes(':')) return `host ${JSON.stringify(host)} must not carry a port: the port is ignored when matching`
   const star = host.lastIndexOf('*')
@@ -244,6 +245,9 @@ export function compileRoutes<R extends RouteSpec> (routes: readonly R[]): Route
     }
   }
   const frozenRoutes = Object.freeze(ordered)
+  // Consecutive requests mostly carry the same Host: remember the last one instead of re-parsing it.
+  let lastHost = ''
+  let lastHostname = ''
 
   return {
     routes: frozenRoutes,
@@ -251,7 +255,14 @@ export function compileRoutes<R extends RouteSpec> (routes: readonly R[]): Route
       const slash = path.indexOf('/', 1)
       const segment = slash === -1 ? path.slice(1) : path.slice(1, slash)
       const candidates = buckets.get(segment) ?? open
-      const hostname = anyHostPatterns ? requestHostname(host) : ''
+      let hostname = ''
+      if (anyHostPatterns) {
+        if (host !== lastHost) {
+          lastHostname = requestHostname(host)
+          lastHost = host
+        }
+        hostname = lastHostname
+      }
       let upperMethod: string | undefined
       let pathMatched = false
       for (let i = 0; i < candidates.length; i++) {
