@@ -3,7 +3,11 @@ import { existsSync, readFileSync, watch } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { dirname, resolve, sep } from 'node:path'
 import { parse as parseYaml } from 'yaml'
-import { checkConfig } from './config/load.js'
+import { checkConfig, loadConfig } from './config/load.js'
+import { parseDuration } from './config/units.js'
+import { createStore } from './store/index.js'
+import type { Store } from './store/types.js'
+import { tokensCommand } from '../policies/jwt/index.js'
 import { ConfigError, formatIssues } from './errors.js'
 import { Gateway } from './gateway.js'
 import { hashApiKey, parseApiKey } from '../policies/api-key/format.js'
@@ -17,6 +21,7 @@ export const USAGE = `usage: authgate <command> [options]
   check   [-c gateway.yaml] [--json]        validate and lint; exit 1 on errors
   hash-key KEY                              print sha256:<hex> for a static apiKeys entry
   certs   init [--dir certs/dev] | client NAME [--san URI]   development PKI
+  tokens  revoke JTI --until 24h [-c FILE]  deny-list a JWT id (providers with revocation: true)
   schema                                    print the JSON Schema of gateway.yaml (gateway.schema.json)
 `
 
@@ -64,6 +69,30 @@ export function flag (parsed: ParsedArgs, ...names: string[]): string | undefine
 
 type Command = (args: string[], io: CommandIo) => Promise<number>
 
+/** The store a config file names (for commands that manage keys and revocations). */
+export async function openConfiguredStore (file: string): Promise<Store> {
+  const config = loadConfig(file)
+  const store = createStore({ redis: config.doc.store.redis, prefix: config.doc.store.prefix, timeoutMs: parseDuration(config.doc.store.timeout) })
+  if (store.kind === 'memory') {
+    await store.close()
+    throw new Error(`${file} configures no Redis (store.redis): keys and revocations in an in-process store would vanish with this command. Set REDIS_URL or store.redis`)
+  }
+  return store
+}
+
+/** Splits `-c FILE` / `--config FILE` off the arguments of a subcommand that does not parse it itself. */
+function takeConfigFlag (args: readonly string[]): { file: string, rest: string[] } {
+  const rest: string[] = []
+  let file = process.env.AUTHGATE_CONFIG ?? 'gateway.yaml'
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!
+    if (arg === '-c' || arg === '--config') { file = args[++i] ?? file; continue }
+    if (arg.startsWith('--config=')) { file = arg.slice(9); continue }
+    rest.push(arg)
+  }
+  return { file, rest }
+}
+
 /** Commands added by policy modules (keys, tokens, sign, passwd...). */
 export const extraCommands = new Map<string, Command>()
 
@@ -75,6 +104,10 @@ export async function main (argv: string[], io: CommandIo = { stdout: process.st
       case 'check': return check(args, io)
       case 'hash-key': return hashKey(args, io)
       case 'certs': return await certsCommand(args, io)
+      case 'tokens': {
+        const { file, rest } = takeConfigFlag(args)
+        return await tokensCommand(rest, io, () => openConfiguredStore(file))
+      }
       case 'schema':
         io.stdout.write(JSON.stringify(editorSchema(), null, 2) + '\n')
         return 0

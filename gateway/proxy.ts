@@ -4,7 +4,7 @@ import { resolve } from 'node:path'
 import { Readable } from 'node:stream'
 import { Pool } from 'undici'
 import { GatewayError, Rejection } from './errors.js'
-import { HOP_BY_HOP } from './identity.js'
+import { connectionTokens, HOP_BY_HOP } from './identity.js'
 import { parseDuration } from './config/units.js'
 import type { UpstreamConfig } from './config/types.js'
 
@@ -107,8 +107,12 @@ export async function forward (upstream: Upstream, req: IncomingMessage, res: Se
     }, ({ statusCode, headers }) => {
       status = statusCode
       res.statusCode = statusCode
+      // RFC 9110 §7.6.1: the fields the upstream names in Connection are hop-by-hop too.
+      const connection = headers.connection
+      const named = connectionTokens(Array.isArray(connection) ? connection.join(',') : connection)
       for (const [name, value] of Object.entries(headers)) {
-        if (value === undefined || HOP_BY_HOP.has(name)) continue
+        // X-Request-Id is the gateway's: one id per request, whatever the upstream says.
+        if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name) || name === 'x-request-id') continue
         res.setHeader(name, value)
       }
       for (const [name, value] of Object.entries(request.responseHeaders)) res.setHeader(name, value)

@@ -57,7 +57,9 @@ export class RequestHandler {
     const requestId = randomUUID()
     const decision: Decision = { route: undefined, code: 'ok', subject: undefined, methods: undefined }
     res.setHeader('X-Request-Id', requestId)
-    res.once('close', () => this.logRequest(req, res, listener, requestId, decision, started))
+    // Taken now: Node detaches the socket from the request before 'close' in some paths (early answers).
+    const remote = req.socket?.remoteAddress
+    res.once('close', () => this.logRequest(req, res, listener, requestId, decision, started, remote))
     try {
       await this.process(runtime, listener, req, res, requestId, decision)
     } catch (error) {
@@ -69,10 +71,10 @@ export class RequestHandler {
     requestId: string, decision: Decision): Promise<void> {
     const reject = (problem: Problem) => {
       decision.code = problem.code
-      sendProblem(res, problem, requestId)
       if (problem.status === 400 || problem.status === 413 || problem.status === 431) drainOrClose(req, res)
+      sendProblem(res, problem, requestId)
     }
-    const prepared = prepare(runtime, listener, req)
+    const prepared = prepare(runtime, listener, req, requestId)
     if (prepared instanceof Rejection) return reject(prepared)
     const { route, ctx, hasBody } = prepared
     decision.route = route
@@ -113,6 +115,7 @@ export class RequestHandler {
     }
 
     const headers = upstreamHeaders(runtime, route, req, ctx, result)
+    headers['x-request-id'] = requestId
     if (result && result.identity.methods.length > 0) await this.hooks.upstreamIdentity?.(result, route, headers)
     const buffered = ctx.bufferedBody ? await ctx.bufferedBody : undefined
     if (buffered) headers['content-length'] = String(buffered.length)
@@ -135,14 +138,14 @@ export class RequestHandler {
   private fail (error: unknown, res: ServerResponse, requestId: string, decision: Decision, req: IncomingMessage): void {
     if (error instanceof PayloadTooLargeError) {
       decision.code = 'payload_too_large'
-      sendProblem(res, Rejection.payloadTooLarge(error.limitBytes), requestId)
       drainOrClose(req, res)
+      sendProblem(res, Rejection.payloadTooLarge(error.limitBytes), requestId)
       return
     }
     if (error instanceof RejectedError) {
       decision.code = error.rejection.code
-      sendProblem(res, error.rejection, requestId)
       drainOrClose(req, res)
+      sendProblem(res, error.rejection, requestId)
       return
     }
     if (error instanceof StoreUnavailableError) this.deps.metrics.storeErrors.inc()
@@ -165,7 +168,7 @@ export class RequestHandler {
     const deny = (problem: Problem) => { socket.end(rawProblem(problem, requestId)) }
     socket.on('error', () => socket.destroy())
     try {
-      const prepared = prepare(runtime, listener, req)
+      const prepared = prepare(runtime, listener, req, requestId)
       if (prepared instanceof Rejection) return deny(prepared)
       const { route, ctx } = prepared
       let result: ChainResult | undefined
@@ -196,7 +199,8 @@ export class RequestHandler {
     }
   }
 
-  private logRequest (req: IncomingMessage, res: ServerResponse, listener: ListenerRef, requestId: string, decision: Decision, started: number): void {
+  private logRequest (req: IncomingMessage, res: ServerResponse, listener: ListenerRef, requestId: string, decision: Decision,
+    started: number, remote: string | undefined): void {
     const durationMs = performance.now() - started
     const routeName = decision.route?.name ?? '(none)'
     const status = res.headersSent ? res.statusCode : 499
@@ -212,16 +216,16 @@ export class RequestHandler {
       code: decision.code,
       subject: decision.subject !== undefined ? escapeControl(decision.subject) : undefined,
       methods: decision.methods,
-      remote: req.socket.remoteAddress,
+      remote,
       durationMs: Math.round(durationMs * 1000) / 1000,
     }, 'request')
   }
 }
 
-interface Prepared { route: CompiledRoute, ctx: HttpRequestContext, hasBody: boolean }
+export interface Prepared { route: CompiledRoute, ctx: HttpRequestContext, hasBody: boolean }
 
 /** Edge checks, normalization, routing: everything decided before the chain. */
-function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingMessage): Prepared | Rejection {
+export function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingMessage, requestId: string): Prepared | Rejection {
   const raw = req.rawHeaders
   let hostCount = 0
   let headerBytes = 0
@@ -252,7 +256,7 @@ function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingMessage)
   const peerAddress = unmapAddress(req.socket.remoteAddress ?? '')
   const remoteAddress = runtime.trustsAnyProxy ? clientAddress(runtime, peerAddress, req.headers['x-forwarded-for'] as string | undefined) : peerAddress
   const rawTarget = req.url ?? ''
-  const ctx = new HttpRequestContext(req, '', method, target.path, rawTarget, target.rawQuery, listener.scheme,
+  const ctx = new HttpRequestContext(req, requestId, method, target.path, rawTarget, target.rawQuery, listener.scheme,
     hostHeader, remoteAddress, peerAddress, listener.name, route.name, route.upstream.name, route.maxBodyBytes, Date.now)
   const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
   return { route, ctx, hasBody }
@@ -275,7 +279,7 @@ function clientAddress (runtime: Runtime, peer: string, forwardedFor: string | u
   return hops[0] ?? peer
 }
 
-function forwardTarget (route: CompiledRoute, path: string, rawQuery: string): string {
+export function forwardTarget (route: CompiledRoute, path: string, rawQuery: string): string {
   let forwardedPath = path
   if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix)) {
     forwardedPath = path.slice(route.stripPrefix.length)
@@ -285,7 +289,7 @@ function forwardTarget (route: CompiledRoute, path: string, rawQuery: string): s
 }
 
 /** Inbound identity headers stripped, hop-by-hop removed, consumed credentials removed, identity set. */
-function upstreamHeaders (runtime: Runtime, route: CompiledRoute, req: IncomingMessage, ctx: HttpRequestContext,
+export function upstreamHeaders (runtime: Runtime, route: CompiledRoute, req: IncomingMessage, ctx: HttpRequestContext,
   result: ChainResult | undefined): Record<string, string | string[]> {
   const strip = runtime.identity.strip
   const tokens = connectionTokens(req.headers.connection)
@@ -320,11 +324,16 @@ function upstreamHeaders (runtime: Runtime, route: CompiledRoute, req: IncomingM
   return headers
 }
 
-/** After an early answer, a request body the client is still sending is not read: close the connection. */
+/**
+ * Before an early answer: a request body the client is still sending is not read, so the answer says
+ * `Connection: close` and the connection ends after it. The socket is taken now: Node detaches it from the
+ * request once the response has finished.
+ */
 function drainOrClose (req: IncomingMessage, res: ServerResponse): void {
   if (req.complete) return
+  const socket = req.socket
   res.shouldKeepAlive = false
-  res.once('finish', () => req.socket.destroySoon?.())
+  res.once('finish', () => socket?.destroySoon?.())
 }
 
 function publicDetail (error: GatewayError): string {

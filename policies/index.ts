@@ -1,14 +1,28 @@
 import type { PolicyDefinition, SectionDefinition } from './types.js'
 import { apiKey, apiKeysSection } from './api-key/index.js'
+import { basic, usersSection } from './basic/index.js'
 import { mtls } from './mtls/index.js'
+import { jwt, jwtProvidersSection } from './jwt/index.js'
+import { introspection } from './introspection/index.js'
+import { scopes } from './scopes/index.js'
+import { claims } from './claims/index.js'
+import { rateLimit } from './rate-limit/index.js'
 
 /** YAML key -> policy definition. */
 export const policies: ReadonlyMap<string, PolicyDefinition> = new Map<string, PolicyDefinition>([
   [apiKey.key, apiKey],
+  [basic.key, basic],
   [mtls.key, mtls],
+  [jwt.key, jwt],
+  [introspection.key, introspection],
+  [scopes.key, scopes],
+  [claims.key, claims],
+  [rateLimit.key, rateLimit],
 ])
 
 /** Top-level gateway.yaml sections owned by policy modules. */
 export const sections: readonly SectionDefinition[] = [
   apiKeysSection,
+  jwtProvidersSection,
+  usersSection,
 ]

@@ -4,7 +4,8 @@ import type { ConfigIssue } from '../errors.js'
 import { didYouMean } from './positions.js'
 import { DURATION_PATTERN, RATE_PATTERN, SIZE_PATTERN } from './units.js'
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, coerceTypes: false })
+// verbose: errors carry parentSchema, which the messages below read (known keys, formats, union literals).
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, coerceTypes: false, verbose: true })
 ajv.addKeyword({ keyword: 'sensitive', schemaType: 'boolean' })
 for (const name of ['duration', 'rate', 'size']) ajv.addFormat(name, true)
 ajv.addFormat('date-time', (text: string) => /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/.test(text) && !Number.isNaN(Date.parse(text)))
