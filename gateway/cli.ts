@@ -8,6 +8,7 @@ import { parseDuration } from './config/units.js'
 import { createStore } from './store/index.js'
 import type { Store } from './store/types.js'
 import { tokensCommand } from '../policies/jwt/index.js'
+import { signCommand } from '../policies/hmac/sign.js'
 import { ConfigError, formatIssues } from './errors.js'
 import { Gateway } from './gateway.js'
 import { hashApiKey, parseApiKey } from '../policies/api-key/format.js'
@@ -21,6 +22,8 @@ export const USAGE = `usage: authgate <command> [options]
   check   [-c gateway.yaml] [--json]        validate and lint; exit 1 on errors
   hash-key KEY                              print sha256:<hex> for a static apiKeys entry
   certs   init [--dir certs/dev] | client NAME [--san URI]   development PKI
+  sign    --key-id ID (--secret-env VAR | --key-file PEM) [--scheme hmac-sha256|rfc9421] METHOD URL [--data @file|text]
+                                            print signature headers for curl -H
   tokens  revoke JTI --until 24h [-c FILE]  deny-list a JWT id (providers with revocation: true)
   schema                                    print the JSON Schema of gateway.yaml (gateway.schema.json)
 `
@@ -104,6 +107,7 @@ export async function main (argv: string[], io: CommandIo = { stdout: process.st
       case 'check': return check(args, io)
       case 'hash-key': return hashKey(args, io)
       case 'certs': return await certsCommand(args, io)
+      case 'sign': return await signCommand(args, io)
       case 'tokens': {
         const { file, rest } = takeConfigFlag(args)
         return await tokensCommand(rest, io, () => openConfiguredStore(file))

@@ -2,6 +2,7 @@ import type { PolicyDefinition, SectionDefinition } from './types.js'
 import { apiKey, apiKeysSection } from './api-key/index.js'
 import { basic, usersSection } from './basic/index.js'
 import { mtls } from './mtls/index.js'
+import { hmac, signingClientsSection } from './hmac/index.js'
 import { jwt, jwtProvidersSection } from './jwt/index.js'
 import { introspection } from './introspection/index.js'
 import { scopes } from './scopes/index.js'
@@ -13,6 +14,7 @@ export const policies: ReadonlyMap<string, PolicyDefinition> = new Map<string, P
   [apiKey.key, apiKey],
   [basic.key, basic],
   [mtls.key, mtls],
+  [hmac.key, hmac],
   [jwt.key, jwt],
   [introspection.key, introspection],
   [scopes.key, scopes],
@@ -24,5 +26,6 @@ export const policies: ReadonlyMap<string, PolicyDefinition> = new Map<string, P
 export const sections: readonly SectionDefinition[] = [
   apiKeysSection,
   jwtProvidersSection,
+  signingClientsSection,
   usersSection,
 ]
