@@ -29,7 +29,7 @@ export class AdminServer {
 
   async listen (address: string): Promise<void> {
     const { host, port } = parseAddress(address)
-    this.server = http.createServer({ maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
+    this.server = http.createServer({ maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000 }, (req, res) => {
       void this.handle(req, res)
     })
     await new Promise<void>((resolve, reject) => {

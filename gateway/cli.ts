@@ -9,6 +9,8 @@ import { createStore } from './store/index.js'
 import type { Store } from './store/types.js'
 import { tokensCommand } from '../policies/jwt/index.js'
 import { signCommand } from '../policies/hmac/sign.js'
+import { explainCommand } from './explain.js'
+import { initCommand } from './init.js'
 import { ConfigError, formatIssues } from './errors.js'
 import { Gateway } from './gateway.js'
 import { hashApiKey, parseApiKey } from '../policies/api-key/format.js'
@@ -20,6 +22,9 @@ export const USAGE = `usage: authgate <command> [options]
 
   start   [-c gateway.yaml]                 run the gateway
   check   [-c gateway.yaml] [--json]        validate and lint; exit 1 on errors
+  explain [-c gateway.yaml] METHOD URL [-H 'Name: value']... [--json]
+                                            the route, each policy's decision, what the upstream would get
+  init    [--scenario NAME] [--out FILE]    write a commented gateway.yaml for a scenario
   hash-key KEY                              print sha256:<hex> for a static apiKeys entry
   certs   init [--dir certs/dev] | client NAME [--san URI]   development PKI
   sign    --key-id ID (--secret-env VAR | --key-file PEM) [--scheme hmac-sha256|rfc9421] METHOD URL [--data @file|text]
@@ -108,6 +113,8 @@ export async function main (argv: string[], io: CommandIo = { stdout: process.st
       case 'hash-key': return hashKey(args, io)
       case 'certs': return await certsCommand(args, io)
       case 'sign': return await signCommand(args, io)
+      case 'explain': return await explainCommand(args, io)
+      case 'init': return await initCommand(args, io)
       case 'tokens': {
         const { file, rest } = takeConfigFlag(args)
         return await tokensCommand(rest, io, () => openConfiguredStore(file))

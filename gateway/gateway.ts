@@ -11,6 +11,7 @@ import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
 import { Runtime } from './runtime.js'
 import { RequestHandler } from './server.js'
+import { configuredCredentialHeaders } from './lint.js'
 import { createStore } from './store/index.js'
 import type { Store } from './store/types.js'
 import type { DestinationStream } from 'pino'
@@ -50,7 +51,7 @@ export class Gateway {
   static async start (options: GatewayOptions): Promise<Gateway> {
     const { issues, config } = checkConfig(options.configFile, options)
     if (!config) throw new ConfigError(issues.filter((i) => i.severity === 'error'))
-    const log = options.log ?? createLogger({ level: config.doc.log.level, redactHeaders: credentialHeaderNames(config), ...(options.logDestination ? { destination: options.logDestination } : {}) })
+    const log = options.log ?? createLogger({ level: config.doc.log.level, redactHeaders: configuredCredentialHeaders(config.doc), ...(options.logDestination ? { destination: options.logDestination } : {}) })
     for (const warning of config.warnings) log.warn({ file: warning.file, line: warning.line, col: warning.col }, warning.message)
     const metrics = options.metrics ?? new Metrics()
     const store = openStore(config.doc.store, log)
@@ -220,21 +221,6 @@ export class Gateway {
     await this.handler.runtime?.close()
     await this.store.close()
   }
-}
-
-/** Header names configured to carry credentials (API-key and signature headers): redacted in every log. */
-function credentialHeaderNames (config: LoadedConfig): string[] {
-  const names: string[] = []
-  const visit = (value: unknown, key?: string) => {
-    if (Array.isArray(value)) { value.forEach((v) => visit(v)); return }
-    if (value === null || typeof value !== 'object') {
-      if (typeof value === 'string' && (key === 'header' || key === 'keyId' || key === 'timestamp' || key === 'signature')) names.push(value)
-      return
-    }
-    for (const [k, v] of Object.entries(value)) visit(v, k)
-  }
-  for (const route of config.doc.routes) visit(route.policies ?? [])
-  return names
 }
 
 /** Files the configuration reads besides itself (certificates, CRLs, htpasswd), absolute. */

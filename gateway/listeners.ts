@@ -53,6 +53,8 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: 5_000,
     insecureHTTPParser: false,
+    // Node checks the two timeouts above only this often (default 30 s): check often enough that they hold.
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4))),
   }
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => { void handler.handle(ref, req, res) }
   const server: http.Server = config.tls

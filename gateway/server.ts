@@ -74,7 +74,7 @@ export class RequestHandler {
       if (problem.status === 400 || problem.status === 413 || problem.status === 431) drainOrClose(req, res)
       sendProblem(res, problem, requestId)
     }
-    const prepared = prepare(runtime, listener, req, requestId)
+    const prepared = prepare(runtime, listener, req, requestId, this.deps.now)
     if (prepared instanceof Rejection) return reject(prepared)
     const { route, ctx, hasBody } = prepared
     decision.route = route
@@ -168,7 +168,7 @@ export class RequestHandler {
     const deny = (problem: Problem) => { socket.end(rawProblem(problem, requestId)) }
     socket.on('error', () => socket.destroy())
     try {
-      const prepared = prepare(runtime, listener, req, requestId)
+      const prepared = prepare(runtime, listener, req, requestId, this.deps.now)
       if (prepared instanceof Rejection) return deny(prepared)
       const { route, ctx } = prepared
       let result: ChainResult | undefined
@@ -225,7 +225,8 @@ export class RequestHandler {
 export interface Prepared { route: CompiledRoute, ctx: HttpRequestContext, hasBody: boolean }
 
 /** Edge checks, normalization, routing: everything decided before the chain. */
-export function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingMessage, requestId: string): Prepared | Rejection {
+export function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingMessage, requestId: string,
+  now: () => number = Date.now): Prepared | Rejection {
   const raw = req.rawHeaders
   let hostCount = 0
   let headerBytes = 0
@@ -257,7 +258,7 @@ export function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingM
   const remoteAddress = runtime.trustsAnyProxy ? clientAddress(runtime, peerAddress, req.headers['x-forwarded-for'] as string | undefined) : peerAddress
   const rawTarget = req.url ?? ''
   const ctx = new HttpRequestContext(req, requestId, method, target.path, rawTarget, target.rawQuery, listener.scheme,
-    hostHeader, remoteAddress, peerAddress, listener.name, route.name, route.upstream.name, route.maxBodyBytes, Date.now)
+    hostHeader, remoteAddress, peerAddress, listener.name, route.name, route.upstream.name, route.maxBodyBytes, now)
   const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
   return { route, ctx, hasBody }
 }

@@ -139,5 +139,6 @@ export interface PolicyDefinition<Config = any> {
 export interface SectionDefinition {
   readonly key: string
   readonly schema: TSchema
-  check? (value: unknown, config: Readonly<Record<string, unknown>>): ConfigIssue[]
+  /** `env.baseDir`: the config file's folder, for sections that name files (htpasswd). */
+  check? (value: unknown, config: Readonly<Record<string, unknown>>, env: { readonly baseDir: string }): ConfigIssue[]
 }

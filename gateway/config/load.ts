@@ -14,6 +14,7 @@ import { parseCidrs } from '../net.js'
 import { hostPatternProblem, pathPatternProblem, shadowedRoutes } from '../router/index.js'
 import type { GatewayDocument, LoadedConfig, PolicyStep, RouteConfig } from './types.js'
 import { productionIssues } from './production.js'
+import { lintConfig } from '../lint.js'
 
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv
@@ -41,7 +42,8 @@ export function checkConfig (file: string, options: LoadOptions = {}): { issues:
   if (doc.errors.length > 0) {
     return {
       issues: doc.errors.map((e) => {
-        const pos = e.linePos?.[0] ?? { line: 1, col: 1 }
+        // linePos is filled only with prettyErrors: take the position from the offset.
+        const pos = e.linePos?.[0] ?? lineCounter.linePos(e.pos[0])
         return { severity: 'error' as const, file, line: pos.line, col: pos.col, path: [], message: `YAML: ${e.message.split('\n')[0]}`, fix: 'fix the YAML syntax (indentation, quotes, colons)' }
       }),
     }
@@ -50,7 +52,9 @@ export function checkConfig (file: string, options: LoadOptions = {}): { issues:
   const place = (issue: PathIssue): ConfigIssue => {
     const { keyName, ...rest } = issue
     const pos = positionOf(doc, lineCounter, issue.path, keyName)
-    return { ...rest, file, line: pos.line, col: pos.col }
+    // An issue about a key (unknown key, unknown policy) is reported at that key, and its path names it.
+    const path = keyName !== undefined && issue.path[issue.path.length - 1] !== keyName ? [...issue.path, keyName] : issue.path
+    return { ...rest, path, file, line: pos.line, col: pos.col }
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     return { issues: [place({ severity: 'error', path: [], message: 'the configuration must be a mapping (version, listeners, upstreams, routes...)' })] }
@@ -58,10 +62,19 @@ export function checkConfig (file: string, options: LoadOptions = {}): { issues:
   const issues: PathIssue[] = []
   const value = interpolate(raw, env, baseDir, issues) as Record<string, unknown>
   issues.push(...validate(topSchema, value, []))
-  if (issues.some((i) => i.severity === 'error')) return { issues: sortIssues(issues.map(place)) }
-
   const config = value as GatewayDocument
-  issues.push(...crossCheck(config))
+  if (issues.some((i) => i.severity === 'error')) {
+    // Report every mistake at once: the cross-checks still run on what is there, except where the shape is
+    // already wrong (an issue under a path that has one is the same mistake seen twice).
+    const broken = issues.filter((i) => i.severity === 'error').map((i) => i.path)
+    let more: PathIssue[] = []
+    more = crossCheck(config, env, baseDir, true)
+    const within = (path: ReadonlyArray<string | number>) => broken.some((b) => b.length <= path.length && b.every((part, k) => part === path[k]))
+    issues.push(...more.filter((i) => !within(i.path)))
+    return { issues: sortIssues(issues.map(place)) }
+  }
+
+  issues.push(...crossCheck(config, env, baseDir))
   const sorted = sortIssues(issues.map(place))
   if (sorted.some((i) => i.severity === 'error')) return { issues: sorted }
   deepFreeze(config)
@@ -100,39 +113,48 @@ export function routeInfo (config: GatewayDocument, route: RouteConfig): RouteIn
   return { name: route.name, upstream: route.upstream, listeners, maxBodyBytes: parseSize(maxBody) }
 }
 
-function crossCheck (config: GatewayDocument): PathIssue[] {
+/**
+ * Checks across sections. `tolerant`: the schema already refused parts of the document, so a check that trips
+ * over a malformed value is skipped (that value has its issue) and the other checks still report theirs.
+ */
+function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: string, tolerant = false): PathIssue[] {
   const issues: PathIssue[] = []
   const error = (path: Array<string | number>, message: string, fix?: string) =>
     issues.push({ severity: 'error', path, message, ...(fix ? { fix } : {}) })
+  const guard = (check: () => void) => {
+    try { check() } catch (e) { if (!tolerant) throw e }
+  }
 
   // Listeners: unique names and addresses.
   const listenerNames = new Set<string>()
   const addresses = new Set<string>()
-  config.listeners.forEach((l, i) => {
+  guard(() => config.listeners.forEach((l, i) => {
     if (listenerNames.has(l.name)) error(['listeners', i, 'name'], `duplicate listener name "${l.name}"`)
     if (addresses.has(l.address) && !l.address.endsWith(':0')) error(['listeners', i, 'address'], `address ${l.address} is used by another listener`)
     listenerNames.add(l.name)
     addresses.add(l.address)
     if (l.tls?.crl !== undefined && l.tls.clientCA === undefined) error(['listeners', i, 'tls', 'crl'], 'a CRL needs clientCA', 'add clientCA: or remove crl:')
+  }))
+
+  guard(() => {
+    for (const [name, upstream] of Object.entries(config.upstreams)) {
+      if ((upstream.url === undefined) === (upstream.echo !== true)) {
+        error(['upstreams', name], 'an upstream needs exactly one of url: or echo: true', 'url: http://127.0.0.1:9000')
+      }
+    }
   })
 
-  for (const [name, upstream] of Object.entries(config.upstreams)) {
-    if ((upstream.url === undefined) === (upstream.echo !== true)) {
-      error(['upstreams', name], 'an upstream needs exactly one of url: or echo: true', 'url: http://127.0.0.1:9000')
-    }
-  }
-
-  parseCidrs(config.trustProxies).bad.forEach((i) => error(['trustProxies', i], 'not an IP address or CIDR', 'write it like 10.0.0.0/8 or 192.0.2.7'))
+  guard(() => parseCidrs(config.trustProxies).bad.forEach((i) => error(['trustProxies', i], 'not an IP address or CIDR', 'write it like 10.0.0.0/8 or 192.0.2.7')))
 
   for (const [tier, rate] of Object.entries(config.rateLimitTiers)) void tier, void rate
 
   for (const section of sections) {
     const value = config[section.key]
-    if (value !== undefined && section.check) issues.push(...section.check(value, config))
+    if (value !== undefined && section.check) guard(() => issues.push(...section.check!(value, config, { baseDir })))
   }
 
   const routeNames = new Map<string, number>()
-  config.routes.forEach((route, r) => {
+  guard(() => config.routes.forEach((route, r) => guard(() => {
     const at = ['routes', r]
     if (routeNames.has(route.name)) error([...at, 'name'], `duplicate route name "${route.name}" (also routes[${routeNames.get(route.name)}])`, 'give each route its own name')
     routeNames.set(route.name, r)
@@ -156,14 +178,16 @@ function crossCheck (config: GatewayDocument): PathIssue[] {
       error([...at, 'stripPrefix'], 'stripPrefix must be a prefix of match.path')
     }
     issues.push(...checkPolicies(config, route, r))
-  })
+  })))
 
   if (issues.some((i) => i.severity === 'error')) return issues
   for (const { route, by } of shadowedRoutes(config.routes.map((route, index) => toRouteSpec(route, index)))) {
     issues.push({ severity: 'warning', path: ['routes', route, 'match'], message: `route "${config.routes[route]!.name}" can never match: routes[${by}] ("${config.routes[by]!.name}") matches everything it would`, fix: 'move it above the broader route or narrow the earlier match' })
   }
 
-  issues.push(...productionIssues(config))
+  issues.push(...productionIssues(config, env))
+  // The security lint assumes a valid document: skipped while schema errors are being reported.
+  if (!tolerant) issues.push(...lintConfig(config))
   return issues
 }
 
@@ -182,6 +206,8 @@ function checkPolicies (config: GatewayDocument, route: RouteConfig, r: number):
   const issues: PathIssue[] = []
   const info = routeInfo(config, route)
   let authenticating = 0
+  // A step that is unknown or invalid may be the authenticating one: then "no authenticating policy" is noise.
+  let uncertain = false
   const visit = (steps: PolicyStep[], path: Array<string | number>, inAnyOf: boolean) => {
     steps.forEach((step, s) => {
       const entries = Object.entries(step ?? {})
@@ -199,6 +225,7 @@ function checkPolicies (config: GatewayDocument, route: RouteConfig, r: number):
       }
       const definition = policies.get(key)
       if (!definition) {
+        uncertain = true
         const guess = didYouMean(key, [...policies.keys(), 'anyOf'])
         issues.push({ severity: 'error', path: at, keyName: key, message: `unknown policy "${key}"${guess ? `; did you mean "${guess}"?` : ''}`, fix: `known policies: ${[...policies.keys()].join(', ')}, anyOf` })
         return
@@ -207,7 +234,7 @@ function checkPolicies (config: GatewayDocument, route: RouteConfig, r: number):
       step[key] = policyConfig
       const schemaIssues = validate(definition.schema, policyConfig, [...at, key])
       issues.push(...schemaIssues)
-      if (schemaIssues.length > 0) return
+      if (schemaIssues.length > 0) { uncertain ||= definition.authenticates; return }
       if (definition.authenticates) authenticating++
       if (inAnyOf && !definition.authenticates) {
         issues.push({ severity: 'error', path: at, keyName: key, message: `"${key}" does not authenticate, so it cannot be an anyOf member`, fix: 'put it after the anyOf group' })
@@ -224,7 +251,7 @@ function checkPolicies (config: GatewayDocument, route: RouteConfig, r: number):
     })
   }
   visit(route.policies ?? [], ['routes', r, 'policies'], false)
-  if (route.public !== true && authenticating === 0) {
+  if (route.public !== true && authenticating === 0 && !uncertain) {
     issues.push({ severity: 'error', path: ['routes', r], message: `route "${route.name}" has no authenticating policy`, fix: 'add one (apiKey, jwt, hmac, basic, mtls...), or set public: true if it really is public' })
   }
   return issues

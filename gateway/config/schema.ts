@@ -27,7 +27,8 @@ function limitsSchema (withDefaults: boolean) {
     headersTimeout: Duration('Time a client has to send the whole request head.', d(DEFAULT_LIMITS.headersTimeout)),
     requestTimeout: Duration('Time a client has to send the whole request.', d(DEFAULT_LIMITS.requestTimeout)),
   }, { additionalProperties: false, description: 'Limits against oversized and slow requests.', ...(withDefaults ? { default: {} } : {}) })
-}export const LimitsSchema = limitsSchema(true)
+}
+export const LimitsSchema = limitsSchema(true)
 
 const TlsSchema = Type.Object({
   cert: Type.String({ description: 'Server certificate chain (PEM file path).' }),
@@ -75,7 +76,8 @@ export const RouteSchema = Type.Object({
   upstream: Type.String({ description: 'Name of an entry in `upstreams`.' }),
   public: Type.Optional(Type.Boolean({ description: 'No authentication. Only non-authenticating policies (rateLimit) may be listed.' })),
   policies: Type.Optional(Type.Array(PolicyStepSchema, { description: 'Steps run in order; all must pass.' })),
-  limits: Type.Optional(Type.Partial(LimitsSchema)),
+  // No defaults here: a key a route leaves out comes from the global `limits`, not from the built-in default.
+  limits: Type.Optional(Type.Partial(limitsSchema(false))),
   stripPrefix: Type.Optional(Type.String({ pattern: '^/', description: 'Remove this prefix from the forwarded path (after matching).' })),
   cors: Type.Optional(Type.Object({
     preflight: Type.Union([Type.Literal('authenticated'), Type.Literal('public')], { default: 'authenticated', description: '`public` lets OPTIONS requests with Access-Control-Request-Method through without credentials.' }),
@@ -134,7 +136,8 @@ export function gatewaySchema (sections: Record<string, TSchema>): TSchema {
     }, { additionalProperties: false, default: {} }),
     shutdownTimeout: Duration('Longest wait for in-flight requests on SIGTERM.', '30s'),
     routes: Type.Array(RouteSchema, { minItems: 1, description: 'Matched in file order; the first match wins.' }),
-    ...sections,
+    // Policy-owned sections are optional: a configuration that uses no basic policy has no `users:`.
+    ...Object.fromEntries(Object.entries(sections).map(([key, schema]) => [key, Type.Optional(schema)])),
   }, { additionalProperties: false })
 }
 

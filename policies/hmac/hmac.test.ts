@@ -814,7 +814,7 @@ test('stripe: missing, duplicated and malformed Stripe-Signature headers', async
 // Configuration checks
 
 test('signingClients check: an HMAC secret under 32 bytes is an error, 32 bytes is fine', (t) => {
-  const issues = signingClientsSection.check!([{ keyId: 'a', secret: 'x'.repeat(31) }, { keyId: 'b', secret: 'x'.repeat(32) }], {})
+  const issues = signingClientsSection.check!([{ keyId: 'a', secret: 'x'.repeat(31) }, { keyId: 'b', secret: 'x'.repeat(32) }], {}, { baseDir: '.' })
   t.is(issues.length, 1)
   t.deepEqual(issues[0]!.path, ['signingClients', 0, 'secret'])
   t.regex(issues[0]!.message, /31 bytes; hmac-sha256 needs at least 32/)
@@ -822,7 +822,7 @@ test('signingClients check: an HMAC secret under 32 bytes is an error, 32 bytes 
 })
 
 test('signingClients check: key material must fit the algorithm, keyIds must be unique', (t) => {
-  const check = (entries: unknown[]) => signingClientsSection.check!(entries, {}).map((issue) => `${issue.path.join('.')}: ${issue.message}`)
+  const check = (entries: unknown[]) => signingClientsSection.check!(entries, {}, { baseDir: '.' }).map((issue) => `${issue.path.join('.')}: ${issue.message}`)
   t.deepEqual(check([{ keyId: 'a' }]), ['signingClients.0: keyId "a" has no secret'])
   t.deepEqual(check([{ keyId: 'a', algorithm: 'ed25519' }]), ['signingClients.0: keyId "a" (ed25519) has no publicKey'])
   t.regex(check([{ keyId: 'a', secret: 'x'.repeat(40), publicKey: pem(ed.publicKey) }])[0]!, /not a public key/)

@@ -13,7 +13,7 @@ const secret32 = randomBytes(32).toString('base64')
 
 function check (providers: Record<string, Record<string, unknown>>): ConfigIssue[] {
   const value = withDefaults(jwtProvidersSection.schema, providers)
-  return jwtProvidersSection.check!(value, { jwtProviders: value })
+  return jwtProvidersSection.check!(value, { jwtProviders: value }, { baseDir: '.' })
 }
 
 function errors (providers: Record<string, Record<string, unknown>>) {

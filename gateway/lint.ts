@@ -1,0 +1,274 @@
+/**
+ * `authgate check` as a security linter: the classic authentication mistakes that a schema cannot see, each a rule
+ * with an id (`[public-private-path]`, ESLint style, at the end of the message). Warnings leave `check` at exit 0;
+ * errors make it exit 1. Rules read the validated document (interpolated, defaults applied) and never open files.
+ *
+ * Some classic mistakes are reported by their owners, not here, so that each finding appears once:
+ * - a JWT provider without `audience`, an HS secret shorter than its hash, HS and asymmetric algorithms in one
+ *   provider: the `jwtProviders` section's check (policies/jwt/section.ts);
+ * - a route that an earlier route shadows: the config loader (shadowedRoutes);
+ * - `basic` reachable on a plain-HTTP listener without `allowInsecure`: the basic policy's check;
+ * - an admin API without a token under NODE_ENV=production: gateway/config/production.ts.
+ */
+import type { GatewayDocument, ListenerConfig, PolicyStep, RouteConfig } from './config/types.js'
+import type { PathIssue } from './config/validate.js'
+import { parseSize } from './config/units.js'
+import { isLoopbackHost, parseAddress } from './net.js'
+
+/** A lint finding: a PathIssue that also names its rule. */
+export interface LintIssue extends PathIssue {
+  readonly rule: LintRule
+}
+
+export type LintRule =
+  | 'jwt-exp-not-required'
+  | 'basic-insecure-exposed'
+  | 'public-private-path'
+  | 'passthrough-plain-http'
+  | 'credential-header-stripped'
+  | 'store-allow-without-limit'
+  | 'ip-limit-without-trust-proxies'
+  | 'admin-exposed-without-token'
+  | 'body-limit-too-large'
+
+/** Path segments that name something nobody outside should reach without credentials. */
+const PRIVATE_SEGMENTS = new Set(['admin', 'internal', 'private', 'debug', 'actuator', 'metrics', 'management', '.env', '.git'])
+
+/** Above this, one request can hold a lot of memory or bandwidth: 100 MiB. */
+export const LARGE_BODY_BYTES = 100 * 1024 * 1024
+
+/** Every rule's findings for one validated document. Paths point into the document (the loader positions them). */
+export function lintConfig (doc: GatewayDocument): LintIssue[] {
+  const issues: LintIssue[] = []
+  for (const rule of RULES) issues.push(...rule(doc))
+  return issues
+}
+
+type Rule = (doc: GatewayDocument) => LintIssue[]
+
+const RULES: readonly Rule[] = [
+  jwtExpNotRequired,
+  basicInsecureExposed,
+  publicPrivatePath,
+  passthroughPlainHttp,
+  credentialHeaderStripped,
+  storeAllowWithoutLimit,
+  ipLimitWithoutTrustProxies,
+  adminExposedWithoutToken,
+  bodyLimitTooLarge,
+]
+
+function finding (rule: LintRule, severity: 'error' | 'warning', path: Array<string | number>, message: string, fix: string, keyName?: string): LintIssue {
+  return { rule, severity, path, message: `${message} [${rule}]`, fix, ...(keyName !== undefined ? { keyName } : {}) }
+}
+
+/** One policy occurrence in a route's chain, anyOf members included. */
+interface StepRef {
+  readonly key: string
+  readonly config: Record<string, unknown>
+  /** Path of the policy's block: [..., 'policies', i, key] or [..., 'anyOf', j, key]. */
+  readonly path: Array<string | number>
+}
+
+export function stepsOf (route: RouteConfig, r: number): StepRef[] {
+  const out: StepRef[] = []
+  const visit = (steps: readonly PolicyStep[], base: Array<string | number>) => {
+    steps.forEach((step, s) => {
+      const entries = Object.entries(step ?? {})
+      if (entries.length !== 1) return
+      const [key, value] = entries[0]!
+      if (key === 'anyOf' && Array.isArray(value)) { visit(value as PolicyStep[], [...base, s, 'anyOf']); return }
+      out.push({ key, config: (value ?? {}) as Record<string, unknown>, path: [...base, s, key] })
+    })
+  }
+  visit(route.policies ?? [], ['routes', r, 'policies'])
+  return out
+}
+
+/** The listeners a route is reachable on. */
+function listenersOf (doc: GatewayDocument, route: RouteConfig): ListenerConfig[] {
+  const names = route.match.listener === undefined ? undefined : new Set([route.match.listener].flat())
+  return doc.listeners.filter((l) => names === undefined || names.has(l.name))
+}
+
+/** Whether the listener accepts connections from other machines (0.0.0.0, ::, a public or private address). */
+function isExposed (address: string): boolean {
+  try {
+    return !isLoopbackHost(parseAddress(address).host)
+  } catch {
+    return true
+  }
+}
+
+function jwtExpNotRequired (doc: GatewayDocument): LintIssue[] {
+  const providers = (doc.jwtProviders ?? {}) as Record<string, { requireExp?: boolean }>
+  return Object.entries(providers)
+    .filter(([, provider]) => provider.requireExp === false)
+    .map(([name]) => finding('jwt-exp-not-required', 'warning', ['jwtProviders', name, 'requireExp'],
+      `provider "${name}" accepts tokens without \`exp\`: a leaked token then works forever`,
+      'remove `requireExp: false` (have the IdP set exp), or at least set `maxAge:` to bound a token\'s life by its iat'))
+}
+
+function basicInsecureExposed (doc: GatewayDocument): LintIssue[] {
+  const issues: LintIssue[] = []
+  doc.routes.forEach((route, r) => {
+    const plain = listenersOf(doc, route).filter((l) => l.tls === undefined && isExposed(l.address))
+    if (plain.length === 0) return
+    for (const step of stepsOf(route, r)) {
+      if (step.key !== 'basic' || step.config.allowInsecure !== true) continue
+      issues.push(finding('basic-insecure-exposed', 'warning', [...step.path, 'allowInsecure'],
+        `route "${route.name}" accepts Basic passwords in clear text on listener "${plain[0]!.name}" (${plain[0]!.address}), which other machines can reach: anyone on the path reads them`,
+        `give listener "${plain[0]!.name}" tls:, bind it to 127.0.0.1, or limit the route to a TLS listener with match.listener`))
+    }
+  })
+  return issues
+}
+
+function publicPrivatePath (doc: GatewayDocument): LintIssue[] {
+  const issues: LintIssue[] = []
+  doc.routes.forEach((route, r) => {
+    if (route.public !== true) return
+    const segment = route.match.path.split('/').find((s) => PRIVATE_SEGMENTS.has(s.toLowerCase()))
+    if (segment === undefined) return
+    issues.push(finding('public-private-path', 'warning', ['routes', r, 'public'],
+      `route "${route.name}" is public: true, but its path ${route.match.path} looks private ("${segment}"): anyone can reach it without credentials`,
+      'remove public: true and add an authenticating policy (mtls, basic, jwt...), or rename the path if it really is public'))
+  })
+  return issues
+}
+
+/** The upstream's URL when it is plain http:// to another machine. */
+function plainRemoteUpstream (doc: GatewayDocument, name: string): string | undefined {
+  const url = doc.upstreams[name]?.url
+  if (url === undefined) return undefined
+  try {
+    const parsed = new URL(url)
+    return parsed.protocol === 'http:' && !isLoopbackHost(parsed.hostname) ? url : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function passthroughPlainHttp (doc: GatewayDocument): LintIssue[] {
+  const issues: LintIssue[] = []
+  doc.routes.forEach((route, r) => {
+    const url = plainRemoteUpstream(doc, route.upstream)
+    if (url === undefined) return
+    for (const step of stepsOf(route, r)) {
+      if (step.config.passthrough !== true) continue
+      issues.push(finding('passthrough-plain-http', 'warning', [...step.path, 'passthrough'],
+        `route "${route.name}" forwards the client's bearer token to ${url} over plain HTTP: anyone on that network path can read and replay it`,
+        `use an https:// URL for upstream "${route.upstream}", or remove passthrough: true (the upstream gets the verified identity headers instead)`))
+    }
+  })
+  return issues
+}
+
+/** Credential headers a policy reads, lower-case, with the path of the option that names them. */
+function credentialHeaders (step: StepRef): Array<{ name: string, path: Array<string | number>, secret: boolean }> {
+  const out: Array<{ name: string, path: Array<string | number>, secret: boolean }> = []
+  if (step.key === 'apiKey') {
+    out.push({ name: String(step.config.header ?? 'X-API-Key'), path: [...step.path, 'header'], secret: true })
+  }
+  if (step.key === 'hmac' && typeof step.config.headers === 'object' && step.config.headers !== null) {
+    for (const [field, name] of Object.entries(step.config.headers as Record<string, unknown>)) {
+      if (typeof name === 'string') out.push({ name, path: [...step.path, 'headers', field], secret: field === 'signature' })
+    }
+  }
+  return out
+}
+
+function credentialHeaderStripped (doc: GatewayDocument): LintIssue[] {
+  const identity = doc.identity
+  const owned = new Map<string, string>()
+  for (const [field, name] of Object.entries(identity.headers)) owned.set(name.toLowerCase(), `identity.headers.${field}`)
+  if (identity.signed) owned.set(identity.signed.header.toLowerCase(), 'identity.signed.header')
+  for (const name of identity.stripInbound) owned.set(name.toLowerCase(), 'identity.stripInbound')
+  owned.set('x-forwarded-client-cert', 'the mtls certificate header')
+  owned.set('x-auth-identity', 'the signed identity header')
+  const issues: LintIssue[] = []
+  doc.routes.forEach((route, r) => {
+    for (const step of stepsOf(route, r)) {
+      for (const header of credentialHeaders(step)) {
+        const by = owned.get(header.name.toLowerCase())
+        if (by === undefined) continue
+        issues.push(finding('credential-header-stripped', 'error', header.path,
+          `the ${step.key} header ${header.name} is also ${by}, which the gateway strips from every request before any policy runs: every request would be refused`,
+          'use another header name for the credential'))
+      }
+    }
+  })
+  return issues
+}
+
+function storeAllowWithoutLimit (doc: GatewayDocument): LintIssue[] {
+  const redis = doc.store.redis
+  const usesRedis = typeof redis === 'string' ? redis !== '' : redis !== undefined
+  if (doc.store.onError !== 'allow' || !usesRedis) return []
+  const unlimited = doc.routes.filter((route, r) => !stepsOf(route, r).some((s) => s.key === 'rateLimit'))
+  if (unlimited.length === 0) return []
+  const names = unlimited.slice(0, 5).map((route) => `"${route.name}"`).join(', ') + (unlimited.length > 5 ? ` and ${unlimited.length - 5} more` : '')
+  return [finding('store-allow-without-limit', 'warning', ['store', 'onError'],
+    `onError: allow lets requests through without replay, revocation or failed-attempt checks while Redis is down, and nothing limits them on routes without a rateLimit: ${names}`,
+    'add a rateLimit step to each route (it falls back to a per-instance limit while Redis is down), or use onError: deny')]
+}
+
+/** `by` of a rateLimit step: a string, or a list when the policy accepts several keys. */
+function limitsByIp (config: Record<string, unknown>): boolean {
+  const by = config.by
+  return by === 'ip' || (Array.isArray(by) && by.includes('ip'))
+}
+
+function ipLimitWithoutTrustProxies (doc: GatewayDocument): LintIssue[] {
+  if (doc.trustProxies.length > 0) return []
+  const exposed = doc.listeners.find((l) => isExposed(l.address))
+  if (exposed === undefined) return []
+  const issues: LintIssue[] = []
+  doc.routes.forEach((route, r) => {
+    for (const step of stepsOf(route, r)) {
+      if (step.key !== 'rateLimit' || !limitsByIp(step.config)) continue
+      issues.push(finding('ip-limit-without-trust-proxies', 'warning', [...step.path, 'by'],
+        `route "${route.name}" limits by ip, and trustProxies is empty: behind a load balancer every client has the balancer's address and shares one limit`,
+        'list the load balancer\'s addresses in trustProxies (e.g. trustProxies: [10.0.0.0/8]), or limit by client if clients reach the gateway directly'))
+    }
+  })
+  return issues
+}
+
+function adminExposedWithoutToken (doc: GatewayDocument): LintIssue[] {
+  const admin = doc.admin
+  if (admin === undefined || !isExposed(admin.address) || (admin.token !== undefined && admin.token !== '')) return []
+  return [finding('admin-exposed-without-token', 'warning', ['admin', 'address'],
+    `the admin listener ${admin.address} is reachable from other machines and has no token: /metrics and /readyz are open to them and the key API stays locked`,
+    'set admin.token: ${env:AUTHGATE_ADMIN_TOKEN}, or bind the admin listener to 127.0.0.1')]
+}
+
+function bodyLimitTooLarge (doc: GatewayDocument): LintIssue[] {
+  const issues: LintIssue[] = []
+  const check = (value: string | number | undefined, path: Array<string | number>, where: string) => {
+    if (value === undefined) return
+    let bytes: number
+    try { bytes = parseSize(value) } catch { return }
+    if (bytes <= LARGE_BODY_BYTES) return
+    issues.push(finding('body-limit-too-large', 'warning', path,
+      `${where} maxBodyBytes is ${value}: a few slow clients can tie up that much bandwidth each, and routes that verify signatures buffer the whole body in memory`,
+      'keep it at 100MiB or less (the default is 1MiB); raise it only on the upload route that needs it, under routes[].limits'))
+  }
+  check(doc.limits.maxBodyBytes, ['limits', 'maxBodyBytes'], 'the global')
+  doc.routes.forEach((route, r) => check(route.limits?.maxBodyBytes, ['routes', r, 'limits', 'maxBodyBytes'], `route "${route.name}"'s`))
+  return issues
+}
+
+/**
+ * Header names whose values must never reach a log beyond the built-in list (log.ts ALWAYS_REDACTED_HEADERS): every
+ * configured API-key and signature header. For `createLogger({ redactHeaders })`.
+ */
+export function configuredCredentialHeaders (doc: GatewayDocument): string[] {
+  const names = new Set<string>()
+  doc.routes.forEach((route, r) => {
+    for (const step of stepsOf(route, r)) {
+      for (const header of credentialHeaders(step)) if (header.secret) names.add(header.name.toLowerCase())
+    }
+  })
+  return [...names]
+}

@@ -1,0 +1,265 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import { Type } from '@sinclair/typebox'
+import { LineCounter, parseDocument, stringify } from 'yaml'
+import { checkConfig } from '../../gateway/config/load.js'
+import { gatewaySchema } from '../../gateway/config/schema.js'
+import { positionOf } from '../../gateway/config/positions.js'
+import { validate } from '../../gateway/config/validate.js'
+import type { GatewayDocument } from '../../gateway/config/types.js'
+import { configuredCredentialHeaders, lintConfig, type LintRule } from '../../gateway/lint.js'
+
+// The rules read the validated document as plain objects. Policy-owned sections and policy blocks are accepted as
+// they are here, so each rule is tested whether or not the policy modules it talks about are registered yet.
+const any = Type.Optional(Type.Any())
+const lenient = gatewaySchema({ jwtProviders: any, signingClients: any, users: any, apiKeys: any })
+
+function documentOf (config: Record<string, unknown>): GatewayDocument {
+  const doc = structuredClone({
+    version: 1,
+    listeners: [{ name: 'local', address: '127.0.0.1:8080' }],
+    upstreams: { demo: { echo: true } },
+    ...config,
+  })
+  const issues = validate(lenient, doc, [])
+  if (issues.length > 0) throw new Error(`test config is invalid: ${JSON.stringify(issues)}`)
+  return doc as unknown as GatewayDocument
+}
+
+function rulesOf (config: Record<string, unknown>): LintRule[] {
+  return lintConfig(documentOf(config)).map((i) => i.rule)
+}
+
+const keyed = (policies: unknown[], extra: Record<string, unknown> = {}) => ({ name: 'api', match: { path: '/v1/**' }, upstream: 'demo', policies, ...extra })
+const exposed = [{ name: 'edge', address: '0.0.0.0:8080' }]
+
+test('a JWT provider with requireExp: false is a warning; the default is not', (t) => {
+  const provider = { issuer: 'https://idp.example.com', audience: 'api', algorithms: ['RS256'] }
+  const routes = [keyed([{ jwt: { provider: 'corp' } }])]
+  const found = lintConfig(documentOf({ jwtProviders: { corp: { ...provider, requireExp: false } }, routes }))
+  t.deepEqual(found.map((i) => i.rule), ['jwt-exp-not-required'])
+  t.is(found[0]!.severity, 'warning')
+  t.deepEqual(found[0]!.path, ['jwtProviders', 'corp', 'requireExp'])
+  t.regex(found[0]!.message, /works forever \[jwt-exp-not-required\]$/)
+  t.truthy(found[0]!.fix)
+  t.deepEqual(rulesOf({ jwtProviders: { corp: provider }, routes }), [])
+  t.deepEqual(rulesOf({ jwtProviders: { corp: { ...provider, requireExp: true } }, routes }), [])
+})
+
+test('basic with allowInsecure on a plain listener other machines reach is a warning; on loopback or TLS it is not', (t) => {
+  const routes = [keyed([{ basic: { allowInsecure: true } }])]
+  const found = lintConfig(documentOf({ listeners: exposed, routes }))
+  t.deepEqual(found.map((i) => i.rule), ['basic-insecure-exposed'])
+  t.deepEqual(found[0]!.path, ['routes', 0, 'policies', 0, 'basic', 'allowInsecure'])
+  t.deepEqual(rulesOf({ routes }), [])
+  t.deepEqual(rulesOf({ listeners: [{ name: 'edge', address: '0.0.0.0:8443', tls: { cert: 'c.pem', key: 'k.pem' } }], routes }), [])
+  // A route limited to the loopback listener is not reachable on the exposed one.
+  t.deepEqual(rulesOf({
+    listeners: [...exposed, { name: 'local', address: '127.0.0.1:8081' }],
+    routes: [keyed([{ basic: { allowInsecure: true } }], { match: { path: '/v1/**', listener: 'local' } })],
+  }), [])
+})
+
+test('public: true on a path that looks private is a warning; on an ordinary path, or without public, it is not', (t) => {
+  for (const path of ['/admin/**', '/internal', '/api/private/*', '/debug/**', '/actuator/**', '/metrics', '/.env', '/management/**', '/Admin']) {
+    const found = lintConfig(documentOf({ routes: [{ name: 'p', match: { path }, upstream: 'demo', public: true }] }))
+    t.deepEqual(found.map((i) => i.rule), ['public-private-path'], path)
+    t.deepEqual(found[0]!.path, ['routes', 0, 'public'])
+  }
+  t.deepEqual(rulesOf({ routes: [{ name: 'p', match: { path: '/health' }, upstream: 'demo', public: true }] }), [])
+  t.deepEqual(rulesOf({ routes: [{ name: 'p', match: { path: '/administrators-guide' }, upstream: 'demo', public: true }] }), [])
+  t.deepEqual(rulesOf({ routes: [keyed([{ apiKey: {} }], { match: { path: '/admin/**' } })] }), [])
+})
+
+test('passthrough to a plain-HTTP upstream on another host is a warning; to https or loopback it is not', (t) => {
+  const routes = [keyed([{ jwt: { provider: 'corp', passthrough: true } }], { upstream: 'orders' })]
+  const found = lintConfig(documentOf({ upstreams: { orders: { url: 'http://orders.internal:9000' } }, routes }))
+  t.deepEqual(found.map((i) => i.rule), ['passthrough-plain-http'])
+  t.deepEqual(found[0]!.path, ['routes', 0, 'policies', 0, 'jwt', 'passthrough'])
+  t.deepEqual(rulesOf({ upstreams: { orders: { url: 'https://orders.internal:9000' } }, routes }), [])
+  t.deepEqual(rulesOf({ upstreams: { orders: { url: 'http://127.0.0.1:9000' } }, routes }), [])
+  t.deepEqual(rulesOf({ upstreams: { orders: { url: 'http://orders.internal:9000' } }, routes: [keyed([{ jwt: { provider: 'corp' } }], { upstream: 'orders' })] }), [])
+  // Inside anyOf too.
+  const anyOf = [keyed([{ anyOf: [{ apiKey: {} }, { jwt: { provider: 'corp', passthrough: true } }] }], { upstream: 'orders' })]
+  const nested = lintConfig(documentOf({ upstreams: { orders: { url: 'http://10.1.2.3' } }, routes: anyOf }))
+  t.deepEqual(nested.map((i) => i.path), [['routes', 0, 'policies', 0, 'anyOf', 1, 'jwt', 'passthrough']])
+})
+
+test('a credential header that the gateway strips on ingress is an error; an ordinary header is not', (t) => {
+  const found = lintConfig(documentOf({ routes: [keyed([{ apiKey: { header: 'X-Auth-Client' } }])] }))
+  t.deepEqual(found.map((i) => [i.rule, i.severity]), [['credential-header-stripped', 'error']])
+  t.deepEqual(found[0]!.path, ['routes', 0, 'policies', 0, 'apiKey', 'header'])
+  t.deepEqual(rulesOf({ identity: { stripInbound: ['X-Partner-Key'] }, routes: [keyed([{ apiKey: { header: 'x-partner-key' } }])] }), ['credential-header-stripped'])
+  t.deepEqual(rulesOf({ routes: [keyed([{ hmac: { headers: { signature: 'X-Forwarded-Client-Cert' } } }])] }), ['credential-header-stripped'])
+  t.deepEqual(rulesOf({ routes: [keyed([{ apiKey: { header: 'X-Partner-Key' } }])] }), [])
+  t.deepEqual(rulesOf({ routes: [keyed([{ apiKey: {} }])] }), [])
+})
+
+test('store.onError: allow with Redis and a route without rateLimit is a warning; with limits everywhere or deny it is not', (t) => {
+  const store = { redis: 'redis://127.0.0.1:6379', onError: 'allow' }
+  const found = lintConfig(documentOf({ store, routes: [keyed([{ apiKey: {} }])] }))
+  t.deepEqual(found.map((i) => i.rule), ['store-allow-without-limit'])
+  t.deepEqual(found[0]!.path, ['store', 'onError'])
+  t.regex(found[0]!.message, /"api"/)
+  t.deepEqual(rulesOf({ store, routes: [keyed([{ apiKey: {} }, { rateLimit: { by: 'client', limit: '100/min' } }])] }), [])
+  t.deepEqual(rulesOf({ store: { ...store, onError: 'deny' }, routes: [keyed([{ apiKey: {} }])] }), [])
+  // Without Redis the store never fails: onError does not apply.
+  t.deepEqual(rulesOf({ store: { redis: '', onError: 'allow' }, routes: [keyed([{ apiKey: {} }])] }), [])
+})
+
+test('rateLimit by ip on an exposed listener without trustProxies is a warning; with trustProxies or loopback only it is not', (t) => {
+  const routes = [keyed([{ apiKey: {} }, { rateLimit: { by: 'ip', limit: '10/sec' } }])]
+  const found = lintConfig(documentOf({ listeners: exposed, routes }))
+  t.deepEqual(found.map((i) => i.rule), ['ip-limit-without-trust-proxies'])
+  t.deepEqual(found[0]!.path, ['routes', 0, 'policies', 1, 'rateLimit', 'by'])
+  t.deepEqual(rulesOf({ listeners: exposed, trustProxies: ['10.0.0.0/8'], routes }), [])
+  t.deepEqual(rulesOf({ routes }), [])
+  t.deepEqual(rulesOf({ listeners: exposed, routes: [keyed([{ apiKey: {} }, { rateLimit: { by: 'client', limit: '10/sec' } }])] }), [])
+})
+
+test('an admin listener other machines reach without a token is a warning; with a token or on loopback it is not', (t) => {
+  const found = lintConfig(documentOf({ admin: { address: '0.0.0.0:9901' }, routes: [keyed([{ apiKey: {} }])] }))
+  t.deepEqual(found.map((i) => [i.rule, i.severity]), [['admin-exposed-without-token', 'warning']])
+  t.deepEqual(found[0]!.path, ['admin', 'address'])
+  // ${env:AUTHGATE_ADMIN_TOKEN:-} unset interpolates to an empty token: no token.
+  t.deepEqual(rulesOf({ admin: { address: '[::]:9901', token: '' }, routes: [keyed([{ apiKey: {} }])] }), ['admin-exposed-without-token'])
+  t.deepEqual(rulesOf({ admin: { address: '0.0.0.0:9901', token: 'a-long-random-admin-token' }, routes: [keyed([{ apiKey: {} }])] }), [])
+  t.deepEqual(rulesOf({ admin: { address: '127.0.0.1:9901' }, routes: [keyed([{ apiKey: {} }])] }), [])
+})
+
+test('maxBodyBytes above 100MiB is a warning, globally or per route; 100MiB is not', (t) => {
+  const found = lintConfig(documentOf({ limits: { maxBodyBytes: '200MiB' }, routes: [keyed([{ apiKey: {} }], { limits: { maxBodyBytes: 1073741824 } })] }))
+  t.deepEqual(found.map((i) => i.path), [['limits', 'maxBodyBytes'], ['routes', 0, 'limits', 'maxBodyBytes']])
+  t.true(found.every((i) => i.rule === 'body-limit-too-large' && i.severity === 'warning'))
+  t.deepEqual(rulesOf({ limits: { maxBodyBytes: '100MiB' }, routes: [keyed([{ apiKey: {} }])] }), [])
+  t.deepEqual(rulesOf({ routes: [keyed([{ apiKey: {} }])] }), [])
+})
+
+test('every finding says why it matters and how to fix it', (t) => {
+  const found = lintConfig(documentOf({
+    listeners: exposed,
+    admin: { address: '0.0.0.0:9901' },
+    store: { redis: 'redis://127.0.0.1:6379', onError: 'allow' },
+    limits: { maxBodyBytes: '1GiB' },
+    upstreams: { demo: { echo: true }, orders: { url: 'http://orders.internal' } },
+    jwtProviders: { corp: { issuer: 'https://idp.example.com', audience: 'api', algorithms: ['RS256'], requireExp: false } },
+    routes: [
+      { name: 'admin', match: { path: '/admin/**' }, upstream: 'demo', public: true },
+      keyed([{ basic: { allowInsecure: true } }, { rateLimit: { by: 'ip', limit: '1/sec' } }]),
+      keyed([{ jwt: { provider: 'corp', passthrough: true } }, { apiKey: { header: 'X-Auth-Subject' } }], { name: 'orders', upstream: 'orders', match: { path: '/orders/**' } }),
+    ],
+  }))
+  t.deepEqual(new Set(found.map((i) => i.rule)), new Set<LintRule>([
+    'jwt-exp-not-required', 'basic-insecure-exposed', 'public-private-path', 'passthrough-plain-http', 'credential-header-stripped',
+    'store-allow-without-limit', 'ip-limit-without-trust-proxies', 'admin-exposed-without-token', 'body-limit-too-large',
+  ]))
+  for (const issue of found) {
+    t.regex(issue.message, /: .+ \[[a-z-]+\]$/, issue.rule)
+    t.true((issue.fix ?? '').length > 10, issue.rule)
+  }
+})
+
+test('the demo gateway.yaml has no lint findings', (t) => {
+  const { config, issues } = checkConfig('gateway.yaml', { env: {} })
+  t.deepEqual(issues.filter((i) => i.severity === 'error'), [])
+  t.deepEqual(lintConfig(config!.doc), [])
+})
+
+test('lint paths point at the offending line of the file', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authgate-lint-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const text = stringify({
+    version: 1,
+    listeners: [{ name: 'local', address: '127.0.0.1:8080' }],
+    upstreams: { demo: { echo: true } },
+    routes: [{ name: 'ops', match: { path: '/admin/**' }, upstream: 'demo', public: true }],
+  })
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(file, text)
+  const { config } = checkConfig(file, { env: {} })
+  const [issue] = lintConfig(config!.doc)
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter })
+  const line = text.split('\n').findIndex((l) => l.includes('public: true')) + 1
+  t.is(positionOf(doc, lineCounter, issue!.path).line, line)
+})
+
+test('authgate check reports lint findings with file, line and column (lintConfig wired into the loader)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authgate-lint-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(file, stringify({
+    version: 1,
+    listeners: [{ name: 'local', address: '127.0.0.1:8080' }],
+    upstreams: { demo: { echo: true } },
+    limits: { maxBodyBytes: '1GiB' },
+    routes: [{ name: 'ops', match: { path: '/admin/**' }, upstream: 'demo', public: true }],
+  }))
+  const { issues, config } = checkConfig(file, { env: {} })
+  t.truthy(config, 'warnings do not block loading')
+  const lint = issues.filter((i) => /\[[a-z-]+\]$/.test(i.message))
+  t.deepEqual(lint.map((i) => [i.severity, i.line, i.message.slice(i.message.lastIndexOf('['))]), [
+    ['warning', 9, '[body-limit-too-large]'],
+    ['warning', 15, '[public-private-path]'],
+  ])
+  t.true(lint.every((i) => i.file === file && (i.col ?? 0) > 0))
+})
+
+test('configured API-key and signature headers are listed for log redaction', (t) => {
+  const doc = documentOf({ routes: [keyed([{ anyOf: [{ apiKey: { header: 'X-Partner-Key' } }, { hmac: { headers: { signature: 'X-Sig', keyId: 'X-Kid' } } }] }])] })
+  t.deepEqual(configuredCredentialHeaders(doc).sort(), ['x-partner-key', 'x-sig'])
+})
+
+// The classic mistakes whose owners report them (see gateway/lint.ts): each appears once in `check`'s output.
+
+async function checkText (t: import('ava').ExecutionContext, config: Record<string, unknown>, env: NodeJS.ProcessEnv = {}) {
+  const dir = await mkdtemp(join(tmpdir(), 'authgate-lint-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(file, stringify({ version: 1, listeners: [{ name: 'local', address: '127.0.0.1:8080' }], upstreams: { demo: { echo: true } }, ...config }))
+  return checkConfig(file, { env }).issues
+}
+
+const jwtRoute = { name: 'api', match: { path: '/v1/**' }, upstream: 'demo', policies: [{ jwt: { provider: 'corp' } }] }
+const secret = 'k'.repeat(48)
+
+test('a JWT provider without audience is one warning; with audience there is none', async (t) => {
+  const provider = { secret: '${env:JWT_SECRET}', algorithms: ['HS256'] }
+  const without = await checkText(t, { jwtProviders: { corp: provider }, routes: [jwtRoute] }, { JWT_SECRET: secret })
+  t.deepEqual(without.filter((i) => /audience/.test(i.message)).map((i) => i.severity), ['warning'])
+  t.deepEqual(await checkText(t, { jwtProviders: { corp: { ...provider, audience: 'api' } }, routes: [jwtRoute] }, { JWT_SECRET: secret }), [])
+})
+
+test('an HS secret shorter than its hash is one error; a long enough one is not', async (t) => {
+  const provider = { secret: '${env:JWT_SECRET}', algorithms: ['HS512'], audience: 'api' }
+  const short = await checkText(t, { jwtProviders: { corp: provider }, routes: [jwtRoute] }, { JWT_SECRET: secret })
+  t.deepEqual(short.map((i) => [i.severity, i.path.join('.')]), [['error', 'jwtProviders.corp.secret']])
+  t.deepEqual(await checkText(t, { jwtProviders: { corp: provider }, routes: [jwtRoute] }, { JWT_SECRET: 'k'.repeat(64) }), [])
+})
+
+test('HS and asymmetric algorithms in one provider are one error; one family is not', async (t) => {
+  const provider = { issuer: 'https://idp.example.com', audience: 'api', algorithms: ['RS256', 'HS256'] }
+  const mixed = await checkText(t, { jwtProviders: { corp: provider }, routes: [jwtRoute] })
+  t.deepEqual(mixed.filter((i) => /in one provider/.test(i.message)).map((i) => i.severity), ['error'])
+  t.deepEqual(await checkText(t, { jwtProviders: { corp: { ...provider, algorithms: ['RS256', 'ES256'] } }, routes: [jwtRoute] }), [])
+})
+
+test('basic on a plain-HTTP listener is one error from the basic policy', async (t) => {
+  const users = { inline: [{ username: 'alice', hash: '$2y$04$abcdefghijklmnopqrstuu5xJ1v9Lq2hHkQmX1mY0y3G0WvJY8a2e' }] }
+  const route = { name: 'tool', match: { path: '/**' }, upstream: 'demo', policies: [{ basic: {} }] }
+  const plain = await checkText(t, { users, routes: [route] })
+  t.deepEqual(plain.filter((i) => i.severity === 'error').length, 1)
+  t.regex(plain[0]!.message, /plain|HTTP|TLS|insecure/i)
+  const tls = await checkText(t, { listeners: [{ name: 'secure', address: '127.0.0.1:8443', tls: { cert: 'server.crt', key: 'server.key' } }], users, routes: [route] })
+  t.deepEqual(tls.filter((i) => i.severity === 'error'), [])
+})
+
+test('a route shadowed by an earlier one is one warning; in the right order it is not', async (t) => {
+  const broad = { name: 'all', match: { path: '/v1/**' }, upstream: 'demo', public: true }
+  const narrow = { name: 'orders', match: { path: '/v1/orders' }, upstream: 'demo', public: true }
+  const shadowed = await checkText(t, { routes: [broad, narrow] })
+  t.deepEqual(shadowed.map((i) => [i.severity, i.path.join('.')]), [['warning', 'routes.1.match']])
+  t.deepEqual(await checkText(t, { routes: [narrow, broad] }), [])
+})

@@ -1,0 +1,223 @@
+/**
+ * Small tools shared by the end-to-end tests: raw HTTP/1.1 exchanges over a socket (fetch would normalize the
+ * very targets and headers these tests must send), a node:http upstream that records what it received, and
+ * assertions on problem+json answers.
+ */
+import { randomUUID } from 'node:crypto'
+import http from 'node:http'
+import net, { type AddressInfo } from 'node:net'
+import tls from 'node:tls'
+import type { ExecutionContext } from 'ava'
+
+export interface RawResponse {
+  status: number
+  /** Lower-case names; every value of a repeated field. */
+  headers: Record<string, string[]>
+  body: string
+  raw: string
+}
+
+/** First value of a header. */
+export function header (res: RawResponse, name: string): string | undefined {
+  return res.headers[name.toLowerCase()]?.[0]
+}
+
+/**
+ * Sends `head` (a request head with CRLF line ends, without the final empty line) and `body` exactly as given on a
+ * new connection, then reads until the server closes it. The head always gets `Connection: close` unless it has a
+ * Connection field of its own, which should then include `close`.
+ */
+export function rawRequest (url: string, head: string, body: string | Buffer | Iterable<Buffer> = '', options: { tls?: tls.ConnectionOptions } = {}): Promise<RawResponse> {
+  const { hostname, port, protocol } = new URL(url)
+  const host = hostname.replace(/^\[|\]$/g, '')
+  const lines = head.split('\r\n')
+  if (!lines.some((l) => /^connection:/i.test(l))) lines.push('Connection: close')
+  const text = `${lines.join('\r\n')}\r\n\r\n`
+  return new Promise((resolve, reject) => {
+    const socket = protocol === 'https:'
+      ? tls.connect({ host, port: Number(port), ...options.tls })
+      : net.connect({ host, port: Number(port) })
+    const chunks: Buffer[] = []
+    let failure: Error | undefined
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+    // A server may answer early and close while the body is still being written (413): the answer counts.
+    socket.on('error', (error) => { failure = error })
+    socket.on('close', () => {
+      try {
+        resolve(parseResponse(Buffer.concat(chunks)))
+      } catch (error) {
+        reject(failure ?? error)
+      }
+    })
+    socket.write(text)
+    if (typeof body === 'string' || Buffer.isBuffer(body)) {
+      if (body.length > 0) socket.write(body)
+    } else {
+      for (const chunk of body) if (!socket.destroyed) socket.write(chunk)
+    }
+  })
+}
+
+/** A GET with the given extra header lines. */
+export function rawGet (url: string, target: string, headers: string[] = []): Promise<RawResponse> {
+  const { host } = new URL(url)
+  return rawRequest(url, [`GET ${target} HTTP/1.1`, `Host: ${host}`, ...headers].join('\r\n'))
+}
+
+export function parseResponse (data: Buffer): RawResponse {
+  const raw = data.toString('latin1')
+  const end = raw.indexOf('\r\n\r\n')
+  if (end === -1) throw new Error(`no complete response head in ${JSON.stringify(raw.slice(0, 200))}`)
+  const [statusLine, ...fields] = raw.slice(0, end).split('\r\n')
+  const match = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine ?? '')
+  if (!match) throw new Error(`not a status line: ${JSON.stringify(statusLine)}`)
+  const headers: Record<string, string[]> = {}
+  for (const field of fields) {
+    const colon = field.indexOf(':')
+    const name = field.slice(0, colon).trim().toLowerCase()
+    ;(headers[name] ??= []).push(field.slice(colon + 1).trim())
+  }
+  let body = data.subarray(Buffer.byteLength(raw.slice(0, end + 4), 'latin1'))
+  if (headers['transfer-encoding']?.some((v) => /chunked/i.test(v))) body = dechunk(body)
+  return { status: Number(match[1]), headers, body: body.toString('utf8'), raw }
+}
+
+function dechunk (data: Buffer): Buffer {
+  const out: Buffer[] = []
+  let at = 0
+  for (;;) {
+    const eol = data.indexOf('\r\n', at)
+    if (eol === -1) break
+    const size = parseInt(data.subarray(at, eol).toString('latin1'), 16)
+    if (!(size > 0)) break
+    out.push(data.subarray(eol + 2, eol + 2 + size))
+    at = eol + 2 + size + 2
+  }
+  return Buffer.concat(out)
+}
+
+/** Asserts a problem+json answer: status, code, the RFC 9457 members, and X-Request-Id equal to requestId. */
+export async function assertProblem (t: ExecutionContext, res: Response | RawResponse, status: number, code: string): Promise<Record<string, unknown>> {
+  const isRaw = !('clone' in res)
+  const get = (name: string) => isRaw ? header(res as RawResponse, name) : (res as Response).headers.get(name) ?? undefined
+  const text = isRaw ? (res as RawResponse).body : await (res as Response).text()
+  t.is(res.status, status, text)
+  t.is(get('content-type'), 'application/problem+json')
+  const body = JSON.parse(text) as Record<string, unknown>
+  t.is(body.status, status)
+  t.is(body.error, code)
+  t.is(typeof body.title, 'string')
+  t.true((body.title as string).length > 0)
+  t.is(typeof body.detail, 'string')
+  t.regex(String(body.requestId), /^[0-9a-f-]{36}$/)
+  t.is(get('x-request-id'), body.requestId as string)
+  return body
+}
+
+/** Every answer carries a request id. */
+export function assertRequestId (t: ExecutionContext, res: Response | RawResponse): void {
+  const value = 'clone' in res ? res.headers.get('x-request-id') : header(res, 'x-request-id')
+  t.regex(value ?? '', /^[0-9a-f-]{36}$/, 'X-Request-Id')
+}
+
+/** What the echo upstream answers: the request it received. */
+export interface Echo {
+  method: string
+  path: string
+  query: string
+  headers: Record<string, string | string[] | undefined>
+  body: string
+}
+
+export interface Seen {
+  method: string
+  url: string
+  headers: http.IncomingHttpHeaders
+  rawHeaders: string[]
+  /** Bytes of body received so far. */
+  bodyBytes: number
+  body: Buffer
+  /** True once the whole body arrived ('end'); false if the connection died first. */
+  complete: boolean
+  /** Resolves when the request ended or was aborted. */
+  settled: Promise<void>
+}
+
+export interface RecordingUpstream {
+  url: string
+  port: number
+  seen: Seen[]
+  /** Requests that carried `X-Probe: probe`. */
+  withProbe (probe: string): Seen[]
+  /** Resolves with the next request carrying that probe, as soon as its head arrives. */
+  arrival (probe: string): Promise<Seen>
+  server: http.Server
+  close (): Promise<void>
+}
+
+export type UpstreamHandler = (req: http.IncomingMessage, res: http.ServerResponse, seen: Seen) => void
+
+/** A node:http upstream on 127.0.0.1:0 recording every request (head and body); answers 200 JSON unless `handler` does. */
+export async function recordingUpstream (handler?: UpstreamHandler): Promise<RecordingUpstream> {
+  const seen: Seen[] = []
+  const waiters = new Map<string, (s: Seen) => void>()
+  const server = http.createServer((req, res) => {
+    let settle!: () => void
+    const entry: Seen = {
+      method: req.method ?? '',
+      url: req.url ?? '',
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      bodyBytes: 0,
+      body: Buffer.alloc(0),
+      complete: false,
+      settled: new Promise((resolve) => { settle = resolve }),
+    }
+    const chunks: Buffer[] = []
+    seen.push(entry)
+    req.on('data', (chunk: Buffer) => { entry.bodyBytes += chunk.length; chunks.push(chunk) })
+    req.on('end', () => { entry.complete = true; entry.body = Buffer.concat(chunks); settle() })
+    req.on('close', () => settle())
+    const probe = req.headers['x-probe']
+    if (typeof probe === 'string') { waiters.get(probe)?.(entry); waiters.delete(probe) }
+    if (handler) { handler(req, res, entry); return }
+    req.on('end', () => {
+      const text = JSON.stringify({ method: entry.method, url: entry.url, headers: entry.headers, bodyBytes: entry.bodyBytes })
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+    })
+  })
+  server.on('upgrade', () => {})
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    seen,
+    server,
+    withProbe: (probe) => seen.filter((s) => s.headers['x-probe'] === probe),
+    arrival (probe) {
+      const already = seen.find((s) => s.headers['x-probe'] === probe)
+      if (already) return Promise.resolve(already)
+      return new Promise((resolve) => waiters.set(probe, resolve))
+    },
+    async close () {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
+/** A fresh marker for one request, so concurrent tests can find what the upstream saw for it. */
+export function probe (): string {
+  return randomUUID()
+}
+
+/** A loopback port that was free a moment ago (bound, then released). */
+export async function freePort (): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
