@@ -10,6 +10,8 @@ import type { Store } from './store/types.js'
 import { tokensCommand } from '../policies/jwt/index.js'
 import { signCommand } from '../policies/hmac/sign.js'
 import { explainCommand } from './explain.js'
+import { keysCommand } from '../policies/api-key/cli.js'
+import { passwdCommand } from '../policies/basic/cli.js'
 import { initCommand } from './init.js'
 import { ConfigError, formatIssues } from './errors.js'
 import { Gateway } from './gateway.js'
@@ -114,6 +116,8 @@ export async function main (argv: string[], io: CommandIo = { stdout: process.st
       case 'certs': return await certsCommand(args, io)
       case 'sign': return await signCommand(args, io)
       case 'explain': return await explainCommand(args, io)
+      case 'keys': return await keysCommand(args, io)
+      case 'passwd': return await passwdCommand(args, io)
       case 'init': return await initCommand(args, io)
       case 'tokens': {
         const { file, rest } = takeConfigFlag(args)

@@ -12,6 +12,9 @@ import { Metrics } from './metrics.js'
 import { Runtime } from './runtime.js'
 import { RequestHandler } from './server.js'
 import { configuredCredentialHeaders } from './lint.js'
+import { apiKeyAdminRoutes } from '../policies/api-key/admin.js'
+import { KeyService, staticApiKeys } from '../policies/api-key/index.js'
+import { IdentitySigner, jwksAdminRoute, signedIdentityHook } from './signed-identity.js'
 import { createStore } from './store/index.js'
 import type { Store } from './store/types.js'
 import type { DestinationStream } from 'pino'
@@ -37,6 +40,7 @@ export class Gateway {
   private closed = false
   private watchers: FSWatcher[] = []
   private watchTimer: NodeJS.Timeout | undefined
+  private signer: IdentitySigner | undefined
 
   private constructor (
     private config: LoadedConfig,
@@ -59,6 +63,7 @@ export class Gateway {
     const gateway = new Gateway(config, store, handler, log, metrics, options)
     try {
       handler.runtime = await Runtime.build(config, { store, log, now: options.now ?? Date.now })
+      gateway.useSigner(await gateway.createSigner(config, store))
       await gateway.openListeners()
       await gateway.openAdmin()
     } catch (error) {
@@ -103,6 +108,12 @@ export class Gateway {
       storeKind: () => this.store.kind,
       adminToken: () => this.config.doc.admin?.token || undefined,
     }, this.metrics, this.log)
+    this.admin.routes.push(jwksAdminRoute(() => this.signer))
+    this.admin.routes.push(apiKeyAdminRoutes(new KeyService({
+      store: () => this.store,
+      staticKeys: () => staticApiKeys(this.config.doc),
+      ...(this.options.now ? { now: this.options.now } : {}),
+    })))
     await this.admin.listen(admin.address)
   }
 
@@ -130,8 +141,12 @@ export class Gateway {
     const storeChanged = !isDeepStrictEqual(old.doc.store, config.doc.store)
     const store = storeChanged ? openStore(config.doc.store, this.log) : this.store
     let runtime: Runtime
+    let signerChanged = false
+    let nextSigner: IdentitySigner | undefined
     try {
       runtime = await Runtime.build(config, { store, log: this.log, now: this.options.now ?? Date.now })
+      signerChanged = storeChanged || !isDeepStrictEqual(old.doc.identity.signed, config.doc.identity.signed)
+      if (signerChanged) nextSigner = await this.createSigner(config, store)
       for (const listener of config.doc.listeners) {
         const current = this.listenersByName.get(listener.name)
         if (current && isDeepStrictEqual(current.config, listener)) current.reloadTls(config.baseDir)
@@ -145,6 +160,7 @@ export class Gateway {
     this.config = config
     this.store = store
     this.handler.runtime = runtime
+    if (signerChanged) this.useSigner(nextSigner)
     await this.rebindListeners()
     this.metrics.reloads.inc({ result: 'success' })
     this.metrics.configInfo.reset()
@@ -219,7 +235,22 @@ export class Gateway {
     await Promise.all([...this.listenersByName.values()].map((l) => l.close(deadlineMs)))
     await this.admin?.close()
     await this.handler.runtime?.close()
+    this.signer?.close()
     await this.store.close()
+  }
+
+  private async createSigner (config: LoadedConfig, store: Store): Promise<IdentitySigner | undefined> {
+    const signed = config.doc.identity.signed
+    return signed ? await IdentitySigner.create(signed, { store, baseDir: config.baseDir, log: this.log, now: this.options.now ?? Date.now }) : undefined
+  }
+
+  /** The signed identity (X-Auth-Identity) follows reloads; the JWKS endpoint reads the current signer. */
+  private useSigner (signer: IdentitySigner | undefined): void {
+    const previous = this.signer
+    this.signer = signer
+    if (signer) this.handler.hooks.upstreamIdentity = signedIdentityHook(signer)
+    else delete this.handler.hooks.upstreamIdentity
+    if (previous !== signer) previous?.close()
   }
 }
 

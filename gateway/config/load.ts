@@ -54,6 +54,8 @@ export function checkConfig (file: string, options: LoadOptions = {}): { issues:
     const pos = positionOf(doc, lineCounter, issue.path, keyName)
     // An issue about a key (unknown key, unknown policy) is reported at that key, and its path names it.
     const path = keyName !== undefined && issue.path[issue.path.length - 1] !== keyName ? [...issue.path, keyName] : issue.path
+    // An issue about another file (an htpasswd line) keeps its own position.
+    if (rest.file !== undefined) return { ...rest, path }
     return { ...rest, path, file, line: pos.line, col: pos.col }
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {

@@ -1,9 +1,20 @@
 import type { PolicyDefinition, SectionDefinition } from '../types.js'
 import { Rejection } from '../../gateway/errors.js'
 import type { ConfigIssue } from '../../gateway/errors.js'
+import { parseDuration } from '../../gateway/config/units.js'
 import { schema, apiKeysSectionSchema, type ApiKeyConfig, type StaticKey } from './schema.js'
-import { KeyDirectory } from './directory.js'
+import { KeyDirectory, type CacheTtls } from './directory.js'
+import { staticApiKeys } from './records.js'
 
+export { KeyDirectory } from './directory.js'
+export { KeyService, KeyRequestError } from './service.js'
+export { staticApiKeys } from './records.js'
+
+/**
+ * `apiKey`: `agk_<id>_<secret>` in a header (default X-API-Key). Static keys (`apiKeys:`) are checked first, then
+ * the store; one KeyDirectory (caches, pub/sub subscription, lastUsedAt batches) serves every route of a
+ * configuration generation.
+ */
 export const apiKey: PolicyDefinition<ApiKeyConfig> = {
   key: 'apiKey',
   schema,
@@ -11,22 +22,24 @@ export const apiKey: PolicyDefinition<ApiKeyConfig> = {
   create (config, deps) {
     const header = config.header.toLowerCase()
     const challenge = { scheme: 'ApiKey', params: { realm: deps.realm, header: config.header } }
-    const directory = deps.shared('apiKeys', () => new KeyDirectory(
-      (deps.config.apiKeys as StaticKey[] | undefined) ?? [], deps.store, { now: deps.now, log: deps.log }))
+    const directory = deps.shared('apiKey:directory', () => new KeyDirectory(staticApiKeys(deps.config), deps.store, { now: deps.now, log: deps.log }))
+    const ttls: CacheTtls = { ttlMs: parseDuration(config.cacheTtl), negativeTtlMs: parseDuration(config.negativeCacheTtl) }
     const queryNames = new Set(['api_key', 'apikey', 'x-api-key', header])
+    const inQuery = Rejection.badRequest(`API keys belong in the ${config.header} header, not in the query string`)
 
     return {
       challenge,
       credentialHeaders: [header],
       close: () => directory.close(),
       async evaluate (ctx) {
-        for (const name of ctx.query.keys()) {
-          if (queryNames.has(name.toLowerCase())) return Rejection.badRequest(`API keys belong in the ${config.header} header, not in the query string`)
+        for (const [name, value] of ctx.query) {
+          if (queryNames.has(name.toLowerCase()) || value.startsWith('agk_')) return inQuery
         }
         const values = ctx.headerValues(header)
-        if (values.length === 0) return Rejection.unauthenticated('missing_credentials', 'API key required', challenge)
         if (values.length > 1) return Rejection.badRequest(`more than one ${config.header} header`)
-        const result = await directory.verify(values[0]!)
+        const presented = values[0]
+        if (presented === undefined || presented === '') return Rejection.unauthenticated('missing_credentials', 'API key required', challenge)
+        const result = await directory.verify(presented, ttls)
         if (!result.ok) return Rejection.unauthenticated('invalid_credentials', result.reason, challenge)
         const record = result.record
         return {

@@ -1,7 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { Duration } from '../../gateway/config/schema.js'
 
 export const schema = Type.Object({
   header: Type.String({ default: 'X-API-Key', pattern: '^[A-Za-z0-9-]+$', description: 'Request header that carries the key.' }),
+  cacheTtl: Duration('How long a verified store key is trusted in-process before the store is read again. Revocations reach every instance at once by pub/sub; this bounds it if pub/sub is lost. 0 turns the cache off.', '5s'),
+  negativeCacheTtl: Duration('How long a refused key (unknown, wrong secret, expired, revoked) is refused without reading the store again; absorbs floods of bad keys.', '2s'),
 }, { additionalProperties: false })
 export type ApiKeyConfig = Static<typeof schema>
 

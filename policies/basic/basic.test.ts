@@ -1,0 +1,344 @@
+// Tests that count password hashes (the module-wide passwordChecks) are serial: ava runs them before the concurrent ones.
+import anyTest, { type TestFn } from 'ava'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough, Readable } from 'node:stream'
+import bcrypt from 'bcryptjs'
+import { ConfigError, StoreUnavailableError, isRejection, type Rejection } from '../../gateway/errors.js'
+import { MemoryStore } from '../../gateway/store/memory.js'
+import { RedisStore } from '../../gateway/store/redis.js'
+import type { Continue, ListenerInfo, PolicyInstance } from '../types.js'
+import { startRedis, uniquePrefix, type RedisServer } from '../../test/helpers/redis.js'
+import { FakeClock, countingStore, makeContext, makeDeps, withDefaults, type CountingStore } from '../api-key/fixtures/harness.js'
+import { basic, usersSection } from './index.js'
+import { parseBasic } from './credentials.js'
+import { passwdCommand, type PasswordInput } from './cli.js'
+import { schema, type BasicConfig } from './schema.js'
+import { bcryptHash, checkUsers, loadUsers, parsePasswordHash, passwordChecks, scryptHash, verifyPassword } from './users.js'
+
+const test = anyTest as TestFn<{ dir: string, redis: RedisServer, htpasswd: string }>
+
+// Made at run time: bcrypt cost 4 keeps the tests fast (the cost is the file's, not the policy's).
+const ALICE_PASSWORD = `alice-${Math.random().toString(36).slice(2)}`
+const BOB_PASSWORD = `bob-${Math.random().toString(36).slice(2)}`
+
+test.before(async (t) => {
+  t.context.dir = await mkdtemp(join(tmpdir(), 'authgate-basic-'))
+  t.context.htpasswd = `# test users\nalice:${await bcryptHash(ALICE_PASSWORD, 4)}\n\nbob:${await bcryptHash(BOB_PASSWORD, 4)}\n`
+  await writeFile(join(t.context.dir, 'users.htpasswd'), t.context.htpasswd)
+  t.context.redis = await startRedis()
+})
+test.after.always(async (t) => {
+  await rm(t.context.dir, { recursive: true, force: true })
+  await t.context.redis?.stop()
+})
+
+function basicHeader (username: string, password: string): string {
+  return `Basic ${Buffer.from(`${username}:${password}`, 'utf8').toString('base64')}`
+}
+
+interface Setup {
+  clock: FakeClock
+  store: CountingStore
+  policy: PolicyInstance
+  deps: ReturnType<typeof makeDeps>
+  send (authorization: string | string[] | undefined, from?: string): Promise<Continue | Rejection>
+}
+
+async function setup (dir: string, options: { config?: Partial<BasicConfig>, store?: CountingStore, clock?: FakeClock, users?: unknown, onError?: 'deny' | 'allow' } = {}): Promise<Setup> {
+  const clock = options.clock ?? new FakeClock()
+  const store = options.store ?? countingStore(new MemoryStore({ now: clock.now }))
+  const deps = makeDeps({ clock, store, baseDir: dir, config: { users: options.users ?? { htpasswd: 'users.htpasswd' }, store: { onError: options.onError ?? 'deny' } } })
+  const policy = await basic.create(withDefaults<BasicConfig>(schema, { allowInsecure: true, ...options.config }), deps)
+  const send = async (authorization: string | string[] | undefined, from = '127.0.0.1') => {
+    const values = authorization === undefined ? [] : [authorization].flat()
+    return await policy.evaluate(makeContext({ clock, remoteAddress: from, headers: values.map((v) => ['authorization', v] as [string, string]) }))
+  }
+  return { clock, store, policy, deps, send }
+}
+
+function rejected (t: import('ava').ExecutionContext, outcome: Continue | Rejection, status: number, code: string): Rejection {
+  t.true(isRejection(outcome), `expected ${status} ${code}, got ${JSON.stringify(outcome)}`)
+  t.is<number, number>((outcome as Rejection).status, status)
+  t.is<string, string>((outcome as Rejection).code, code)
+  return outcome as Rejection
+}
+
+function accepted (t: import('ava').ExecutionContext, outcome: Continue | Rejection, username: string): void {
+  t.false(isRejection(outcome), isRejection(outcome) ? `rejected: ${outcome.status} ${outcome.code} ${outcome.detail}` : '')
+  t.deepEqual((outcome as Continue).identity, { subject: username, client: username })
+}
+
+test('the right password is accepted as the user; a wrong one is 401 invalid_credentials with the Basic challenge', async (t) => {
+  const { send, policy } = await setup(t.context.dir)
+  accepted(t, await send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+  const wrong = rejected(t, await send(basicHeader('alice', 'not-it')), 401, 'invalid_credentials')
+  t.deepEqual(wrong.challenge, { scheme: 'Basic', params: { realm: 'authgate', charset: 'UTF-8' } })
+  t.deepEqual(policy.challenge, { scheme: 'Basic', params: { realm: 'authgate', charset: 'UTF-8' } })
+  t.deepEqual(policy.credentialHeaders, ['authorization'])
+})
+
+test.serial('an unknown user is 401 with the same detail as a wrong password, after the same hashing work', async (t) => {
+  const { send } = await setup(t.context.dir)
+  const wrong = rejected(t, await send(basicHeader('bob', 'nope')), 401, 'invalid_credentials')
+  const before = passwordChecks.count
+  const unknown = rejected(t, await send(basicHeader('mallory', 'nope')), 401, 'invalid_credentials')
+  t.is(passwordChecks.count - before, 1, 'a dummy hash is checked for an unknown user')
+  t.is(unknown.detail, wrong.detail)
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD)), 'bob')
+})
+
+test('the dummy hash of an unknown user has the cost of the costliest real hash', async (t) => {
+  const users = new Map([['u', parsePasswordHash(await bcryptHash('pw', 6))!]])
+  const { UserDirectory } = await import('./users.js')
+  const directory = new UserDirectory(users) as unknown as { dummy: { kind: string, cost: number, text: string } }
+  t.is(directory.dummy.kind, 'bcrypt')
+  t.is(directory.dummy.cost, 6)
+  t.is(bcrypt.getRounds(directory.dummy.text), 6)
+})
+
+test('no Authorization or another scheme is missing_credentials (so anyOf can try other methods); two headers are 400', async (t) => {
+  const { send } = await setup(t.context.dir)
+  rejected(t, await send(undefined), 401, 'missing_credentials')
+  rejected(t, await send('Bearer abc.def.ghi'), 401, 'missing_credentials')
+  rejected(t, await send('Digest username="alice"'), 401, 'missing_credentials')
+  rejected(t, await send([basicHeader('alice', ALICE_PASSWORD), basicHeader('alice', ALICE_PASSWORD)]), 400, 'bad_request')
+  accepted(t, await send(`bAsIc ${Buffer.from(`alice:${ALICE_PASSWORD}`).toString('base64')}`), 'alice')
+})
+
+test('malformed Basic credentials are 401 invalid_credentials, never an exception', async (t) => {
+  const { send, store } = await setup(t.context.dir)
+  const b64 = (bytes: Buffer | string) => Buffer.from(bytes).toString('base64')
+  const bad = [
+    'Basic', 'Basic ', 'Basic !!!!', 'Basic a', 'Basic ab=c', 'Basic ====', `Basic ${b64('no-colon-here')}`,
+    `Basic ${b64(':empty-user')}`, `Basic ${b64(Buffer.from([0xff, 0xfe, 0x3a, 0x41]))}`, `Basic ${b64(Buffer.from([0x61, 0x3a, 0xc3]))}`,
+    `Basic ${b64('alice:pass\u0000word')}`, `Basic ${b64('ali\nce:password')}`, `Basic ${b64(`alice:${'x'.repeat(5000)}`)}`,
+    `Basic ${'A'.repeat(100_000)}`, `Basic ${b64('alice:pw')}${b64('more')}`, `Basic ${b64('alice:pw')} trailing`,
+  ]
+  for (const value of bad) {
+    const outcome = rejected(t, await send(value), 401, 'invalid_credentials')
+    t.is(outcome.detail, 'malformed Basic credentials')
+  }
+  t.is(store.count(), 0, 'malformed credentials cost no store access')
+  accepted(t, await send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+})
+
+test('parseBasic reads UTF-8 user names and passwords and keeps colons in the password', (t) => {
+  t.deepEqual(parseBasic(basicHeader('jürgen', 'pa:ss:wörd')), { kind: 'ok', username: 'jürgen', password: 'pa:ss:wörd' })
+  t.deepEqual(parseBasic(`Basic ${Buffer.from('a:b').toString('base64').replace(/=+$/, '')}`), { kind: 'ok', username: 'a', password: 'b' })
+  t.deepEqual(parseBasic('Basic  YTpi'), { kind: 'ok', username: 'a', password: 'b' })
+})
+
+test.serial('a successful check is cached: bcrypt does not run again until cacheTtl has passed; wrong passwords are never cached', async (t) => {
+  const { send, clock } = await setup(t.context.dir, { config: { cacheTtl: '60s' } })
+  const before = passwordChecks.count
+  accepted(t, await send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+  t.is(passwordChecks.count - before, 1)
+  for (let i = 0; i < 20; i++) accepted(t, await send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+  t.is(passwordChecks.count - before, 1, 'cache hits run no hash')
+  rejected(t, await send(basicHeader('alice', 'wrong')), 401, 'invalid_credentials')
+  rejected(t, await send(basicHeader('alice', 'wrong')), 401, 'invalid_credentials')
+  t.is(passwordChecks.count - before, 3, 'every wrong password is checked')
+  clock.advance(60_000)
+  accepted(t, await send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+  t.is(passwordChecks.count - before, 4, 'checked again once the entry is stale')
+})
+
+test.serial('after maxFailuresPerUser failures even the right password is 429 with Retry-After, without hashing; other users are fine', async (t) => {
+  const { send, clock } = await setup(t.context.dir, { config: { maxFailuresPerUser: 3, failureWindow: '5m' } })
+  for (let i = 0; i < 3; i++) rejected(t, await send(basicHeader('alice', `guess-${i}`), '192.0.2.1'), 401, 'invalid_credentials')
+  const before = passwordChecks.count
+  const locked = rejected(t, await send(basicHeader('alice', ALICE_PASSWORD), '192.0.2.2'), 429, 'rate_limited')
+  t.is(locked.headers['Retry-After'], '300')
+  t.is(passwordChecks.count, before, 'a locked-out user costs no bcrypt')
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '192.0.2.1'), 'bob')
+  clock.advance(120_000)
+  t.is(rejected(t, await send(basicHeader('alice', ALICE_PASSWORD)), 429, 'rate_limited').headers['Retry-After'], '180')
+  clock.advance(180_000)
+  accepted(t, await send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+})
+
+test('after maxFailuresPerIp failures from one address every user from it is 429; another address is not limited', async (t) => {
+  const { send } = await setup(t.context.dir, { config: { maxFailuresPerIp: 4, maxFailuresPerUser: 100 } })
+  for (let i = 0; i < 4; i++) rejected(t, await send(basicHeader(`user${i}`, 'x'), '198.51.100.7'), 401, 'invalid_credentials')
+  rejected(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.7'), 429, 'rate_limited')
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.8'), 'bob')
+})
+
+test('failed attempts are counted in Redis: failures through one instance lock the user out on another', async (t) => {
+  const prefix = uniquePrefix('basic-unit')
+  const storeA = countingStore(new RedisStore(t.context.redis.url, { prefix }))
+  const storeB = countingStore(new RedisStore(t.context.redis.url, { prefix }))
+  t.teardown(async () => { await storeA.close(); await storeB.close() })
+  const a = await setup(t.context.dir, { store: storeA, config: { maxFailuresPerUser: 2 } })
+  const b = await setup(t.context.dir, { store: storeB, config: { maxFailuresPerUser: 2 } })
+  accepted(t, await b.send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+  rejected(t, await a.send(basicHeader('alice', 'one')), 401, 'invalid_credentials')
+  rejected(t, await a.send(basicHeader('alice', 'two')), 401, 'invalid_credentials')
+  const locked = rejected(t, await b.send(basicHeader('alice', ALICE_PASSWORD)), 429, 'rate_limited')
+  const retry = Number(locked.headers['Retry-After'])
+  t.true(retry > 290 && retry <= 300, `Retry-After ${retry}`)
+  accepted(t, await b.send(basicHeader('bob', BOB_PASSWORD)), 'bob')
+})
+
+test('a failing store is 503 (StoreUnavailableError) with onError deny, and per-instance counting with onError allow', async (t) => {
+  const deny = await setup(t.context.dir)
+  deny.store.failing = true
+  await t.throwsAsync(deny.send(basicHeader('alice', ALICE_PASSWORD)), { instanceOf: StoreUnavailableError })
+  deny.store.failing = false
+  accepted(t, await deny.send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+
+  const allow = await setup(t.context.dir, { onError: 'allow', config: { maxFailuresPerUser: 2 } })
+  allow.store.failing = true
+  accepted(t, await allow.send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+  rejected(t, await allow.send(basicHeader('bob', 'x')), 401, 'invalid_credentials')
+  rejected(t, await allow.send(basicHeader('bob', 'y')), 401, 'invalid_credentials')
+  rejected(t, await allow.send(basicHeader('bob', BOB_PASSWORD)), 429, 'rate_limited')
+})
+
+test('inline scrypt and bcrypt hashes are accepted; wrong passwords are refused', async (t) => {
+  const scryptPw = 'correct horse battery staple'
+  const users = { inline: [{ username: 'carol', hash: await scryptHash(scryptPw, { N: 1024, r: 8, p: 1 }) }, { username: 'dave', hash: await bcryptHash('dave-pw', 4) }] }
+  const { send } = await setup(t.context.dir, { users })
+  accepted(t, await send(basicHeader('carol', scryptPw)), 'carol')
+  rejected(t, await send(basicHeader('carol', 'wrong')), 401, 'invalid_credentials')
+  accepted(t, await send(basicHeader('dave', 'dave-pw')), 'dave')
+  t.true(await verifyPassword(scryptPw, parsePasswordHash(users.inline[0]!.hash)!))
+})
+
+test('htpasswd lines in other formats are config errors naming the file and line; a bcrypt file loads', async (t) => {
+  const good = await bcryptHash('pw', 4)
+  const cases: Array<[string, RegExp]> = [
+    ['$apr1$abc$0123456789abcdefghijkl', /apr1/],
+    ['{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=', /SHA-1/],
+    ['$6$salt$' + 'x'.repeat(86), /SHA-512-crypt/],
+    ['$1$salt$abcdefghijklmnopqrstuv', /MD5-crypt/],
+    ['abJnggxhB/yWI', /DES crypt/],
+    ['plaintext', /plain-text/],
+  ]
+  for (const [hash, kind] of cases) {
+    await writeFile(join(t.context.dir, 'mixed.htpasswd'), `ok:${good}\n# comment\nbad:${hash}\n`)
+    const error = t.throws(() => loadUsers({ htpasswd: 'mixed.htpasswd' }, t.context.dir), { instanceOf: ConfigError })
+    const issue = error!.issues[0]!
+    t.is(issue.file, join(t.context.dir, 'mixed.htpasswd'))
+    t.is(issue.line, 3)
+    t.regex(issue.message, kind)
+    t.regex(issue.message, /^mixed\.htpasswd line 3: user "bad" has/)
+    t.regex(issue.fix ?? '', /authgate passwd bad/)
+    t.false(error!.message.includes(hash), 'the hash is not echoed')
+  }
+  await writeFile(join(t.context.dir, 'good.htpasswd'), `ok:${good}\r\nother:${good.replace('$2y$', '$2b$')}\n`)
+  t.is(loadUsers({ htpasswd: 'good.htpasswd' }, t.context.dir).size, 2)
+})
+
+test('an htpasswd file that cannot be read is a config error, so the gateway fails closed', async (t) => {
+  const error = t.throws(() => loadUsers({ htpasswd: 'missing.htpasswd' }, t.context.dir), { instanceOf: ConfigError })
+  t.regex(error!.message, /cannot read the htpasswd file .*missing\.htpasswd \(ENOENT\)/)
+  await t.throwsAsync(setup(t.context.dir, { users: { htpasswd: 'missing.htpasswd' } }), { instanceOf: ConfigError })
+})
+
+test('the users section reports bad inline hashes and duplicate users', async (t) => {
+  const good = await bcryptHash('pw', 4)
+  const issues = checkUsers({ inline: [{ username: 'a', hash: 'plain' }, { username: 'b', hash: good }, { username: 'b', hash: good }] }, undefined).issues
+  t.deepEqual(issues.map((i) => i.path), [['users', 'inline', 0, 'hash'], ['users', 'inline', 2, 'username']])
+  t.deepEqual(usersSection.check!({ inline: [{ username: 'b', hash: good }] }, {}, { baseDir: t.context.dir }), [])
+  t.is(checkUsers({}, undefined).issues.length, 1)
+})
+
+test('basic on a plain-HTTP listener is a config error naming the route and listener unless allowInsecure; TLS listeners are fine', (t) => {
+  const plain: ListenerInfo = { name: 'local', tls: false, clientCA: false, clientCert: 'none' }
+  const secure: ListenerInfo = { name: 'public', tls: true, clientCA: false, clientCert: 'none' }
+  const env = (listeners: ListenerInfo[]) => ({ config: { users: { htpasswd: 'x' } }, route: { name: 'admin-ui', upstream: 'demo', listeners, maxBodyBytes: 1024 } })
+  const issues = basic.check!(withDefaults<BasicConfig>(schema, {}), env([secure, plain]))
+  t.is(issues.length, 1)
+  t.regex(issues[0]!.message, /route "admin-ui".*plain-HTTP listener "local"/)
+  t.regex(issues[0]!.fix ?? '', /allowInsecure: true/)
+  t.deepEqual(basic.check!(withDefaults<BasicConfig>(schema, { allowInsecure: true }), env([secure, plain])), [])
+  t.deepEqual(basic.check!(withDefaults<BasicConfig>(schema, {}), env([secure])), [])
+  t.regex(basic.check!(withDefaults<BasicConfig>(schema, {}), { ...env([secure]), config: {} })[0]!.message, /users:/)
+})
+
+test('no password reaches the log', async (t) => {
+  const { send, deps } = await setup(t.context.dir, { config: { maxFailuresPerUser: 1 } })
+  await send(basicHeader('alice', ALICE_PASSWORD))
+  await send(basicHeader('alice', 'wrong-secret-value'))
+  await send(basicHeader('alice', 'wrong-secret-value'))
+  t.false(deps.logged().includes(ALICE_PASSWORD))
+  t.false(deps.logged().includes('wrong-secret-value'))
+})
+
+function io () {
+  let stdout = ''
+  let stderr = ''
+  return { io: { stdout: { write: (s: string) => { stdout += s } }, stderr: { write: (s: string) => { stderr += s } } }, out: () => stdout, err: () => stderr }
+}
+
+test('passwd prints an htpasswd bcrypt line for a password piped on stdin', async (t) => {
+  const run = io()
+  t.is(await passwdCommand(['alice', '--cost', '4'], run.io, Readable.from(['s3cret-pw\n']) as PasswordInput), 0)
+  const line = run.out().trim()
+  t.regex(line, /^alice:\$2y\$04\$[./A-Za-z0-9]{53}$/)
+  t.true(await bcrypt.compare('s3cret-pw', line.slice('alice:'.length)))
+  t.false(run.out().includes('s3cret-pw'))
+  // The line loads as an htpasswd file.
+  await writeFile(join(t.context.dir, 'cli.htpasswd'), `${line}\n`)
+  t.is(loadUsers({ htpasswd: 'cli.htpasswd' }, t.context.dir).size, 1)
+})
+
+test('passwd --scrypt prints an inline users entry whose hash verifies', async (t) => {
+  const run = io()
+  t.is(await passwdCommand(['carol', '--scrypt'], run.io, Readable.from(['long pass phrase']) as PasswordInput), 0)
+  const match = /^- \{ username: "carol", hash: "(scrypt\$[^"]+)" \}\n$/.exec(run.out())
+  t.truthy(match, run.out())
+  t.true(await verifyPassword('long pass phrase', parsePasswordHash(match![1]!)!))
+})
+
+test('passwd refuses empty and multi-line passwords (exit 1) and bad usage (exit 2)', async (t) => {
+  for (const input of ['', '\n', 'a\nb\n']) {
+    const run = io()
+    t.is(await passwdCommand(['alice', '--cost', '4'], run.io, Readable.from([input]) as PasswordInput), 1, JSON.stringify(input))
+    t.is(run.out(), '')
+  }
+  for (const args of [[], ['a', 'b'], ['bad:name'], ['alice', '--cost', '3'], ['alice', '--cost', 'x'], ['alice', '--bogus']]) {
+    const run = io()
+    t.is(await passwdCommand(args, run.io, Readable.from(['pw']) as PasswordInput), 2, args.join(' '))
+    t.regex(run.err(), /usage: authgate passwd/)
+  }
+})
+
+/** A terminal stand-in: raw mode is recorded, typed characters arrive as data. */
+function fakeTty (typed: string[]): PasswordInput & { rawModes: boolean[] } {
+  const stream = new PassThrough() as unknown as PasswordInput & { rawModes: boolean[] }
+  stream.isTTY = true
+  stream.rawModes = []
+  stream.setRawMode = (mode: boolean) => {
+    stream.rawModes.push(mode)
+    if (mode) setImmediate(() => (stream as unknown as PassThrough).write(typed.shift() ?? '\r'))
+    return stream
+  }
+  return stream
+}
+
+test('passwd reads from a terminal in raw mode without echo, twice, and refuses a mismatch', async (t) => {
+  const run = io()
+  const tty = fakeTty(['tty-pass\u007fS\r', 'tty-pasS\r'])
+  t.is(await passwdCommand(['erin', '--cost', '4'], run.io, tty), 0)
+  t.deepEqual(tty.rawModes, [true, false, true, false])
+  t.true(await bcrypt.compare('tty-pasS', run.out().trim().slice('erin:'.length)))
+  t.false(run.err().includes('tty-pas'), 'nothing typed is echoed')
+  t.regex(run.err(), /Password: \nRetype password: \n/)
+
+  const mismatch = io()
+  t.is(await passwdCommand(['erin', '--cost', '4'], mismatch.io, fakeTty(['one\r', 'two\r'])), 1)
+  t.regex(mismatch.err(), /do not match/)
+  t.is(mismatch.out(), '')
+})
+
+test('the users section checks the htpasswd file when the loader gives it the config folder (authgate check)', async (t) => {
+  await writeFile(join(t.context.dir, 'check.htpasswd'), `good:${await bcryptHash('pw', 4)}\nold:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n`)
+  const issues = usersSection.check!({ htpasswd: 'check.htpasswd' }, {}, { baseDir: t.context.dir })
+  t.is(issues.length, 1)
+  t.regex(issues[0]!.message, /^check\.htpasswd line 2: user "old" has a \{SHA\}/)
+  t.deepEqual(usersSection.check!({ htpasswd: 'users.htpasswd' }, {}, { baseDir: t.context.dir }), [])
+})

@@ -1,0 +1,113 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import { Rejection, type ConfigIssue } from '../../gateway/errors.js'
+import { parseDuration } from '../../gateway/config/units.js'
+import type { PolicyDefinition, SectionDefinition } from '../types.js'
+import { parseBasic } from './credentials.js'
+import { FailureCounters, type FailureLimits } from './failures.js'
+import { schema, usersSectionSchema, type BasicConfig, type UsersSection } from './schema.js'
+import { checkUsers, loadUsers } from './users.js'
+
+export { passwordChecks } from './users.js'
+
+/** Successful checks, keyed by HMAC-SHA256(generation key, user ":" password): never the password itself. */
+class SuccessCache {
+  private readonly key = randomBytes(32)
+  private readonly entries = new Map<string, { username: string, at: number }>()
+
+  constructor (private readonly maxEntries = 10_000) {}
+
+  digest (username: string, password: string): string {
+    return createHmac('sha256', this.key).update(`${username}:${password}`).digest('base64')
+  }
+
+  fresh (digest: string, now: number, ttlMs: number): string | undefined {
+    const entry = this.entries.get(digest)
+    return entry && now - entry.at < ttlMs ? entry.username : undefined
+  }
+
+  remember (digest: string, username: string, now: number): void {
+    this.entries.delete(digest)
+    if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!)
+    this.entries.set(digest, { username, at: now })
+  }
+}
+
+/**
+ * `basic`: HTTP Basic (RFC 7617) against `users:` (htpasswd bcrypt lines, inline scrypt hashes).
+ * Per request: duplicate Authorization → 400; another scheme → missing (so `anyOf` tries the others); malformed
+ * → 401; a locked-out user or IP → 429 before any hashing; a cached success → no hashing; else one bcrypt/scrypt
+ * check (a dummy hash of equal cost for unknown users), and a failure counts against the user and the IP.
+ */
+export const basic: PolicyDefinition<BasicConfig> = {
+  key: 'basic',
+  schema,
+  authenticates: true,
+  check (config, env) {
+    const issues: ConfigIssue[] = []
+    if (env.config.users === undefined) {
+      issues.push({ severity: 'error', path: [], message: 'basic needs a top-level users: section', fix: 'users: { htpasswd: users.htpasswd } (lines from `authgate passwd USER`)' })
+    }
+    if (!config.allowInsecure) {
+      for (const listener of env.route.listeners.filter((l) => !l.tls)) {
+        issues.push({
+          severity: 'error',
+          path: [],
+          message: `route "${env.route.name}" uses basic and is reachable on the plain-HTTP listener "${listener.name}", where passwords cross the network in clear text`,
+          fix: 'limit the route to TLS listeners with match.listener, or set basic: { allowInsecure: true } (local development only)',
+        })
+      }
+    }
+    return issues
+  },
+  create (config, deps) {
+    const users = deps.shared('basic:users', () => loadUsers(deps.config.users as UsersSection | undefined, deps.baseDir))
+    const cache = deps.shared('basic:cache', () => new SuccessCache())
+    const onError = (deps.config.store as { onError?: 'deny' | 'allow' } | undefined)?.onError ?? 'deny'
+    const failures = deps.shared('basic:failures', () => new FailureCounters(deps.store, onError, deps.log))
+    const limits: FailureLimits = { perUser: config.maxFailuresPerUser, perIp: config.maxFailuresPerIp, windowMs: parseDuration(config.failureWindow) }
+    const cacheTtlMs = parseDuration(config.cacheTtl)
+    const challenge = { scheme: 'Basic', params: { realm: deps.realm, charset: 'UTF-8' } }
+
+    return {
+      challenge,
+      credentialHeaders: ['authorization'],
+      async evaluate (ctx) {
+        const values = ctx.headerValues('authorization')
+        if (values.length > 1) return Rejection.badRequest('more than one Authorization header')
+        const credentials = values.length === 1 && values[0] !== '' ? parseBasic(values[0]!) : { kind: 'other' as const }
+        if (credentials.kind === 'other') return Rejection.unauthenticated('missing_credentials', 'Basic credentials required', challenge)
+        if (credentials.kind === 'malformed') return Rejection.unauthenticated('invalid_credentials', 'malformed Basic credentials', challenge)
+        const { username, password } = credentials
+
+        // Before any hashing: a locked-out user or address costs no bcrypt (DESIGN.md: Basic lockout).
+        const lockedMs = await failures.lockedFor(username, ctx.remoteAddress, limits)
+        if (lockedMs !== undefined) {
+          return Rejection.tooManyRequests('too many failed attempts; try again later', { 'Retry-After': String(Math.max(1, Math.ceil(lockedMs / 1000))) })
+        }
+
+        const now = ctx.now()
+        const digest = cache.digest(username, password)
+        if (cache.fresh(digest, now, cacheTtlMs) === username) return { identity: { subject: username, client: username } }
+
+        if (!await users.verify(username, password)) {
+          await failures.record(username, ctx.remoteAddress, limits)
+          return Rejection.unauthenticated('invalid_credentials', 'wrong username or password', challenge)
+        }
+        if (cacheTtlMs > 0) cache.remember(digest, username, ctx.now())
+        return { identity: { subject: username, client: username } }
+      },
+    }
+  },
+}
+
+/**
+ * `users:` at the top level. Inline hashes are checked here; the htpasswd file is read when the policy is built
+ * (`create`, at load and reload) and, when the loader passes the config folder, here too (`authgate check`).
+ */
+export const usersSection: SectionDefinition = {
+  key: 'users',
+  schema: usersSectionSchema,
+  check (value: unknown, _config: Readonly<Record<string, unknown>>, env?: { readonly baseDir?: string }): ConfigIssue[] {
+    return checkUsers(value as UsersSection, env?.baseDir).issues
+  },
+}

@@ -1,0 +1,110 @@
+import type { ConfigIssue } from '../../gateway/errors.js'
+import type { RouteConfig } from '../../gateway/config/types.js'
+import { parseRate } from '../../gateway/config/units.js'
+import type { PolicyDefinition } from '../types.js'
+import { parseBy, needsIdentity, RouteLimiter, type LimitSpec } from './limiter.js'
+import { schema, type RateLimitConfig } from './schema.js'
+
+export { schema, type RateLimitConfig } from './schema.js'
+
+/** Steps that never authenticate: a rateLimit by client must come after a step that is not one of these. */
+const NON_AUTHENTICATING = new Set(['rateLimit', 'scopes', 'claims'])
+
+/**
+ * `rateLimit: { by, limit | tier, burst?, name? }`: GCRA (DESIGN.md "Rate limits"), shared by every instance
+ * through the store. All rateLimit steps that follow one another on a route are evaluated together: the first of
+ * them makes ONE `store.rateLimit` call (one Lua script, one round trip) for all, and the rest reuse its answer.
+ * Every response of the route that passed the limiter carries `RateLimit-Policy` and `RateLimit`; 429 adds
+ * `Retry-After`. `store.onError: allow` falls back to per-instance counters while the store is down.
+ */
+export const rateLimit: PolicyDefinition<RateLimitConfig> = {
+  key: 'rateLimit',
+  schema,
+  authenticates: false,
+
+  check (config, env) {
+    const issues: ConfigIssue[] = []
+    const error = (path: string[], message: string, fix?: string) =>
+      issues.push({ severity: 'error', path, message, ...(fix ? { fix } : {}) })
+    const by = parseBy(config.by)
+    if (!by) {
+      error(['by'], `unknown rate-limit key "${config.by}"`, 'use client, subject, ip, route, header:NAME or claim:NAME')
+    }
+    const tiers = (env.config.rateLimitTiers ?? {}) as Record<string, string>
+    if (config.limit === undefined && config.tier !== true) {
+      error([], 'a rateLimit needs `limit: N/unit` or `tier: true`', 'limit: 100/min')
+    }
+    if (config.tier === true && Object.keys(tiers).length === 0) {
+      error(['tier'], 'tier: true needs rates in the top-level rateLimitTiers', 'rateLimitTiers: { free: 60/min, gold: 6000/min }')
+    }
+    if (config.tier === true && config.limit === undefined && Object.keys(tiers).length > 0 && !Object.hasOwn(tiers, 'default')) {
+      issues.push({
+        severity: 'warning', path: ['tier'],
+        message: 'callers whose tier is not in rateLimitTiers (or who have none) will be refused with 403',
+        fix: 'add `limit:` as their rate, or a tier named `default` in rateLimitTiers',
+      })
+    }
+
+    const route = routeOf(env.config, env.route.name)
+    if (!route || !by) return issues
+    if (route.public === true && needsIdentity(by)) {
+      error(['by'], `by: ${config.by} needs an authenticated caller, and route "${route.name}" is public`, 'use by: ip or by: route')
+    }
+    const steps = route.policies ?? []
+    const position = steps.findIndex((step) => step.rateLimit === config)
+    if (position === -1) return issues
+    if (route.public !== true && needsIdentity(by)) {
+      const authenticatedBefore = steps.slice(0, position).some((step) => !NON_AUTHENTICATING.has(Object.keys(step)[0]!))
+      if (!authenticatedBefore) {
+        error(['by'], `by: ${config.by} needs the caller's identity, but this step runs before any authentication`, 'move the rateLimit step after the authenticating step')
+      }
+    }
+    const label = labelOf(config)
+    const earlier = steps.slice(0, position).filter((step) => step.rateLimit !== undefined)
+    if (earlier.some((step) => labelOf(step.rateLimit as RateLimitConfig) === label)) {
+      error(['name'], `another rateLimit on route "${route.name}" is already named "${label}" (headers and counters would collide)`, 'give this one its own `name:`')
+    }
+    if (earlier.length > 0 && steps[position - 1]?.rateLimit === undefined) {
+      issues.push({
+        severity: 'warning', path: [],
+        message: 'rateLimit steps separated by other steps cost one store round trip per group',
+        fix: 'list the rateLimit steps of a route one after another',
+      })
+    }
+    return issues
+  },
+
+  create (config, deps) {
+    const by = parseBy(config.by)
+    if (!by) throw new RangeError(`unknown rate-limit key "${config.by}"`) // check() reports it first
+    const tiers = new Map(Object.entries((deps.config.rateLimitTiers ?? {}) as Record<string, string>)
+      .map(([tier, rate]) => [tier, parseRate(rate)] as const))
+    const spec: LimitSpec = {
+      label: labelOf(config),
+      by,
+      ...(config.limit !== undefined ? { rate: parseRate(config.limit) } : {}),
+      tiers: config.tier === true ? tiers : undefined,
+      ...(config.burst !== undefined ? { burst: config.burst } : {}),
+    }
+    const limiter = deps.shared(`rateLimit:${deps.route.name}`, () => new RouteLimiter(deps.route.name, deps))
+    // Consecutive rateLimit steps form one batch: the index of the run's first step names it.
+    const steps = routeOf(deps.config, deps.route.name)?.policies ?? []
+    let batch = steps.findIndex((step) => step.rateLimit === config)
+    while (batch > 0 && steps[batch - 1]!.rateLimit !== undefined) batch--
+    const member = limiter.add(batch, spec)
+    return {
+      evaluate: (ctx) => member.evaluate(ctx),
+      close: () => limiter.close(),
+    }
+  },
+}
+
+/** The limit's name in headers and keys: `name`, else `by` (a header name lower-cased; claim names keep their case). */
+function labelOf (config: RateLimitConfig): string {
+  if (config.name !== undefined) return config.name
+  return /^header:/i.test(config.by) ? `header:${config.by.slice(7).toLowerCase()}` : config.by
+}
+
+function routeOf (config: Readonly<Record<string, unknown>>, name: string): RouteConfig | undefined {
+  return (config.routes as RouteConfig[] | undefined)?.find((route) => route.name === name)
+}

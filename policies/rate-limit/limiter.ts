@@ -1,0 +1,247 @@
+import { createHash } from 'node:crypto'
+import { Rejection, StoreUnavailableError } from '../../gateway/errors.js'
+import type { Rate } from '../../gateway/config/units.js'
+import type { Logger } from '../../gateway/log.js'
+import { MemoryStore } from '../../gateway/store/memory.js'
+import type { GcraCheck, GcraResult, Store } from '../../gateway/store/types.js'
+import type { Identity, Outcome, PolicyDeps, RequestContext } from '../types.js'
+
+/** What one counter is kept for. */
+export type By =
+  | { readonly kind: 'client' | 'subject' | 'ip' | 'route' }
+  | { readonly kind: 'header', readonly name: string }
+  | { readonly kind: 'claim', readonly name: string }
+
+/** RFC 9110 §5.6.2 token: a header field name. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** Printable ASCII without space: a claim name that can live in a structured-field string. */
+const CLAIM_NAME = /^[\x21-\x7e]+$/
+/** Key parts kept readable in the store; anything else is hashed (long, or characters that do not belong in keys). */
+const PLAIN_VALUE = /^[A-Za-z0-9._:-]{1,64}$/
+
+export function parseBy (text: string): By | undefined {
+  if (text === 'client' || text === 'subject' || text === 'ip' || text === 'route') return { kind: text }
+  if (text.startsWith('header:') && TOKEN.test(text.slice(7))) return { kind: 'header', name: text.slice(7).toLowerCase() }
+  if (text.startsWith('claim:') && CLAIM_NAME.test(text.slice(6))) return { kind: 'claim', name: text.slice(6) }
+  return undefined
+}
+
+/** Keys that only an authenticated caller has: meaningless on a public route or before authentication. */
+export function needsIdentity (by: By): boolean {
+  return by.kind === 'client' || by.kind === 'subject' || by.kind === 'claim'
+}
+
+/** With onError: allow, how long requests use the local counters without trying an unhealthy store again. */
+const PROBE_INTERVAL_MS = 1000
+
+/** One rateLimit step, compiled. */
+export interface LimitSpec {
+  /** `name`, else the `by` text: the header item is "<route>-<label>", the key `rl:{<route>}:<label>:<value>`. */
+  readonly label: string
+  readonly by: By
+  /** `limit`; with `tiers`, the rate for callers whose tier is unknown. */
+  readonly rate?: Rate
+  /** Set for `tier: true`: rates by tier name (rateLimitTiers). */
+  readonly tiers: ReadonlyMap<string, Rate> | undefined
+  readonly burst?: number
+}
+
+export interface Member {
+  evaluate (ctx: RequestContext): Promise<Outcome>
+}
+
+/** The per-instance counters used while the store is down and `store.onError` is `allow`. One per configuration generation. */
+class Fallback {
+  readonly store: MemoryStore
+  degraded = false
+  /** While degraded and the store reports itself unhealthy, requests skip it until then (ms, real time). */
+  retryAt = 0
+  constructor (now: () => number) {
+    this.store = new MemoryStore({ now })
+  }
+}
+
+/**
+ * The rate limits of one route. Consecutive rateLimit steps form a batch; the first step of a batch to run for a
+ * request makes one store call for every limit of the batch and the others reuse its answer (kept per request).
+ */
+export class RouteLimiter {
+  readonly #route: string
+  readonly #store: Store
+  readonly #allow: boolean
+  readonly #fallback: Fallback
+  readonly #log: Logger
+  readonly #batches = new Map<number, Batch>()
+  readonly #unknownTiers = new Set<string>()
+
+  constructor (route: string, deps: PolicyDeps) {
+    this.#route = route
+    this.#store = deps.store
+    this.#allow = (deps.config.store as { onError?: string } | undefined)?.onError === 'allow'
+    this.#fallback = deps.shared('rateLimit:fallback', () => new Fallback(() => deps.now()))
+    this.#log = deps.log
+  }
+
+  /** Registers a step; steps with the same batch number are evaluated in one store call. */
+  add (batch: number, spec: LimitSpec): Member {
+    let members = this.#batches.get(batch)
+    if (!members) this.#batches.set(batch, members = new Batch(this))
+    members.specs.push(spec)
+    return { evaluate: (ctx) => members.evaluate(ctx) }
+  }
+
+  get route (): string { return this.#route }
+
+  /** The rate that applies to this caller, or undefined when a tier limit has none for them. */
+  rateFor (spec: LimitSpec, identity: Readonly<Partial<Identity>>): Rate | undefined {
+    if (!spec.tiers) return spec.rate
+    const tier = identity.tier
+    const byTier = tier !== undefined ? spec.tiers.get(tier) : undefined
+    if (byTier) return byTier
+    if (tier !== undefined && !this.#unknownTiers.has(tier) && this.#unknownTiers.size < 100) {
+      this.#unknownTiers.add(tier)
+      this.#log.warn({ route: this.#route, tier }, 'rate-limit tier is not in rateLimitTiers: the limit\'s own rate, else the default tier, else 403 applies')
+    }
+    return spec.rate ?? spec.tiers.get('default')
+  }
+
+  /** One round trip for all checks; on a store failure with onError: allow, the per-instance counters answer. */
+  async check (checks: readonly GcraCheck[]): Promise<GcraResult[]> {
+    const fallback = this.#fallback
+    // A stalled store costs every request the full store timeout: skip it for a moment, then probe again.
+    if (this.#allow && fallback.degraded && !this.#store.healthy && Date.now() < fallback.retryAt) {
+      return await fallback.store.rateLimit(checks)
+    }
+    try {
+      const results = await this.#store.rateLimit(checks)
+      if (fallback.degraded) {
+        fallback.degraded = false
+        this.#log.info('store answers again: rate limits are shared across instances again')
+      }
+      return results
+    } catch (error) {
+      if (!this.#allow || !(error instanceof StoreUnavailableError)) throw error
+      fallback.retryAt = Date.now() + PROBE_INTERVAL_MS
+      if (!fallback.degraded) {
+        fallback.degraded = true
+        this.#log.warn({ err: { message: error.message } }, 'store unavailable: rate limits fall back to per-instance counters (store.onError: allow)')
+      }
+      return await this.#fallback.store.rateLimit(checks)
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.#fallback.store.close()
+  }
+}
+
+interface Pending {
+  readonly outcome: Promise<Outcome>
+  /** The first step of the batch to finish returns the outcome (headers, 429); the others pass silently. */
+  reported: boolean
+}
+
+class Batch {
+  readonly specs: LimitSpec[] = []
+  readonly #limiter: RouteLimiter
+  readonly #pending = new WeakMap<RequestContext, Pending>()
+
+  constructor (limiter: RouteLimiter) {
+    this.#limiter = limiter
+  }
+
+  async evaluate (ctx: RequestContext): Promise<Outcome> {
+    let pending = this.#pending.get(ctx)
+    if (!pending) {
+      pending = { outcome: this.#run(ctx), reported: false }
+      this.#pending.set(ctx, pending)
+    }
+    const outcome = await pending.outcome
+    if (pending.reported) return { authenticated: false }
+    pending.reported = true
+    return outcome
+  }
+
+  async #run (ctx: RequestContext): Promise<Outcome> {
+    const route = this.#limiter.route
+    const limits: Array<{ id: string, rate: Rate, check: GcraCheck }> = []
+    for (const spec of this.specs) {
+      const rate = this.#limiter.rateFor(spec, ctx.identity)
+      if (!rate) return Rejection.forbidden('forbidden', 'no rate limit is configured for this client\'s tier')
+      limits.push({
+        id: `${route}-${spec.label}`,
+        rate,
+        check: {
+          key: `rl:{${route}}:${spec.label}:${keyValue(spec.by, ctx)}`,
+          emissionIntervalMs: rate.windowMs / rate.count,
+          burst: spec.burst ?? rate.count,
+        },
+      })
+    }
+    const results = await this.#limiter.check(limits.map((l) => l.check))
+    const allowed = results.every((r) => r.allowed)
+    const items = limits.map((limit, i) => {
+      let { remaining, resetMs } = results[i]!
+      // A refused request changed no counter: report the allowed limits as they stand, without this request.
+      if (!allowed && results[i]!.allowed) {
+        remaining = Math.min(limit.check.burst, remaining + 1)
+        resetMs = Math.max(0, resetMs - limit.check.emissionIntervalMs)
+      }
+      return {
+        policy: `${sfString(limit.id)};q=${limit.rate.count};w=${Math.ceil(limit.rate.windowMs / 1000)}`,
+        state: `${sfString(limit.id)};r=${remaining};t=${Math.ceil(resetMs / 1000)}`,
+      }
+    })
+    const headers: Record<string, string> = {
+      'RateLimit-Policy': items.map((i) => i.policy).join(', '),
+      RateLimit: items.map((i) => i.state).join(', '),
+    }
+    if (allowed) return { authenticated: false, responseHeaders: headers }
+
+    const refused = limits.filter((_limit, i) => !results[i]!.allowed)
+    const retryAfterMs = Math.max(...results.map((r) => r.retryAfterMs))
+    const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000))
+    return Rejection.tooManyRequests(
+      `rate limit ${refused.map((l) => `"${l.id}"`).join(', ')} exceeded; retry in ${retryAfter} s`,
+      { ...headers, 'Retry-After': String(retryAfter) },
+    )
+  }
+}
+
+/**
+ * The counter's value part: readable when short and plain, else a truncated SHA-256 (`#...`). A missing header or
+ * claim counts against the client address (`@ip:...`); neither `#` nor `@` can start a readable value, so the three
+ * forms never collide.
+ */
+export function keyValue (by: By, ctx: RequestContext): string {
+  const identity = ctx.identity
+  let value: string | undefined
+  switch (by.kind) {
+    case 'route': return '-'
+    case 'ip': return encode(ctx.remoteAddress)
+    case 'client': value = identity.client || identity.subject || undefined; break
+    case 'subject': value = identity.subject || undefined; break
+    case 'header': {
+      const values = ctx.headerValues(by.name)
+      value = values.length > 0 ? values.join(', ') : undefined
+      break
+    }
+    case 'claim': {
+      const claim = identity.claims?.[by.name]
+      value = claim === undefined || claim === null ? undefined : typeof claim === 'string' ? claim : JSON.stringify(claim)
+      break
+    }
+  }
+  if (value === undefined || value === '') return `@ip:${encode(ctx.remoteAddress)}`
+  return encode(value)
+}
+
+function encode (value: string): string {
+  if (PLAIN_VALUE.test(value)) return value
+  return '#' + createHash('sha256').update(value).digest('hex').slice(0, 32)
+}
+
+/** RFC 8941 §3.3.3 sf-string. */
+function sfString (text: string): string {
+  return `"${text.replace(/[\\"]/g, '\\$&')}"`
+}
