@@ -16,6 +16,7 @@ import { apiKeyAdminRoutes } from '../policies/api-key/admin.js'
 import { KeyService, staticApiKeys } from '../policies/api-key/index.js'
 import { IdentitySigner, jwksAdminRoute, signedIdentityHook } from './signed-identity.js'
 import { createStore } from './store/index.js'
+import { InstrumentedStore } from './store/instrumented.js'
 import type { Store } from './store/types.js'
 import type { DestinationStream } from 'pino'
 
@@ -37,6 +38,7 @@ export class Gateway {
   private listenersByName = new Map<string, Listener>()
   private admin: AdminServer | undefined
   private reloading: Promise<ReloadResult> | undefined
+  private reloadQueued: Promise<ReloadResult> | undefined
   private closed = false
   private watchers: FSWatcher[] = []
   private watchTimer: NodeJS.Timeout | undefined
@@ -58,11 +60,12 @@ export class Gateway {
     const log = options.log ?? createLogger({ level: config.doc.log.level, redactHeaders: configuredCredentialHeaders(config.doc), ...(options.logDestination ? { destination: options.logDestination } : {}) })
     for (const warning of config.warnings) log.warn({ file: warning.file, line: warning.line, col: warning.col }, warning.message)
     const metrics = options.metrics ?? new Metrics()
-    const store = openStore(config.doc.store, log)
+    const store = openStore(config.doc.store, log, metrics)
     const handler = new RequestHandler({ log, metrics, now: options.now ?? Date.now })
     const gateway = new Gateway(config, store, handler, log, metrics, options)
     try {
       handler.runtime = await Runtime.build(config, { store, log, now: options.now ?? Date.now })
+      metrics.cacheStats = () => handler.runtime.cacheStats()
       gateway.useSigner(await gateway.createSigner(config, store))
       await gateway.openListeners()
       await gateway.openAdmin()
@@ -122,7 +125,13 @@ export class Gateway {
    * an invalid file leaves the old one serving. Listeners whose address changed are reopened.
    */
   reload (): Promise<ReloadResult> {
-    this.reloading ??= this.doReload().finally(() => { this.reloading = undefined })
+    // Asked for while one runs (SIGHUP, a watcher): that one may have read an older file, so read it again once
+    // it is done. Any number of such requests share that one next reload.
+    if (this.reloading) {
+      this.reloadQueued ??= this.reloading.then(() => { this.reloadQueued = undefined; return this.reload() })
+      return this.reloadQueued
+    }
+    this.reloading = this.doReload().finally(() => { this.reloading = undefined })
     return this.reloading
   }
 
@@ -139,7 +148,7 @@ export class Gateway {
     const oldRuntime = this.handler.runtime
     const oldStore = this.store
     const storeChanged = !isDeepStrictEqual(old.doc.store, config.doc.store)
-    const store = storeChanged ? openStore(config.doc.store, this.log) : this.store
+    const store = storeChanged ? openStore(config.doc.store, this.log, this.metrics) : this.store
     let runtime: Runtime
     let signerChanged = false
     let nextSigner: IdentitySigner | undefined
@@ -265,7 +274,6 @@ function referencedFiles (config: LoadedConfig): string[] {
   return files
 }
 
-function openStore (config: StoreConfig, log: Logger): Store {
-  const redis = typeof config.redis === 'string' ? config.redis : config.redis
-  return createStore({ redis, prefix: config.prefix, timeoutMs: parseDuration(config.timeout), log })
+function openStore (config: StoreConfig, log: Logger, metrics: Metrics): Store {
+  return new InstrumentedStore(createStore({ redis: config.redis, prefix: config.prefix, timeoutMs: parseDuration(config.timeout), log }), metrics)
 }

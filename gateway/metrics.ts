@@ -11,9 +11,26 @@ export class Metrics {
   readonly storeErrors = new Counter({ name: 'authgate_store_errors_total', help: 'Store (Redis) calls that failed or timed out.', registers: [this.registry] })
   readonly reloads = new Counter({ name: 'authgate_config_reloads_total', help: 'Configuration reloads by result.', labelNames: ['result'], registers: [this.registry] })
   readonly configInfo = new Gauge({ name: 'authgate_config_info', help: 'The loaded configuration: hash label, value = load time (unix seconds).', labelNames: ['hash'], registers: [this.registry] })
-  readonly cacheLookups = new Counter({ name: 'authgate_cache_lookups_total', help: 'Cache lookups by cache and result (hit, miss).', labelNames: ['cache', 'result'], registers: [this.registry] })
+  readonly storeDuration = new Histogram({ name: 'authgate_store_duration_seconds', help: 'Store (Redis) call latency by operation.', labelNames: ['op'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [this.registry] })
+  /** Read at scrape time from the caches of the current configuration (apiKey, jwt_token, jwks). */
+  cacheStats: () => Array<{ cache: string, hits: number, misses: number }> = () => []
+  readonly cacheLookups: Counter<'cache' | 'result'>
 
   constructor (options: { defaultMetrics?: boolean } = {}) {
+    const metrics = this
+    this.cacheLookups = new Counter({
+      name: 'authgate_cache_lookups_total',
+      help: 'Cache lookups by cache (apiKey, jwt_token, jwks) and result (hit, miss), since the configuration was loaded.',
+      labelNames: ['cache', 'result'],
+      registers: [this.registry],
+      collect () {
+        this.reset()
+        for (const { cache, hits, misses } of metrics.cacheStats()) {
+          this.inc({ cache, result: 'hit' }, hits)
+          this.inc({ cache, result: 'miss' }, misses)
+        }
+      },
+    })
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'authgate_' })
   }
 }

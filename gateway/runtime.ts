@@ -47,7 +47,21 @@ export class Runtime {
     readonly trustsAnyProxy: boolean,
     readonly realm: string,
     private readonly instances: PolicyInstance[],
+    private readonly shared: ReadonlyMap<string, unknown>,
   ) {}
+
+  /** Hit and miss counts of the caches policies share (`cacheStats` on a shared object): /metrics. */
+  cacheStats (): Array<{ cache: string, hits: number, misses: number }> {
+    const out: Array<{ cache: string, hits: number, misses: number }> = []
+    type WithStats = { cacheStats?: { hits: number, misses: number }, remoteKeys?: { cacheStats?: { hits: number, misses: number } } }
+    for (const [name, value] of this.shared) {
+      const object = value as WithStats | undefined
+      const cache = name.split(':')[0]!
+      if (object?.cacheStats) out.push({ cache: cache === 'jwt' ? 'jwt_token' : cache, ...object.cacheStats })
+      if (object?.remoteKeys?.cacheStats) out.push({ cache: 'jwks', ...object.remoteKeys.cacheStats })
+    }
+    return out
+  }
 
   static async build (config: LoadedConfig, deps: RuntimeDeps): Promise<Runtime> {
     const doc = config.doc
@@ -107,7 +121,7 @@ export class Runtime {
       }
       const { list } = parseCidrs(doc.trustProxies)
       return new Runtime(config, compileRoutes(routes), upstreams, identityHeaders(doc.identity), list,
-        doc.trustProxies.length > 0, doc.realm, instances)
+        doc.trustProxies.length > 0, doc.realm, instances, shared)
     } catch (error) {
       await Promise.all(instances.map(async (i) => i.close?.()))
       await closeUpstreams(upstreams)

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
-import { GatewayError, Rejection, StoreUnavailableError } from './errors.js'
+import { GatewayError, Rejection } from './errors.js'
 import { runChain, challengesFor, type ChainResult } from './chain.js'
 import { HttpRequestContext, PayloadTooLargeError } from './context.js'
 import { addIdentity, connectionTokens, HOP_BY_HOP } from './identity.js'
@@ -148,7 +148,6 @@ export class RequestHandler {
       sendProblem(res, error.rejection, requestId)
       return
     }
-    if (error instanceof StoreUnavailableError) this.deps.metrics.storeErrors.inc()
     if (error instanceof GatewayError) {
       decision.code = error.code
       const level = error.status >= 500 ? 'warn' : 'info'

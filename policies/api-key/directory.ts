@@ -46,6 +46,8 @@ const NOT_ACCEPTED: Verification = { ok: false, reason: 'API key not accepted' }
  * - A store failure propagates (503), except that a key verified within `staleIfErrorMs` keeps working.
  */
 export class KeyDirectory {
+  /** Lookups answered from the caches (verified or refused) and those that went to the store: /metrics. */
+  readonly cacheStats = { hits: 0, misses: 0 }
   private readonly staticKeys = new Map<string, KeyRecord>()
   private readonly positive = new Map<string, Positive>()
   private readonly negative = new Map<string, Negative>()
@@ -89,9 +91,10 @@ export class KeyDirectory {
 
     const cacheKey = digest.toString('hex')
     const hit = this.positive.get(cacheKey)
-    if (hit && now - hit.verifiedAt < ttls.ttlMs) return this.judge(hit.record, now)
+    if (hit && now - hit.verifiedAt < ttls.ttlMs) { this.cacheStats.hits++; return this.judge(hit.record, now) }
     const miss = this.negative.get(cacheKey)
-    if (miss && now - miss.at < ttls.negativeTtlMs) return { ok: false, reason: miss.reason }
+    if (miss && now - miss.at < ttls.negativeTtlMs) { this.cacheStats.hits++; return { ok: false, reason: miss.reason } }
+    this.cacheStats.misses++
 
     let pending = this.inFlight.get(cacheKey)
     if (!pending) {

@@ -71,6 +71,8 @@ export interface RemoteKeyStats {
  *   whose `issuer` must equal the configured one; a failed discovery is retried (see failureRetryMs).
  */
 export class RemoteKeySet {
+  /** Key lookups answered by the cached key set, and those that needed a fetch (unknown kid): /metrics. */
+  readonly cacheStats = { hits: 0, misses: 0 }
   readonly stats: RemoteKeyStats = { fetches: 0, failures: 0 }
   private readonly name: string
   private readonly issuer: string | undefined
@@ -109,9 +111,12 @@ export class RemoteKeySet {
   async getKey (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> {
     const keys = await this.usableKeys()
     try {
-      return await keys.lookup(header, token) as CryptoKey
+      const key = await keys.lookup(header, token) as CryptoKey
+      this.cacheStats.hits++
+      return key
     } catch (error) {
       if (!(error instanceof errors.JWKSNoMatchingKey)) throw error
+      this.cacheStats.misses++
       // Unknown kid: the IdP may have rotated. Join a fetch in flight, or start one if the cooldown allows.
       if (this.inflight) await this.inflight
       else if (this.mayFetch(this.now(), false)) await this.refresh()
