@@ -12,6 +12,8 @@ export interface AdminState {
   readonly configHash: string
   readonly loadedAt: Date
   storeHealthy (): boolean
+  /** True once shutdown started: /readyz turns 503 so balancers stop sending traffic while requests drain. */
+  draining (): boolean
   storeKind (): string
   /** Bearer token for /admin/*; undefined: the admin API answers 401 to everything under /admin/. */
   adminToken (): string | undefined
@@ -43,13 +45,19 @@ export class AdminServer {
   private async handle (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const requestId = randomUUID()
     res.setHeader('X-Request-Id', requestId)
+    let url: URL
     try {
-      const url = new URL(req.url ?? '/', 'http://admin')
+      url = new URL(req.url ?? '/', 'http://admin')
+    } catch {
+      return sendProblem(res, { status: 400, code: 'bad_request', detail: 'malformed request target' }, requestId)
+    }
+    try {
       if (req.method === 'GET' && url.pathname === '/healthz') return json(res, 200, { status: 'ok' })
       if (req.method === 'GET' && url.pathname === '/readyz') {
-        const ready = this.state.storeHealthy()
+        const draining = this.state.draining()
+        const ready = !draining && this.state.storeHealthy()
         return json(res, ready ? 200 : 503, {
-          status: ready ? 'ready' : 'store_unavailable',
+          status: draining ? 'draining' : ready ? 'ready' : 'store_unavailable',
           store: this.state.storeKind(),
           config: { hash: this.state.configHash, loadedAt: this.state.loadedAt.toISOString() },
         })

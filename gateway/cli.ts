@@ -195,7 +195,17 @@ async function start (args: string[], io: CommandIo): Promise<number> {
     const workers = config.doc.workers === 'auto' ? availableParallelism() : config.doc.workers
     if (workers > 1) return await supervise(workers, file, io)
   }
-  const gateway = await Gateway.start({ configFile: file, watch: cluster.isPrimary })
+  // A worker takes its orders from the primary: reload and drain are handled once, for all. An order that comes
+  // while this worker is still starting is kept and carried out once it has started (not dropped).
+  const early: unknown[] = []
+  const keep = (message: unknown) => { early.push(message) }
+  if (cluster.isWorker) process.on('message', keep)
+  let gateway: Gateway
+  try {
+    gateway = await Gateway.start({ configFile: file, watch: cluster.isPrimary })
+  } finally {
+    process.off('message', keep)
+  }
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) return
@@ -206,11 +216,12 @@ async function start (args: string[], io: CommandIo): Promise<number> {
   process.on('SIGHUP', () => { void gateway.reload() })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
-  // A worker takes its orders from the primary: reload and drain are handled once, for all.
-  process.on('message', (message) => {
+  const obey = (message: unknown) => {
     if (message === 'authgate:reload') void gateway.reload()
     if (message === 'authgate:stop') stop('primary')
-  })
+  }
+  process.on('message', obey)
+  for (const message of early) obey(message)
   await new Promise(() => {}) // serve until a signal
   return 0
 }
@@ -229,13 +240,16 @@ async function supervise (count: number, file: string, io: CommandIo): Promise<n
     setTimeout(fork, 500).unref()
   })
   const broadcast = (message: string) => { for (const worker of Object.values(cluster.workers ?? {})) worker?.send(message) }
+  // A worker still loading when the stop went out may have missed it: tell it again once it listens.
+  cluster.on('listening', (worker) => { if (stopping) worker.send('authgate:stop') })
   process.on('SIGHUP', () => broadcast('authgate:reload'))
   const stop = () => {
     if (stopping) return
     stopping = true
     broadcast('authgate:stop')
-    const check = setInterval(() => { if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0) }, 100)
-    check.unref()
+    // Not unref'd: once the last worker is gone nothing else keeps the loop alive, and an empty loop would end the
+    // process with code 13 (the CLI's top-level await never settles) instead of 0.
+    setInterval(() => { if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0) }, 100)
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)

@@ -6,7 +6,7 @@ import type { LoadedConfig, StoreConfig } from './config/types.js'
 import { parseDuration } from './config/units.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { AdminServer } from './admin.js'
-import { openListener, type Listener } from './listeners.js'
+import { openListener, type Listener, type ListenerLimits } from './listeners.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
 import { Runtime } from './runtime.js'
@@ -109,6 +109,7 @@ export class Gateway {
       get loadedAt () { return gateway.config.loadedAt },
       storeHealthy: () => this.store.healthy,
       storeKind: () => this.store.kind,
+      draining: () => this.closed,
       adminToken: () => this.config.doc.admin?.token || undefined,
     }, this.metrics, this.log)
     this.admin.routes.push(jwksAdminRoute(() => this.signer))
@@ -128,7 +129,8 @@ export class Gateway {
     // Asked for while one runs (SIGHUP, a watcher): that one may have read an older file, so read it again once
     // it is done. Any number of such requests share that one next reload.
     if (this.reloading) {
-      this.reloadQueued ??= this.reloading.then(() => { this.reloadQueued = undefined; return this.reload() })
+      const again = () => { this.reloadQueued = undefined; return this.reload() }
+      this.reloadQueued ??= this.reloading.then(again, again)
       return this.reloadQueued
     }
     this.reloading = this.doReload().finally(() => { this.reloading = undefined })
@@ -150,17 +152,22 @@ export class Gateway {
     const storeChanged = !isDeepStrictEqual(old.doc.store, config.doc.store)
     const store = storeChanged ? openStore(config.doc.store, this.log, this.metrics) : this.store
     let runtime: Runtime
+    let built: Runtime | undefined
+    let opened: Map<string, Listener>
     let signerChanged = false
     let nextSigner: IdentitySigner | undefined
     try {
-      runtime = await Runtime.build(config, { store, log: this.log, now: this.options.now ?? Date.now })
+      runtime = built = await Runtime.build(config, { store, log: this.log, now: this.options.now ?? Date.now })
       signerChanged = storeChanged || !isDeepStrictEqual(old.doc.identity.signed, config.doc.identity.signed)
       if (signerChanged) nextSigner = await this.createSigner(config, store)
       for (const listener of config.doc.listeners) {
         const current = this.listenersByName.get(listener.name)
         if (current && isDeepStrictEqual(current.config, listener)) current.reloadTls(config.baseDir)
       }
+      // Before the swap: a new listener whose port is taken fails the reload, and the old configuration serves on.
+      opened = await this.openNewListeners(config, runtime)
     } catch (error) {
+      await built?.close().catch(() => {})
       if (storeChanged) await store.close()
       this.metrics.reloads.inc({ result: 'failure' })
       this.log.error({ err: { message: (error as Error).message } }, 'config reload rejected')
@@ -170,7 +177,14 @@ export class Gateway {
     this.store = store
     this.handler.runtime = runtime
     if (signerChanged) this.useSigner(nextSigner)
-    await this.rebindListeners()
+    await this.rebindListeners(opened)
+    // Listeners that stay open take the new limits for the connections they accept from now on.
+    for (const listener of this.listenersByName.values()) {
+      const server = listener.server as typeof listener.server & { maxHeaderSize?: number }
+      server.headersTimeout = runtime.headersTimeoutMs
+      server.requestTimeout = runtime.requestTimeoutMs
+      server.maxHeaderSize = runtime.maxHeaderBytes
+    }
     this.metrics.reloads.inc({ result: 'success' })
     this.metrics.configInfo.reset()
     this.metrics.configInfo.set({ hash: config.hash.slice(0, 12) }, config.loadedAt.getTime() / 1000)
@@ -218,7 +232,28 @@ export class Gateway {
     this.watchTimer.unref()
   }
 
-  private async rebindListeners (): Promise<void> {
+  /**
+   * Opens the listeners a new configuration adds or moves to an address not bound yet. One that reuses the address
+   * of a current listener (its TLS changed, or it was renamed) is reopened by rebindListeners, after the old one closes.
+   */
+  private async openNewListeners (config: LoadedConfig, runtime: Runtime): Promise<Map<string, Listener>> {
+    const bound = new Set([...this.listenersByName.values()].map((l) => l.config.address))
+    const opened = new Map<string, Listener>()
+    try {
+      for (const listener of config.doc.listeners) {
+        const current = this.listenersByName.get(listener.name)
+        if (current && isDeepStrictEqual(current.config, listener)) continue
+        if (bound.has(listener.address) && !listener.address.endsWith(':0')) continue
+        opened.set(listener.name, await openListener(listener, config.baseDir, this.handler, listenerLimits(runtime), this.log))
+      }
+    } catch (error) {
+      await Promise.all([...opened.values()].map(async (l) => await l.close(0)))
+      throw error
+    }
+    return opened
+  }
+
+  private async rebindListeners (opened: Map<string, Listener>): Promise<void> {
     const wanted = new Map(this.config.doc.listeners.map((l) => [l.name, l]))
     for (const [name, listener] of this.listenersByName) {
       const next = wanted.get(name)
@@ -226,12 +261,15 @@ export class Gateway {
       this.listenersByName.delete(name)
       void listener.close(5_000)
     }
-    const runtime = this.handler.runtime
+    for (const [name, listener] of opened) this.listenersByName.set(name, listener)
     for (const [name, config] of wanted) {
       if (this.listenersByName.has(name)) continue
-      this.listenersByName.set(name, await openListener(config, this.config.baseDir, this.handler, {
-        maxHeaderBytes: runtime.maxHeaderBytes, headersTimeoutMs: runtime.headersTimeoutMs, requestTimeoutMs: runtime.requestTimeoutMs,
-      }, this.log))
+      try {
+        this.listenersByName.set(name, await openListener(config, this.config.baseDir, this.handler, listenerLimits(this.handler.runtime), this.log))
+      } catch (error) {
+        // Its own address was free a moment ago; the configuration is applied, this one listener is missing.
+        this.log.error({ listener: name, address: config.address, err: { message: (error as Error).message } }, 'cannot reopen listener')
+      }
     }
   }
 
@@ -261,6 +299,10 @@ export class Gateway {
     else delete this.handler.hooks.upstreamIdentity
     if (previous !== signer) previous?.close()
   }
+}
+
+function listenerLimits (runtime: Runtime): ListenerLimits {
+  return { maxHeaderBytes: runtime.maxHeaderBytes, headersTimeoutMs: runtime.headersTimeoutMs, requestTimeoutMs: runtime.requestTimeoutMs }
 }
 
 /** Files the configuration reads besides itself (certificates, CRLs, htpasswd), absolute. */

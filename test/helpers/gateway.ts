@@ -16,6 +16,8 @@ export interface StartOptions {
   /** Written into the temp config folder before load (relative paths). */
   files?: Record<string, string>
   now?: () => number
+  /** Reload when the config folder changes (Gateway.start's `watch`). */
+  watch?: boolean
 }
 
 export interface TestGateway {
@@ -71,7 +73,7 @@ export async function startGateway (config: Record<string, unknown>, options: St
   const env = { ...process.env, ...options.env }
   let gateway: Gateway
   try {
-    gateway = await Gateway.start({ configFile, env, log, metrics: new Metrics({ defaultMetrics: false }), ...(options.now ? { now: options.now } : {}) })
+    gateway = await Gateway.start({ configFile, env, log, metrics: new Metrics({ defaultMetrics: false }), ...(options.now ? { now: options.now } : {}), ...(options.watch ? { watch: true } : {}) })
   } catch (error) {
     await redis?.stop()
     await rm(dir, { recursive: true, force: true })
