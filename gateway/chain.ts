@@ -24,8 +24,9 @@ export interface ChainRejection {
 /** The context a chain runs with: the request plus the identity that grows as steps pass. */
 export interface ChainContext extends RequestContext { identity: Partial<Identity> }
 
+// Control characters, and characters above U+00FF, which no header value can carry (undici refuses them: a 502).
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f]/
+const CONTROL = /[\u0000-\u001f\u007f]|[^\u0000-\u00ff]/
 
 /**
  * Runs steps in order (logical AND). In `anyOf`, a member whose credential is absent is skipped; a member
@@ -71,7 +72,7 @@ export async function runChain (steps: readonly Step[], ctx: ChainContext): Prom
     for (const member of step.members) {
       const outcome = await member.instance.evaluate(ctx)
       if (outcome instanceof Rejection) {
-        if (outcome.code === 'missing_credentials') { firstMissing ??= { rejection: outcome, by: member.instance }; continue }
+        if (credentialAbsent(outcome, ctx)) { firstMissing ??= { rejection: outcome, by: member.instance }; continue }
         return reject(outcome, member.instance, member.key)
       }
       apply(member.key, outcome, true)
@@ -86,11 +87,20 @@ export async function runChain (steps: readonly Step[], ctx: ChainContext): Prom
   if (authenticated) {
     for (const value of [identity.subject, identity.client, identity.tier ?? '', ...identity.scopes]) {
       if (CONTROL.test(value)) {
-        return reject(Rejection.unauthenticated('invalid_credentials', 'identity contains control characters', { scheme: 'Bearer', params: {} }), undefined, undefined)
+        return reject(Rejection.unauthenticated('invalid_credentials', 'identity contains control characters or characters a header cannot carry', { scheme: 'Bearer', params: {} }), undefined, undefined)
       }
     }
   }
   return { identity, responseHeaders, upstreamHeaders }
+}
+
+/**
+ * An anyOf member's rejection that means "this credential was not sent": skipped, the next member is tried. No client
+ * certificate at all counts too; an untrusted one was sent and is refused.
+ */
+export function credentialAbsent (rejection: Rejection, ctx: RequestContext): boolean {
+  return rejection.code === 'missing_credentials' ||
+    (rejection.code === 'client_certificate_required' && ctx.peerCert === undefined && !ctx.peerCertRejected)
 }
 
 /** One challenge per authenticating method of the route, the rejecting method's own (with error params) in its place. */

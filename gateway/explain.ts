@@ -11,7 +11,7 @@ import { Socket } from 'node:net'
 import { resolve } from 'node:path'
 import { Writable } from 'node:stream'
 import type { CommandIo } from '../certs/cli.js'
-import { challengesFor, formatChallenge, runChain, type ChainResult, type Step } from './chain.js'
+import { challengesFor, credentialAbsent, formatChallenge, runChain, type ChainResult, type Step } from './chain.js'
 import { checkConfig } from './config/load.js'
 import type { ListenerConfig, LoadedConfig } from './config/types.js'
 import { parseDuration } from './config/units.js'
@@ -25,7 +25,7 @@ import { Runtime } from './runtime.js'
 import { forwardTarget, prepare, upstreamHeaders, type ListenerRef } from './server.js'
 import { createStore, evaluateGcra } from './store/index.js'
 import type { GcraCheck, GcraResult, Store } from './store/types.js'
-import type { PolicyInstance, Outcome } from '../policies/types.js'
+import type { PolicyInstance, Outcome, RequestContext } from '../policies/types.js'
 
 export const EXPLAIN_USAGE = `usage: authgate explain [-c gateway.yaml] METHOD URL [-H 'Name: value']... [options]
 
@@ -410,10 +410,10 @@ export function routeMisses (routes: readonly RouteSpec[], host: string, path: s
 /** Wraps each policy instance so that what it decided is recorded; the chain itself runs unchanged. */
 function instrument (original: readonly Step[]) {
   const entries: StepReport[] = []
-  const record = (index: number, outcome: Outcome) => {
+  const record = (index: number, outcome: Outcome, ctx: RequestContext) => {
     const entry = entries[index]!
     if (outcome instanceof Rejection) {
-      const skipped = entry.anyOf !== undefined && outcome.code === 'missing_credentials'
+      const skipped = entry.anyOf !== undefined && credentialAbsent(outcome, ctx)
       entries[index] = { ...entry, verdict: skipped ? 'skip' : 'reject', status: outcome.status, code: outcome.code, detail: outcome.detail }
     } else {
       const identity = outcome.identity
@@ -435,7 +435,7 @@ function instrument (original: readonly Step[]) {
       ...(instance.readsBody !== undefined ? { readsBody: instance.readsBody } : {}),
       async evaluate (ctx) {
         const outcome = await instance.evaluate(ctx)
-        record(index, outcome)
+        record(index, outcome, ctx)
         return outcome
       },
     }

@@ -29,6 +29,16 @@ export function createLogger (options: LoggerOptions = {}): Logger {
   }, options.destination ?? pino.destination({ sync: false }))
 }
 
+/**
+ * The logger for the one line per request (server.ts). Its fields are flat and built only from sanitized values
+ * (redactTarget, escapeControl, names from the configuration, no header and no secret-named field), so the
+ * redaction paths above can never match it, and walking them (the `*.secret` wildcards visit every field) cost
+ * more than the rest of the line. Same destination, level and format as `log`, without the redaction pass.
+ */
+export function accessLogger (log: Logger): Logger {
+  return log.child({}, { redact: [] })
+}
+
 /** A path and query safe to log: secret-looking parameter values and `agk_` values replaced, control characters escaped. */
 export function redactTarget (target: string): string {
   const q = target.indexOf('?')
@@ -38,16 +48,22 @@ export function redactTarget (target: string): string {
     const eq = pair.indexOf('=')
     const name = eq === -1 ? pair : pair.slice(0, eq)
     const value = eq === -1 ? '' : pair.slice(eq + 1)
-    let decodedName = name
-    try { decodedName = decodeURIComponent(name.replace(/\+/g, ' ')) } catch {}
-    if (eq !== -1 && (SECRET_QUERY.test(decodedName) || /agk_/i.test(value))) return `${name}=[redacted]`
+    // Decoded as the gateway reads queries (URLSearchParams: lenient), so `agk%5F...` or `%61gk_...` is caught too.
+    const [decodedName, decodedValue] = new URLSearchParams(pair).entries().next().value ?? [name, value]
+    if (/agk_/i.test(decodedName)) return '[redacted]'
+    if (eq !== -1 && (SECRET_QUERY.test(decodedName) || /agk_/i.test(value) || /agk_/i.test(decodedValue))) return `${name}=[redacted]`
     return pair
   })
   return escapeControl(`${path}?${parts.join('&')}`)
 }
 
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHAR = /[\u0000-\u001f\u007f]/
+
 /** CR, LF and other control characters escaped so one request is one log line. */
 export function escapeControl (text: string): string {
+  // The common case, nothing to escape, without building a new string.
+  if (!CONTROL_CHAR.test(text)) return text
   // eslint-disable-next-line no-control-regex
   return text.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }

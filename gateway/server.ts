@@ -3,10 +3,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import { GatewayError, Rejection } from './errors.js'
+import { parseDuration } from './config/units.js'
 import { runChain, challengesFor, type ChainResult } from './chain.js'
 import { HttpRequestContext, PayloadTooLargeError } from './context.js'
 import { addIdentity, connectionTokens, HOP_BY_HOP } from './identity.js'
-import { escapeControl, redactTarget, type Logger } from './log.js'
+import { accessLogger, escapeControl, redactTarget, type Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import { isTrusted, unmapAddress } from './net.js'
 import { forward, RejectedError } from './proxy.js'
@@ -31,6 +32,9 @@ interface Decision {
   methods: string | undefined
 }
 
+/** Response headers of a request that passed no step (public route): read-only, shared. */
+const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>
+
 /** Credential header names whose `Connection` listing is ignored (never honoured as hop-by-hop). */
 const ALWAYS_CREDENTIALS = ['authorization', 'cookie', 'x-api-key']
 
@@ -42,12 +46,30 @@ export class RequestHandler {
   runtime!: Runtime
   hooks: ForwardHooks = {}
   private readonly wsProxy = httpProxy.createProxyServer({ ws: true, xfwd: false, changeOrigin: false })
+  /** The per-request line: same destination as deps.log, without the redaction pass (log.ts accessLogger). */
+  private readonly accessLog: Logger
 
   constructor (private readonly deps: { log: Logger, metrics: Metrics, now: () => number }) {
+    this.accessLog = accessLogger(deps.log)
     this.wsProxy.on('error', (error, _req, target) => {
       this.deps.log.warn({ err: { message: error.message, code: (error as NodeJS.ErrnoException).code } }, 'websocket proxy error')
       const socket = target as Duplex | undefined
       if (socket && 'destroy' in socket) socket.destroy()
+    })
+    // An upstream that answers an upgrade without 101 gets its answer piped back, then nothing reads the client
+    // socket again (bytes pipelined after the upgrade request sit unread), so it would never see EOF and would stay
+    // open forever, blocking shutdown: close it once that answer is written.
+    this.wsProxy.on('proxyReqWs', (proxyReq, _req, socket, options) => {
+      // Until the upstream answers (101 or not), its timeout applies; http-proxy sets none on upgrades.
+      const timeoutMs = (options as { upstreamTimeoutMs?: number }).upstreamTimeoutMs
+      if (timeoutMs) proxyReq.setTimeout(timeoutMs, () => proxyReq.destroy(new Error('upstream did not answer the upgrade in time')))
+      proxyReq.on('response', (res) => {
+        res.once('end', () => {
+          const client = socket as Duplex & { destroySoon?: () => void }
+          if (client.destroySoon) client.destroySoon()
+          else client.destroy()
+        })
+      })
     })
   }
 
@@ -59,7 +81,8 @@ export class RequestHandler {
     res.setHeader('X-Request-Id', requestId)
     // Taken now: Node detaches the socket from the request before 'close' in some paths (early answers).
     const remote = req.socket?.remoteAddress
-    res.once('close', () => this.logRequest(req, res, listener, requestId, decision, started, remote))
+    // 'close' is emitted once per response: `on` spares the `once` wrapper.
+    res.on('close', () => this.logRequest(req, res, listener, requestId, decision, started, remote))
     try {
       await this.process(runtime, listener, req, res, requestId, decision)
     } catch (error) {
@@ -116,7 +139,8 @@ export class RequestHandler {
 
     const headers = upstreamHeaders(runtime, route, req, ctx, result)
     headers['x-request-id'] = requestId
-    if (result && result.identity.methods.length > 0) await this.hooks.upstreamIdentity?.(result, route, headers)
+    // Awaited only when a hook is set: `await undefined` would still cost a turn of the microtask queue.
+    if (result && result.identity.methods.length > 0 && this.hooks.upstreamIdentity) await this.hooks.upstreamIdentity(result, route, headers)
     const buffered = ctx.bufferedBody ? await ctx.bufferedBody : undefined
     if (buffered) headers['content-length'] = String(buffered.length)
     const upstreamStarted = performance.now()
@@ -128,7 +152,7 @@ export class RequestHandler {
         body: buffered,
         hasBody,
         maxBodyBytes: route.maxBodyBytes,
-        responseHeaders: result?.responseHeaders ?? {},
+        responseHeaders: result?.responseHeaders ?? NO_HEADERS,
       })
     } finally {
       this.deps.metrics.upstreamDuration.observe({ upstream: route.upstream.name }, (performance.now() - upstreamStarted) / 1000)
@@ -164,7 +188,13 @@ export class RequestHandler {
   async handleUpgrade (listener: ListenerRef, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const runtime = this.runtime
     const requestId = randomUUID()
-    const deny = (problem: Problem) => { socket.end(rawProblem(problem, requestId)) }
+    const deny = (problem: Problem) => {
+      socket.end(rawProblem(problem, requestId))
+      // Nothing reads an upgrade socket after this: drain what the client still sends (a body, pipelined bytes) so
+      // its close is seen and the socket ends, and bound the wait; else it stays half-open forever.
+      socket.resume()
+      ;(socket as Duplex & { setTimeout?: (ms: number, cb: () => void) => void }).setTimeout?.(5_000, () => socket.destroy())
+    }
     socket.on('error', () => socket.destroy())
     try {
       const prepared = prepare(runtime, listener, req, requestId, this.deps.now)
@@ -189,12 +219,13 @@ export class RequestHandler {
       req.headers = headers as IncomingMessage['headers']
       req.url = route.upstream.basePath + forwardTarget(route, ctx.path, ctx.rawQuery)
       this.deps.log.info({ requestId, listener: listener.name, route: route.name, method: 'GET', upgrade: true, subject: result?.identity.subject }, 'websocket')
-      this.wsProxy.ws(req, socket, head, { target: route.upstream.url, ignorePath: false, prependPath: false })
+      const upstreamTimeoutMs = parseDuration(runtime.config.doc.upstreams[route.upstream.name]?.timeout ?? '30s')
+      this.wsProxy.ws(req, socket, head, { target: route.upstream.url, ignorePath: false, prependPath: false, upstreamTimeoutMs } as httpProxy.ServerOptions)
     } catch (error) {
       const status = error instanceof GatewayError ? error.status : 500
       const code = error instanceof GatewayError ? error.code : 'internal_error'
       this.deps.log.warn({ requestId, err: describeCause(error) }, 'websocket upgrade failed')
-      deny({ status, code, detail: code === 'internal_error' ? 'internal error' : (error as Error).message })
+      deny({ status, code, detail: error instanceof GatewayError ? publicDetail(error) : 'internal error' })
     }
   }
 
@@ -205,7 +236,7 @@ export class RequestHandler {
     const status = res.headersSent ? res.statusCode : 499
     this.deps.metrics.requests.inc({ route: routeName, status, code: decision.code })
     this.deps.metrics.duration.observe({ route: routeName }, durationMs / 1000)
-    this.deps.log.info({
+    this.accessLog.info({
       requestId,
       listener: listener.name,
       method: escapeControl(req.method ?? ''),
@@ -241,6 +272,8 @@ export function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingM
   const target = normalizePath(req.url ?? '')
   if (!target.ok) return Rejection.badRequest(target.reason)
   const hostHeader = req.headers.host ?? ''
+  // host[:port] only: userinfo, a path or spaces would be read as another host by URL parsers behind us.
+  if (!HOST.test(hostHeader)) return Rejection.badRequest('the Host header must be a host name with an optional port')
   if (target.authority !== undefined && target.authority.toLowerCase() !== hostHeader.toLowerCase()) {
     return Rejection.badRequest('the absolute-form target and the Host header disagree')
   }
@@ -248,6 +281,13 @@ export function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingM
     return Rejection.badRequest('API keys belong in the X-API-Key header, not in the query string')
   }
   const method = req.method ?? 'GET'
+  if (overridesMethod(req, target.rawQuery, method)) {
+    return Rejection.badRequest('method overrides (X-HTTP-Method-Override, _method) are refused: send the method itself')
+  }
+  // IIS and some frameworks serve the path these name instead of the request's: the one path string would split.
+  if (req.headers['x-original-url'] !== undefined || req.headers['x-rewrite-url'] !== undefined) {
+    return Rejection.badRequest('X-Original-URL and X-Rewrite-URL are refused: the request target is the path')
+  }
   const match = runtime.table.match({ host: hostHeader, path: target.path, method, listener: listener.name })
   if (!match.route) return Rejection.noRoute()
   const route = match.route
@@ -262,10 +302,31 @@ export function prepare (runtime: Runtime, listener: ListenerRef, req: IncomingM
   return { route, ctx, hasBody }
 }
 
+/** A Host value: reg-name (unreserved characters), IPv4 or [IPv6], optional port; empty for HTTP/1.0. */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]*)(?::\d{0,5})?$/
+
+const METHOD_OVERRIDES = ['x-http-method-override', 'x-http-method', 'x-method-override']
+
+/**
+ * Frameworks behind us may honour a method override (Express method-override, Symfony/Laravel `_method`): a request
+ * authorized as POST would run as DELETE. One that names another method than the request's is refused.
+ */
+function overridesMethod (req: IncomingMessage, rawQuery: string, method: string): boolean {
+  for (const name of METHOD_OVERRIDES) {
+    const value = req.headers[name]
+    if (value !== undefined && String(value).toUpperCase() !== method) return true
+  }
+  if (!/_method|%5fmethod/i.test(rawQuery)) return false
+  return new URLSearchParams(rawQuery).getAll('_method').some((value) => value.toUpperCase() !== method)
+}
+
 /** Any query value that looks like an API key is refused on every route: keys in URLs end up in logs. */
 function hasKeyInQuery (rawQuery: string): boolean {
   if (!/agk|%61|%67|%6b|%5f/i.test(rawQuery)) return false
-  for (const value of new URLSearchParams(rawQuery).values()) if (value.trimStart().startsWith('agk_')) return true
+  // A key sent as a bare parameter (`?agk_...`) is a name, not a value: refused too.
+  for (const [name, value] of new URLSearchParams(rawQuery)) {
+    if (value.trimStart().startsWith('agk_') || name.trimStart().startsWith('agk_')) return true
+  }
   return false
 }
 
@@ -295,14 +356,16 @@ export function upstreamHeaders (runtime: Runtime, route: CompiledRoute, req: In
   const tokens = connectionTokens(req.headers.connection)
   const headers: Record<string, string | string[]> = {}
   const inbound = req.headers
+  const trustedPeer = runtime.trustsAnyProxy && isTrusted(runtime.trustProxies, ctx.peerAddress)
   for (const name in inbound) {
     if (HOP_BY_HOP.has(name) || strip.has(name) || route.consumed.has(name)) continue
+    // From an untrusted peer no X-Forwarded-* is read (Ssl, Port, Prefix... too): the gateway sets its own below.
+    if (!trustedPeer && name.startsWith('x-forwarded-')) continue
     // Connection may not remove a credential or gateway-owned header: such tokens are ignored.
     if (tokens !== undefined && tokens.has(name) && !ALWAYS_CREDENTIALS.includes(name)) continue
     const value = inbound[name]
     if (value !== undefined) headers[name] = value
   }
-  const trustedPeer = runtime.trustsAnyProxy && isTrusted(runtime.trustProxies, ctx.peerAddress)
   if (trustedPeer) {
     const prior = inbound['x-forwarded-for']
     headers['x-forwarded-for'] = prior ? `${prior}, ${ctx.peerAddress}` : ctx.peerAddress

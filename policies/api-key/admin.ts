@@ -34,7 +34,7 @@ export function apiKeyAdminRoutes (service: KeyService): AdminRoute {
       if (rotate) {
         if (method !== 'POST') return notAllowed(res, 'POST', requestId)
         const body = await objectBody(req, ['grace'])
-        const rotated = await service.rotate(decodeURIComponent(rotate[1]!), body.grace)
+        const rotated = await service.rotate(keyId(rotate[1]!), body.grace)
         res.setHeader('Location', `/admin/keys/${rotated.id}`)
         json(res, 201, rotated)
         return true
@@ -42,7 +42,7 @@ export function apiKeyAdminRoutes (service: KeyService): AdminRoute {
       const item = ITEM.exec(path)
       if (item) {
         if (method !== 'DELETE') return notAllowed(res, 'DELETE', requestId)
-        await service.revoke(decodeURIComponent(item[1]!))
+        await service.revoke(keyId(item[1]!))
         res.writeHead(204, { 'Cache-Control': 'no-store' })
         res.end()
         return true
@@ -69,6 +69,15 @@ export function apiKeyAdminRoutes (service: KeyService): AdminRoute {
 }
 
 class BadBody extends Error {}
+
+/** The key id of a path segment; a malformed percent-escape is the client's mistake (400), not a fault. */
+function keyId (segment: string): string {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    throw new BadBody('malformed percent-encoding in the key id')
+  }
+}
 
 async function objectBody (req: IncomingMessage, fields: readonly string[]): Promise<Record<string, unknown>> {
   const type = req.headers['content-type']

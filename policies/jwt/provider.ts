@@ -238,11 +238,14 @@ export function describeFailure (error: unknown): string | undefined {
   return undefined
 }
 
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
+
 /** Scopes from the configured claim, else `scope` then `scp`: a space-separated string or an array of strings. */
 export function readScopes (claims: Readonly<Record<string, unknown>>, claim?: string): string[] {
   const value = claim !== undefined ? claims[claim] : claims.scope ?? claims.scp
   if (typeof value === 'string') return value.split(' ').filter((scope) => scope !== '')
-  if (Array.isArray(value)) return value.filter((scope): scope is string => typeof scope === 'string' && scope !== '')
+  // Only RFC 6749 §3.3 scope-tokens: `"read admin"` would reach the upstream as two scopes in X-Auth-Scopes.
+  if (Array.isArray(value)) return value.filter((scope): scope is string => typeof scope === 'string' && SCOPE_TOKEN.test(scope))
   return []
 }
 
