@@ -62,6 +62,8 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
     : http.createServer(serverOptions, onRequest)
 
   server.on('upgrade', (req, socket, head) => { void handler.handleUpgrade(ref, req, socket, head) })
+  // Without this Node answers 100 Continue before authentication; the handler sends it once the body is wanted.
+  server.on('checkContinue', onRequest)
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable || error.code === 'ECONNRESET') { socket.destroy(); return }
     const requestId = randomUUID()

@@ -92,9 +92,13 @@ export class RequestHandler {
 
   private async process (runtime: Runtime, listener: ListenerRef, req: IncomingMessage, res: ServerResponse,
     requestId: string, decision: Decision): Promise<void> {
+    // Expect: 100-continue (RFC 9110 §10.1.1): the client waits for 100 before sending the body. It is sent only
+    // once the body is wanted (a policy reads it, or the request is forwarded); a refusal comes instead of it, on
+    // a connection that then closes (the client may or may not send the body it held back).
+    let awaitingContinue = false
     const reject = (problem: Problem) => {
       decision.code = problem.code
-      if (problem.status === 400 || problem.status === 413 || problem.status === 431) drainOrClose(req, res)
+      if (problem.status === 400 || problem.status === 413 || problem.status === 431 || awaitingContinue) drainOrClose(req, res)
       sendProblem(res, problem, requestId)
     }
     const prepared = prepare(runtime, listener, req, requestId, this.deps.now)
@@ -105,10 +109,16 @@ export class RequestHandler {
     const declaredLength = Number(req.headers['content-length'] ?? 0)
     if (declaredLength > route.maxBodyBytes) return reject(Rejection.payloadTooLarge(route.maxBodyBytes))
 
+    awaitingContinue = hasBody && typeof req.headers.expect === 'string' && req.headers.expect.toLowerCase() === '100-continue'
+    const sendContinue = () => {
+      if (awaitingContinue && !res.headersSent) res.writeContinue()
+      awaitingContinue = false
+    }
+
     let result: ChainResult | undefined
     const skipChain = route.public || (route.preflightPublic && req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined)
     if (!skipChain) {
-      if (route.readsBody && hasBody) await ctx.body()
+      if (route.readsBody && hasBody) { sendContinue(); await ctx.body() }
       const outcome = await runChain(route.steps, ctx)
       if ('rejection' in outcome) {
         const { rejection } = outcome
@@ -137,6 +147,7 @@ export class RequestHandler {
       result = outcome
     }
 
+    sendContinue()
     const headers = upstreamHeaders(runtime, route, req, ctx, result)
     headers['x-request-id'] = requestId
     // Awaited only when a hook is set: `await undefined` would still cost a turn of the microtask queue.

@@ -7,7 +7,7 @@ import { policies, sections } from '../../policies/index.js'
 import type { ListenerInfo, RouteInfo } from '../../policies/types.js'
 import { gatewaySchema } from './schema.js'
 import { validate, type PathIssue } from './validate.js'
-import { interpolate } from './interpolate.js'
+import { interpolate, maskSecrets } from './interpolate.js'
 import { didYouMean, positionOf } from './positions.js'
 import { parseSize } from './units.js'
 import { parseCidrs } from '../net.js'
@@ -48,12 +48,27 @@ export function checkConfig (file: string, options: LoadOptions = {}): { issues:
       }),
     }
   }
-  const raw = doc.toJS({ maxAliasCount: 100 }) as unknown
+  let raw: unknown
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 })
+  } catch (error) {
+    // yaml refuses alias expansion past maxAliasCount (a "billion laughs" document): an issue, never a crash.
+    return { issues: [{ severity: 'error', file, line: 1, col: 1, path: [], message: `YAML: ${(error as Error).message}`, fix: 'use fewer aliases (*name); write the values out' }] }
+  }
+  if (isRecursive(raw)) {
+    return { issues: [{ severity: 'error', file, line: 1, col: 1, path: [], message: 'YAML: an alias (*name) refers to a node that contains it, so the document never ends', fix: 'write the values out instead of referring to an enclosing anchor' }] }
+  }
+  const secrets = new Map<string, string>()
   const place = (issue: PathIssue): ConfigIssue => {
     const { keyName, ...rest } = issue
     const pos = positionOf(doc, lineCounter, issue.path, keyName)
     // An issue about a key (unknown key, unknown policy) is reported at that key, and its path names it.
     const path = keyName !== undefined && issue.path[issue.path.length - 1] !== keyName ? [...issue.path, keyName] : issue.path
+    // A value that came from ${env:..} or ${file:..} may be a secret: never printed, its reference is.
+    if (secrets.size > 0) {
+      rest.message = maskSecrets(rest.message, secrets)
+      if (rest.fix !== undefined) rest.fix = maskSecrets(rest.fix, secrets)
+    }
     // An issue about another file (an htpasswd line) keeps its own position.
     if (rest.file !== undefined) return { ...rest, path }
     return { ...rest, path, file, line: pos.line, col: pos.col }
@@ -62,7 +77,7 @@ export function checkConfig (file: string, options: LoadOptions = {}): { issues:
     return { issues: [place({ severity: 'error', path: [], message: 'the configuration must be a mapping (version, listeners, upstreams, routes...)' })] }
   }
   const issues: PathIssue[] = []
-  const value = interpolate(raw, env, baseDir, issues) as Record<string, unknown>
+  const value = interpolate(raw, env, baseDir, issues, [], secrets) as Record<string, unknown>
   issues.push(...validate(topSchema, value, []))
   const config = value as GatewayDocument
   if (issues.some((i) => i.severity === 'error')) {
@@ -148,7 +163,7 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
 
   guard(() => parseCidrs(config.trustProxies).bad.forEach((i) => error(['trustProxies', i], 'not an IP address or CIDR', 'write it like 10.0.0.0/8 or 192.0.2.7')))
 
-  for (const [tier, rate] of Object.entries(config.rateLimitTiers)) void tier, void rate
+  guard(() => { for (const [tier, rate] of Object.entries(config.rateLimitTiers)) void tier, void rate })
 
   for (const section of sections) {
     const value = config[section.key]
@@ -183,11 +198,13 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
   })))
 
   if (issues.some((i) => i.severity === 'error')) return issues
-  for (const { route, by } of shadowedRoutes(config.routes.map((route, index) => toRouteSpec(route, index)))) {
-    issues.push({ severity: 'warning', path: ['routes', route, 'match'], message: `route "${config.routes[route]!.name}" can never match: routes[${by}] ("${config.routes[by]!.name}") matches everything it would`, fix: 'move it above the broader route or narrow the earlier match' })
-  }
+  guard(() => {
+    for (const { route, by } of shadowedRoutes(config.routes.map((route, index) => toRouteSpec(route, index)))) {
+      issues.push({ severity: 'warning', path: ['routes', route, 'match'], message: `route "${config.routes[route]!.name}" can never match: routes[${by}] ("${config.routes[by]!.name}") matches everything it would`, fix: 'move it above the broader route or narrow the earlier match' })
+    }
+  })
 
-  issues.push(...productionIssues(config, env))
+  guard(() => issues.push(...productionIssues(config, env)))
   // The security lint assumes a valid document: skipped while schema errors are being reported.
   if (!tolerant) issues.push(...lintConfig(config))
   return issues
@@ -261,6 +278,16 @@ function checkPolicies (config: GatewayDocument, route: RouteConfig, r: number):
 
 function sortIssues (issues: ConfigIssue[]): ConfigIssue[] {
   return issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0))
+}
+
+/** `a: &x [*x]` parses into a cyclic value, which every later step would walk forever. */
+function isRecursive (value: unknown, ancestors = new Set<object>()): boolean {
+  if (value === null || typeof value !== 'object') return false
+  if (ancestors.has(value)) return true
+  ancestors.add(value)
+  for (const child of Object.values(value)) if (isRecursive(child, ancestors)) return true
+  ancestors.delete(value)
+  return false
 }
 
 function deepFreeze<T> (value: T): T {

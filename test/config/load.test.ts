@@ -393,3 +393,31 @@ routes:
   t.deepEqual(errors(weak.issues).map((i) => i.path.join('.')), ['admin.token'])
   t.false(JSON.stringify(weak.issues).includes('changeme'))
 })
+
+test('a value interpolated from the environment is never printed in an error, even where a name belongs; its reference is', async (t) => {
+  const secret = 'sup3r-s3cret-value-that-must-not-leak'
+  const { issues } = await check([
+    'version: 1',
+    'listeners: [{ name: local, address: "127.0.0.1:0" }]',
+    'upstreams: { demo: { echo: true } }',
+    'routes:',
+    '  - name: r',
+    '    match: { path: /x }',
+    '    upstream: ${env:UPSTREAM_NAME}',
+    '    public: true',
+  ].join('\n'), { env: { UPSTREAM_NAME: secret } })
+  const text = formatIssues(issues)
+  t.regex(text, /unknown upstream "\$\{env:UPSTREAM_NAME\}"/)
+  t.false(text.includes(secret))
+  const clean = await check([
+    'version: 1',
+    'listeners: [{ name: local, address: "127.0.0.1:0" }]',
+    'upstreams: { demo: { echo: true } }',
+    'routes:',
+    '  - name: r',
+    '    match: { path: /x }',
+    '    upstream: ${env:UPSTREAM_NAME}',
+    '    public: true',
+  ].join('\n'), { env: { UPSTREAM_NAME: 'demo' } })
+  t.deepEqual(clean.issues.filter((i) => i.severity === 'error'), [])
+})
