@@ -40,6 +40,8 @@ export class Gateway {
   private reloading: Promise<ReloadResult> | undefined
   private reloadQueued: Promise<ReloadResult> | undefined
   private closed = false
+  /** Closes a generation replaced by a reload (runtime, and store when it changed); run once. */
+  private readonly retired = new Set<() => Promise<void>>()
   private watchers: FSWatcher[] = []
   private watchTimer: NodeJS.Timeout | undefined
   private signer: IdentitySigner | undefined
@@ -166,6 +168,12 @@ export class Gateway {
       }
       // Before the swap: a new listener whose port is taken fails the reload, and the old configuration serves on.
       opened = await this.openNewListeners(config, runtime)
+      // A new store is still connecting: give it a moment, so that requests on the new configuration do not fail
+      // for that alone (503 store_unavailable); one that stays silent is an outage like any other (store.onError).
+      for (const deadline = Date.now() + 2_000; storeChanged && Date.now() < deadline;) {
+        if (await store.ping().then(() => true, () => false)) break
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
     } catch (error) {
       await built?.close().catch(() => {})
       if (storeChanged) await store.close()
@@ -189,11 +197,14 @@ export class Gateway {
     this.metrics.configInfo.reset()
     this.metrics.configInfo.set({ hash: config.hash.slice(0, 12) }, config.loadedAt.getTime() / 1000)
     this.log.info({ hash: config.hash.slice(0, 12), changed: config.hash !== old.hash }, 'config reloaded')
-    // Let requests that started on the old generation finish before its pools close.
-    setTimeout(() => {
-      void oldRuntime.close()
-      if (storeChanged) void oldStore.close()
-    }, 30_000).unref()
+    // Let requests that started on the old generation finish before its pools close; close() ends it sooner.
+    const retire = async (): Promise<void> => {
+      if (!this.retired.delete(retire)) return
+      await oldRuntime.close()
+      if (storeChanged) await oldStore.close()
+    }
+    this.retired.add(retire)
+    setTimeout(() => { void retire() }, 30_000).unref()
     return { ok: true, changed: config.hash !== old.hash }
   }
 
@@ -280,6 +291,8 @@ export class Gateway {
     clearTimeout(this.watchTimer)
     for (const watcher of this.watchers) watcher.close()
     await Promise.all([...this.listenersByName.values()].map((l) => l.close(deadlineMs)))
+    // Generations retired by reloads still hold pools and store connections until their timer: close them now.
+    await Promise.all([...this.retired].map(async (retire) => await retire()))
     await this.admin?.close()
     await this.handler.runtime?.close()
     this.signer?.close()

@@ -43,9 +43,15 @@ export function addIdentity (headers: Record<string, string | string[]>, identit
   if (identity.tier !== undefined) headers[names.tier] = identity.tier
 }
 
+const KEEP_ALIVE: ReadonlySet<string> = new Set(['keep-alive'])
+const CLOSE: ReadonlySet<string> = new Set(['close'])
+
 /** Names listed in `Connection`, lower-case. */
-export function connectionTokens (value: string | undefined): Set<string> | undefined {
+export function connectionTokens (value: string | undefined): ReadonlySet<string> | undefined {
   if (!value) return undefined
+  // What nearly every client and upstream sends, without a split and a new Set per request.
+  if (value === 'keep-alive' || value === 'Keep-Alive') return KEEP_ALIVE
+  if (value === 'close' || value === 'Close') return CLOSE
   const tokens = new Set<string>()
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase()

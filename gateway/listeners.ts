@@ -4,6 +4,7 @@ import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { resolve } from 'node:path'
 import type { SecureContextOptions, TLSSocket } from 'node:tls'
+import type { Duplex } from 'node:stream'
 import type { ListenerConfig, TlsConfig } from './config/types.js'
 import type { Logger } from './log.js'
 import { parseAddress } from './net.js'
@@ -61,7 +62,14 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
     ? https.createServer({ ...serverOptions, ...tlsOptions(config.tls, baseDir) }, onRequest)
     : http.createServer(serverOptions, onRequest)
 
-  server.on('upgrade', (req, socket, head) => { void handler.handleUpgrade(ref, req, socket, head) })
+  // Upgraded sockets (WebSocket tunnels) leave the server's connection list: closeAllConnections() would not end
+  // them, and a tunnel open at shutdown would hold close() forever. Kept here to be cut at the deadline.
+  const upgraded = new Set<Duplex>()
+  server.on('upgrade', (req, socket, head) => {
+    upgraded.add(socket)
+    socket.once('close', () => upgraded.delete(socket))
+    void handler.handleUpgrade(ref, req, socket, head)
+  })
   // Without this Node answers 100 Continue before authentication; the handler sends it once the body is wanted.
   server.on('checkContinue', onRequest)
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
@@ -98,14 +106,17 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
       if (!config.tls) return
       ;(server as https.Server).setSecureContext(tlsOptions(config.tls, dir))
     },
-    close: (deadlineMs: number) => closeServer(server, deadlineMs),
+    close: (deadlineMs: number) => closeServer(server, deadlineMs, upgraded),
   }
 }
 
-/** Stop accepting, let in-flight requests finish until the deadline, then cut what is left. */
-export function closeServer (server: http.Server, deadlineMs: number): Promise<void> {
+/** Stop accepting, let in-flight requests (and `upgraded` tunnels) finish until the deadline, then cut what is left. */
+export function closeServer (server: http.Server, deadlineMs: number, upgraded: ReadonlySet<Duplex> = new Set()): Promise<void> {
   return new Promise((resolvePromise) => {
-    const timer = setTimeout(() => server.closeAllConnections(), deadlineMs)
+    const timer = setTimeout(() => {
+      server.closeAllConnections()
+      for (const socket of upgraded) socket.destroy()
+    }, deadlineMs)
     timer.unref()
     // Keep-alive connections become idle as their last response ends: close them as they do.
     const sweep = setInterval(() => server.closeIdleConnections(), 50)

@@ -70,10 +70,14 @@ export class RequestHandler {
           else client.destroy()
         })
       })
+      // A tunnel whose client side is cut (shutdown deadline, reset) ends its upstream side too: the pipe only
+      // forwards a clean end, so the upstream connection would otherwise stay open.
+      proxyReq.on('upgrade', (_res, proxySocket) => { socket.once('close', () => proxySocket.destroy()) })
     })
   }
 
   async handle (listener: ListenerRef, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.socket !== null && closingSockets.has(req.socket)) { req.socket.destroy(); return }
     const started = performance.now()
     const runtime = this.runtime
     const requestId = randomUUID()
@@ -334,12 +338,14 @@ function overridesMethod (req: IncomingMessage, rawQuery: string, method: string
 /** Any query value that looks like an API key is refused on every route: keys in URLs end up in logs. */
 function hasKeyInQuery (rawQuery: string): boolean {
   if (!/agk|%61|%67|%6b|%5f/i.test(rawQuery)) return false
-  // A key sent as a bare parameter (`?agk_...`) is a name, not a value: refused too.
+  // A key sent as a bare parameter (`?agk_...`) is a name, not a value: refused too. So is one behind an encoded
+  // `=` or `&` (`?apikey%3Dagk_...`): an upstream that decodes before it splits reads it as a key parameter.
   for (const [name, value] of new URLSearchParams(rawQuery)) {
-    if (value.trimStart().startsWith('agk_') || name.trimStart().startsWith('agk_')) return true
+    if (KEY_IN_QUERY_TEXT.test(value) || KEY_IN_QUERY_TEXT.test(name)) return true
   }
   return false
 }
+const KEY_IN_QUERY_TEXT = /(?:^|[=&;,\s])agk_/
 
 /** X-Forwarded-For is read only from trusted proxies: the client is the rightmost address that is not one. */
 function clientAddress (runtime: Runtime, peer: string, forwardedFor: string | undefined): string {
@@ -399,6 +405,12 @@ export function upstreamHeaders (runtime: Runtime, route: CompiledRoute, req: In
 }
 
 /**
+ * Connections answered with `Connection: close`: requests the client pipelined behind are never processed
+ * (RFC 9112 §9.6), even when Node has already parsed them from the same packet.
+ */
+const closingSockets = new WeakSet<object>()
+
+/**
  * Before an early answer: a request body the client is still sending is not read, so the answer says
  * `Connection: close` and the connection ends after it. The socket is taken now: Node detaches it from the
  * request once the response has finished.
@@ -406,6 +418,7 @@ export function upstreamHeaders (runtime: Runtime, route: CompiledRoute, req: In
 function drainOrClose (req: IncomingMessage, res: ServerResponse): void {
   if (req.complete) return
   const socket = req.socket
+  if (socket) closingSockets.add(socket)
   res.shouldKeepAlive = false
   res.once('finish', () => socket?.destroySoon?.())
 }

@@ -45,6 +45,8 @@ export type ProviderConfig = Static<typeof ProviderSchema>
 export const jwtProvidersSection: SectionDefinition = {
   key: 'jwtProviders',
   schema: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' }), ProviderSchema, {
+    // TypeBox puts the key pattern in patternProperties only: without this, a name outside it is not validated at all.
+    additionalProperties: false,
     default: {},
     description: 'JWT issuers by name, referenced by `jwt: { provider: NAME }`.',
   }),

@@ -285,7 +285,15 @@ test('a body sent to a 401 route cannot smuggle a second request on a keep-alive
     const next = probe()
     const answer = await conversation(gw.url,
       `POST /keyed HTTP/1.1\r\nHost: ${host}\r\n${framing}\r\n\r\n${body}GET /open/next HTTP/1.1\r\nHost: ${host}\r\nX-Probe: ${next}\r\n\r\n`, 2)
-    const statuses = (answer.match(/HTTP\/1\.1 \d{3}/g) ?? []).filter((s) => s !== 'HTTP/1.1 100')
+    const statuses = (answer.match(/HTTP\/1\.1 \d{3}/g) ?? [])
+    if (framing.startsWith('Expect')) {
+      // No 100 Continue before authentication: the 401 comes instead, and the connection closes, so whatever
+      // the client sends after it (the held-back body, a next request) is never read as a request.
+      t.deepEqual(statuses, ['HTTP/1.1 401'], framing)
+      t.regex(answer, /connection: close/i)
+      t.is(seenWith(upstream, next).length, 0, 'nothing after a refused Expect request is read from that connection')
+      continue
+    }
     t.deepEqual(statuses, ['HTTP/1.1 401', 'HTTP/1.1 200'], framing)
     t.is(seenWith(upstream, next).length, 1, 'the real second request is forwarded')
   }
