@@ -7,7 +7,9 @@ import { command, startRedis, startRedisCluster, uniquePrefix, type RedisServer 
 
 const test = anyTest as TestFn
 
+/** Store timeout of the outage tests; the other tests use a generous one so a loaded machine cannot fail them. */
 const TIMEOUT_MS = 500
+const CALL_TIMEOUT_MS = 3000
 let redis: RedisServer
 const opened: Array<Store | { stop (): Promise<void> }> = []
 
@@ -25,7 +27,7 @@ function track<T extends Store | { stop (): Promise<void> }> (item: T): T {
   return item
 }
 
-function redisStore (url: string | { cluster: string[] }, prefix = uniquePrefix('store'), timeoutMs = TIMEOUT_MS): RedisStore {
+function redisStore (url: string | { cluster: string[] }, prefix = uniquePrefix('store'), timeoutMs = CALL_TIMEOUT_MS): RedisStore {
   return track(new RedisStore(url, { prefix, timeoutMs }))
 }
 
@@ -112,21 +114,21 @@ for (const kind of kinds) {
 
   test(title('a key set with a TTL expires and one set without a TTL stays'), async (t) => {
     const store = kind.make()
-    await store.set('short', 'x', 100)
+    await store.set('short', 'x', 1000)
     await store.set('long', 'y')
     t.is(await store.get('short'), 'x')
-    await delay(250)
+    await delay(1300)
     t.is(await store.get('short'), null)
     t.is(await store.get('long'), 'y')
   })
 
   test(title('of 100 concurrent setIfAbsent calls exactly one wins, and the key is free again after its TTL'), async (t) => {
     const store = kind.make()
-    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => store.setIfAbsent('nonce', `caller-${i}`, 150)))
+    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => store.setIfAbsent('nonce', `caller-${i}`, 1000)))
     t.is(results.filter(Boolean).length, 1)
     t.is(await store.get('nonce'), `caller-${results.indexOf(true)}`)
-    t.false(await store.setIfAbsent('nonce', 'late', 150))
-    await delay(300)
+    t.false(await store.setIfAbsent('nonce', 'late', 1000))
+    await delay(1300)
     t.true(await store.setIfAbsent('nonce', 'after-expiry', 150))
   })
 
@@ -137,9 +139,9 @@ for (const kind of kinds) {
     t.deepEqual(await store.getHash('key:abc'), { client: 'shop', scopes: 'orders:read orders:write', tier: 'gold' })
     await store.setHash('key:abc', { client: 'shop', revoked: '1' })
     t.deepEqual(await store.getHash('key:abc'), { client: 'shop', revoked: '1' })
-    await store.setHash('key:tmp', { a: '1' }, 100)
+    await store.setHash('key:tmp', { a: '1' }, 1000)
     t.deepEqual(await store.getHash('key:tmp'), { a: '1' })
-    await delay(250)
+    await delay(1300)
     t.is(await store.getHash('key:tmp'), null)
     await store.delete('key:abc')
     t.is(await store.getHash('key:abc'), null)
@@ -161,18 +163,18 @@ for (const kind of kinds) {
 
   test(title('increment counts within a fixed window and starts over when the window ends'), async (t) => {
     const store = kind.make()
-    const first = await store.increment('fail:alice', 300)
+    const first = await store.increment('fail:alice', 1500)
     t.is(first.count, 1)
-    t.true(first.resetMs > 0 && first.resetMs <= 300)
-    t.is((await store.increment('fail:alice', 300)).count, 2)
-    const third = await store.increment('fail:alice', 300)
+    t.true(first.resetMs > 0 && first.resetMs <= 1500)
+    t.is((await store.increment('fail:alice', 1500)).count, 2)
+    const third = await store.increment('fail:alice', 1500)
     t.is(third.count, 3)
     t.true(third.resetMs <= first.resetMs, 'later increments do not extend the window')
-    t.is((await store.increment('fail:bob', 300)).count, 1)
-    await delay(450)
-    const fresh = await store.increment('fail:alice', 300)
+    t.is((await store.increment('fail:bob', 1500)).count, 1)
+    await delay(1800)
+    const fresh = await store.increment('fail:alice', 1500)
     t.is(fresh.count, 1)
-    t.true(fresh.resetMs > 150)
+    t.true(fresh.resetMs > 750)
   })
 
   test(title('with 10/min ten requests at once pass and the eleventh must wait about 6 s'), async (t) => {
@@ -217,12 +219,12 @@ for (const kind of kinds) {
 
   test(title('the bucket refills at the sustained rate and a request passes after retryAfterMs'), async (t) => {
     const store = kind.make()
-    const check: GcraCheck = { key: 'rl:{fast}:client:x', emissionIntervalMs: 200, burst: 2 }
+    const check: GcraCheck = { key: 'rl:{fast}:client:x', emissionIntervalMs: 1000, burst: 2 }
     t.true((await store.rateLimit([check]))[0]!.allowed)
     t.true((await store.rateLimit([check]))[0]!.allowed)
     const [denied] = await store.rateLimit([check])
     t.false(denied!.allowed)
-    t.true(denied!.retryAfterMs > 0 && denied!.retryAfterMs <= 200)
+    t.true(denied!.retryAfterMs > 0 && denied!.retryAfterMs <= 1000)
     await delay(denied!.retryAfterMs + 30)
     const [again] = await store.rateLimit([check])
     t.true(again!.allowed)
@@ -343,7 +345,7 @@ test('createStore picks memory without a Redis URL and Redis with one', async (t
   const memory = track(createStore({ prefix: 'authgate:' }))
   t.is(memory.kind, 'memory')
   t.is(track(createStore({ redis: '', prefix: 'authgate:' })).kind, 'memory')
-  const remote = track(createStore({ redis: redis.url, prefix: uniquePrefix('create') }))
+  const remote = track(createStore({ redis: redis.url, prefix: uniquePrefix('create'), timeoutMs: CALL_TIMEOUT_MS }))
   t.is(remote.kind, 'redis')
   await t.notThrowsAsync(remote.ping())
   t.throws(() => createStore({ redis: 'http://127.0.0.1:6379', prefix: 'x:' }), { instanceOf: RangeError })
@@ -369,7 +371,7 @@ test('redis: keys and channels carry the prefix, and hash tags survive it', asyn
 
 test('redis: a killed server makes calls fail fast with StoreUnavailableError, and the same store recovers after a restart', async (t) => {
   const server = await privateRedis()
-  const store = redisStore(server.url)
+  const store = redisStore(server.url, undefined, TIMEOUT_MS)
   await store.set('k', 'before')
   t.true(store.healthy)
 
@@ -397,7 +399,7 @@ test('redis: a killed server makes calls fail fast with StoreUnavailableError, a
 
 test('redis: a paused server makes calls reject within the timeout instead of hanging', async (t) => {
   const server = await privateRedis()
-  const store = redisStore(server.url)
+  const store = redisStore(server.url, undefined, TIMEOUT_MS)
   await store.set('k', 'v')
 
   server.pause()
@@ -419,7 +421,7 @@ test('redis: a paused server makes calls reject within the timeout instead of ha
 test('redis: a store created while Redis is down rejects within the timeout and connects when Redis appears', async (t) => {
   const server = await privateRedis()
   await server.kill()
-  const store = redisStore(server.url)
+  const store = redisStore(server.url, undefined, TIMEOUT_MS)
   const outcome = await timed(store.get('k'))
   t.true(outcome.error instanceof StoreUnavailableError)
   t.true(outcome.ms < 2000)

@@ -60,8 +60,10 @@ test('the API-key cache hit ratio is exported: a repeated dynamic-key lookup is 
 })
 
 test('store failures are counted and a store outage shows on /readyz', async (t) => {
-  const gw = await startGateway(config(), { redis: true })
+  const gw = await startGateway({ ...config(), store: { timeout: '2s' } }, { redis: true })
   t.teardown(() => gw.close())
+  // The store connects in the background: wait until /readyz says so.
+  for (let i = 0; i < 100 && (await fetch(`${gw.adminUrl}/readyz`)).status !== 200; i++) await new Promise((resolve) => setTimeout(resolve, 50))
   t.is((await gw.fetch('/limited')).status, 200)
   t.is((await fetch(`${gw.adminUrl}/readyz`)).status, 200)
   await gw.redis!.kill()

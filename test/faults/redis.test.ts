@@ -48,9 +48,12 @@ async function createDynamicKey (gw: TestGateway): Promise<string> {
   const up = await until(async () => await gw.gateway.currentStore.ping().then(() => true, () => false), 10_000)
   if (!up) throw new Error('the store did not reconnect within 10 s')
   const { id, key } = newApiKey()
-  await gw.gateway.currentStore.setHash(recordKey(id), fieldsFromRecord({
+  const fields = fieldsFromRecord({
     id, digest: parseKeyHash(hashApiKey(key))!, client: 'dynamic-client', scopes: ['read'], revoked: false, createdAtMs: Date.now(),
-  }))
+  })
+  // The store timeout here is short on purpose (300 ms): on a loaded machine one write may miss it, so retry.
+  const written = await until(async () => await gw.gateway.currentStore.setHash(recordKey(id), fields).then(() => true, () => false), 10_000)
+  if (!written) throw new Error('could not write the key record within 10 s')
   return key
 }
 
