@@ -372,6 +372,8 @@ test('redis: keys and channels carry the prefix, and hash tags survive it', asyn
 test('redis: a killed server makes calls fail fast with StoreUnavailableError, and the same store recovers after a restart', async (t) => {
   const server = await privateRedis()
   const store = redisStore(server.url, undefined, TIMEOUT_MS)
+  // Connected first: the short timeout is for the outage, not for a first connection on a loaded machine.
+  t.true(await eventually(async () => await store.ping().then(() => true, () => false), 5000))
   await store.set('k', 'before')
   t.true(store.healthy)
 
@@ -400,6 +402,8 @@ test('redis: a killed server makes calls fail fast with StoreUnavailableError, a
 test('redis: a paused server makes calls reject within the timeout instead of hanging', async (t) => {
   const server = await privateRedis()
   const store = redisStore(server.url, undefined, TIMEOUT_MS)
+  // Connected first: the short timeout is for the outage, not for a first connection on a loaded machine.
+  t.true(await eventually(async () => await store.ping().then(() => true, () => false), 5000))
   await store.set('k', 'v')
 
   server.pause()
