@@ -1,0 +1,30 @@
+/**
+ * In a benchmark child (gateway or bare forward): when `BENCH_PROFILE` names a file, the parent can start and
+ * stop the V8 CPU profiler over IPC, so the profile covers the measured window only (not startup, not warm-up).
+ * Messages: 'bench:profile:start' -> { profiling: true }; 'bench:profile:stop' -> { profiled: FILE }.
+ */
+import { writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
+
+export function installProfilerHook (): void {
+  const file = process.env.BENCH_PROFILE
+  if (!file || !process.send) return
+  const session = new Session()
+  session.connect()
+  process.on('message', (message) => {
+    if (message === 'bench:profile:start') {
+      void (async () => {
+        await session.post('Profiler.enable')
+        await session.post('Profiler.setSamplingInterval', { interval: Number(process.env.BENCH_PROFILE_INTERVAL_US ?? 200) })
+        await session.post('Profiler.start')
+        process.send!({ profiling: true })
+      })()
+    } else if (message === 'bench:profile:stop') {
+      void (async () => {
+        const { profile } = await session.post('Profiler.stop')
+        writeFileSync(file, JSON.stringify(profile))
+        process.send!({ profiled: file })
+      })()
+    }
+  })
+}

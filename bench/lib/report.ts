@@ -1,0 +1,110 @@
+/**
+ * The benchmark's outputs: the console table, the Markdown table (BENCHMARKS.md), the SVG chart.
+ */
+import type { LoadResult } from '../load.js'
+
+export interface Row {
+  readonly id: string
+  readonly title: string
+  readonly kind: 'direct' | 'bare' | 'gateway'
+  /** The bare-forward variant this row is compared with (gateway rows). */
+  readonly baseline?: string
+  readonly skipped?: string
+  readonly load?: LoadResult
+  /** CPU µs per request of the process under test (gateway or bare forward; all workers summed). */
+  readonly cpuUsPerRequest?: number
+  /** Of which in user mode (the rest is the kernel's: system calls, loopback TCP). */
+  readonly userCpuUsPerRequest?: number
+  /** CPU µs per request of the other processes, for context. */
+  readonly otherCpuUsPerRequest?: Record<string, number>
+  /** read(2)/write(2)-family system calls per request of the process under test (/proc/PID/io). */
+  readonly syscallsPerRequest?: { readonly read: number, readonly write: number }
+  readonly vsDirect?: number
+  readonly vsBare?: number
+  readonly p99VsBare?: number
+  readonly note?: string
+  /** With --rounds: each round's figures (the row's are their medians). */
+  readonly rounds?: ReadonlyArray<{ readonly rps: number, readonly p50: number, readonly p99: number, readonly cpuUsPerRequest: number | undefined }>
+}
+
+const fixed = (n: number | undefined, digits: number) => n === undefined || !Number.isFinite(n) ? '—' : n.toFixed(digits)
+const percent = (n: number | undefined) => n === undefined || !Number.isFinite(n) ? '—' : `${Math.round(n * 100)}%`
+const thousands = (n: number | undefined) => n === undefined ? '—' : Math.round(n).toLocaleString('en-US')
+
+const HEADER = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'vs direct', 'vs bare', 'p99 / bare', 'non-2xx']
+
+function cells (row: Row): string[] {
+  if (row.skipped) return [row.title, `skipped: ${row.skipped}`, '', '', '', '', '', '', '']
+  const load = row.load!
+  const bare = row.kind === 'gateway' && row.baseline ? ` (${row.baseline})` : ''
+  return [
+    row.title,
+    thousands(load.rps),
+    fixed(load.latencyMs.p50, 2),
+    fixed(load.latencyMs.p99, 2),
+    fixed(row.cpuUsPerRequest, 1),
+    percent(row.vsDirect),
+    row.vsBare === undefined ? '—' : `${percent(row.vsBare)}${bare}`,
+    row.p99VsBare === undefined ? '—' : `${fixed(row.p99VsBare, 2)}×`,
+    String(load.non2xx + load.errors + load.timeouts),
+  ]
+}
+
+export function consoleTable (rows: readonly Row[]): string {
+  const table = [HEADER, ...rows.map(cells)]
+  const widths = HEADER.map((_, i) => Math.max(...table.map((r) => r[i]!.length)))
+  const line = (r: string[]) => r.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join('  ').trimEnd()
+  return [line(table[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...table.slice(1).map(line)].join('\n')
+}
+
+export function markdownTable (rows: readonly Row[]): string {
+  const out = [`| ${HEADER.join(' | ')} |`, `|${HEADER.map((_, i) => i === 0 ? '---' : '---:').join('|')}|`]
+  for (const row of rows) out.push(`| ${cells(row).join(' | ')} |`)
+  return out.join('\n')
+}
+
+const escapeXml = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+
+/** Two horizontal bar panels: throughput (req/s) and the process-under-test's CPU µs per request. */
+export function svgChart (rows: readonly Row[], subtitle: string): string {
+  const measured = rows.filter((r) => r.load && !r.skipped)
+  const labelWidth = 250
+  const panelWidth = 330
+  const gap = 40
+  const rowHeight = 22
+  const top = 64
+  const width = labelWidth + panelWidth * 2 + gap + 20
+  const height = top + measured.length * rowHeight + 30
+  const maxRps = Math.max(1, ...measured.map((r) => r.load!.rps))
+  const maxCpu = Math.max(1, ...measured.map((r) => r.cpuUsPerRequest ?? 0))
+  const color = (row: Row) => row.kind === 'direct' ? '#9e9e9e' : row.kind === 'bare' ? '#607d8b' : '#1e88e5'
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="#ffffff"/>`,
+    `<text x="10" y="20" font-size="15" font-weight="bold">authgate benchmark: 32 connections, loopback</text>`,
+    `<text x="10" y="38" fill="#555">${escapeXml(subtitle)}</text>`,
+    `<text x="${labelWidth}" y="${top - 8}" font-weight="bold">requests per second (higher is better)</text>`,
+    `<text x="${labelWidth + panelWidth + gap}" y="${top - 8}" font-weight="bold">CPU µs per request of the proxy (lower is better)</text>`,
+  ]
+  measured.forEach((row, i) => {
+    const y = top + i * rowHeight
+    parts.push(`<text x="${labelWidth - 8}" y="${y + 15}" text-anchor="end">${escapeXml(row.title)}</text>`)
+    const rpsWidth = Math.max(1, row.load!.rps / maxRps * (panelWidth - 70))
+    parts.push(`<rect x="${labelWidth}" y="${y + 4}" width="${rpsWidth.toFixed(1)}" height="${rowHeight - 8}" fill="${color(row)}"/>`)
+    parts.push(`<text x="${labelWidth + rpsWidth + 4}" y="${y + 15}">${thousands(row.load!.rps)}${row.vsBare !== undefined ? ` (${percent(row.vsBare)})` : ''}</text>`)
+    if (row.cpuUsPerRequest !== undefined) {
+      const x = labelWidth + panelWidth + gap
+      const cpuWidth = Math.max(1, row.cpuUsPerRequest / maxCpu * (panelWidth - 50))
+      parts.push(`<rect x="${x}" y="${y + 4}" width="${cpuWidth.toFixed(1)}" height="${rowHeight - 8}" fill="${color(row)}"/>`)
+      parts.push(`<text x="${x + cpuWidth + 4}" y="${y + 15}">${fixed(row.cpuUsPerRequest, 0)}</text>`)
+    }
+  })
+  const legendY = top + measured.length * rowHeight + 18
+  const legend: Array<[string, string]> = [['#9e9e9e', 'direct (no proxy)'], ['#607d8b', 'bare forward (http + undici Pool)'], ['#1e88e5', 'authgate (percent of its bare-forward baseline)']]
+  legend.forEach(([fill, text], i) => {
+    const x = labelWidth + i * 230
+    parts.push(`<rect x="${x}" y="${legendY - 10}" width="12" height="12" fill="${fill}"/><text x="${x + 16}" y="${legendY}">${escapeXml(text)}</text>`)
+  })
+  parts.push('</svg>')
+  return parts.join('\n') + '\n'
+}

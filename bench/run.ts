@@ -1,0 +1,622 @@
+/**
+ * `npm run bench`: load benchmarks of authgate against two baselines measured in the same run.
+ *
+ *   npm run bench                          every scenario, 10 s each after a 3 s warm-up
+ *   npm run bench -- --quick               3 s each after a 1 s warm-up
+ *   npm run bench -- --duration 20 --only public,apikey-ratelimit --rounds 3   (medians of 3 rounds)
+ *   npm run bench -- --profile [--only ID] CPU profile of a scenario (default apiKey + rateLimit) and its bare forward
+ *   npm run bench -- --memory --duration 300   RSS during a mixed run (after minute 1 and at the end)
+ *   npm run bench -- --micro               micro-benchmarks (bench/micro/)
+ *   npm run bench -- --compare DIR         the tree against the tree with DIR's files laid over it
+ *   --no-pin (nothing pinned to a CPU), --no-workers, --tsx (run the gateway through tsx), --log-level, --update-doc
+ *
+ * Processes: a raw-TCP upstream, redis-server, the bare forwarder, authgate (bench/gateway-main.ts, the real
+ * CLI) and autocannon, each its own process, so that the gateway's CPU time can be read from /proc before and
+ * after each scenario. See bench/README.md.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { cpus, hostname, loadavg, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { parseArgs } from 'node:util'
+import { RedisStore } from '../gateway/store/redis.js'
+import { KEY_INDEX, fieldsFromRecord, recordKey } from '../policies/api-key/records.js'
+import { startRedis } from '../test/helpers/redis.js'
+import type { LoadJob, LoadResult } from './load.js'
+import { consoleTable, markdownTable, svgChart, type Row } from './lib/report.js'
+import { buildForBench } from './lib/build.js'
+import { BENCH_DIR, ROOT_DIR, cpuMicros, freePort, processTree, rssBytes, spawnNode, syscalls, userCpuMicros, stopChild, useBuild, waitForMessage, waitForPort } from './lib/procs.js'
+import { makeMaterial, writeGatewayConfig, type Material } from './lib/setup.js'
+import { summarizeProfile } from './profile.js'
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    connections: { type: 'string', default: '32' },
+    only: { type: 'string' },
+    'no-pin': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    memory: { type: 'boolean', default: false },
+    micro: { type: 'boolean', default: false },
+    'no-workers': { type: 'boolean', default: false },
+    'update-doc': { type: 'boolean', default: false },
+    tsx: { type: 'boolean', default: false },
+    compare: { type: 'string' },
+    rounds: { type: 'string' },
+    'log-level': { type: 'string', default: 'info' },
+    label: { type: 'string' },
+  },
+  allowPositionals: false,
+})
+
+if (args.micro) {
+  const { runMicro } = await import('./micro/index.js')
+  process.exit(await runMicro())
+}
+
+const durationSec = Number(args.duration ?? (args.quick ? 3 : args.memory ? 300 : 10))
+const warmupSec = Number(args.warmup ?? (args.quick ? 1 : 3))
+const connections = Number(args.connections)
+if (!(durationSec > 0 && durationSec <= 3600) || !(warmupSec >= 0 && warmupSec <= 600) || !(connections >= 1 && connections <= 1024)) {
+  console.error('bench: --duration 1..3600, --warmup 0..600, --connections 1..1024')
+  process.exit(2)
+}
+const only = args.only?.split(',').map((s) => s.trim()).filter(Boolean)
+
+/**
+ * Pinning (the default on a machine with 2+ CPUs and taskset; --no-pin turns it off): the proxy under test alone on
+ * CPU 1, the load generator and the upstream on CPU 0, as in issue 7's reference measurements ("one proxy process
+ * pinned to one core"). Throughput then reads as the proxy's own cost. redis-server and the multi-worker gateway
+ * are not pinned.
+ */
+const pinned = !args['no-pin'] && cpus().length >= 2 && spawnSync('taskset', ['-V']).status === 0
+const PROXY_CPU = pinned ? '1' : undefined
+const OTHERS_CPU = pinned ? '0' : undefined
+
+function machine () {
+  const cpu = cpus()
+  return {
+    hostname: hostname(),
+    cpuModel: cpu[0]?.model ?? 'unknown',
+    cores: cpu.length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30 * 10) / 10,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    loadAverageAtStart: loadavg().map((n) => Math.round(n * 100) / 100),
+    redis: (spawnSync(process.env.REDIS_SERVER_BIN ?? 'redis-server', ['--version']).stdout?.toString() ?? '').match(/v=([\d.]+)/)?.[1] ?? 'unknown',
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Processes
+
+type Child = ReturnType<typeof spawnNode>
+
+async function startUpstream (material: Material): Promise<{ child: Child, port: number }> {
+  const child = spawnNode('bench/upstream.ts', [], { env: { BENCH_JWKS: material.jwks }, cpus: OTHERS_CPU })
+  const { port } = await waitForMessage<{ port: number }>(child, 'port')
+  return { child, port }
+}
+
+async function startBare (upstreamPort: number, tls: Material['pki']['server'] | undefined, extraEnv: Record<string, string> = {}): Promise<{ child: Child, port: number }> {
+  const env: Record<string, string> = { ...extraEnv, BENCH_UPSTREAM: `http://127.0.0.1:${upstreamPort}` }
+  if (tls) { env.BENCH_TLS_CERT = tls.certPath; env.BENCH_TLS_KEY = tls.keyPath }
+  const child = spawnNode('bench/bare-forward.ts', [], { env, cpus: PROXY_CPU })
+  const { port } = await waitForMessage<{ port: number }>(child, 'port')
+  return { child, port }
+}
+
+interface GatewayProcess { child: Child, plain: number, tls: number, routes: Set<string>, dir: string }
+
+async function startGateway (material: Material, options: {
+  upstreamPort: number, redisUrl: string, prefix: string, workers: number, available: ReadonlySet<string>, only?: string[], env?: Record<string, string>,
+  buildDir?: string, unpinned?: boolean
+}): Promise<GatewayProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'authgate-bench-'))
+  const ports = { plain: await freePort(), tls: await freePort() }
+  const { file, routes } = writeGatewayConfig(material, { dir, ports, logLevel: args['log-level'], ...options })
+  const child = spawnNode('bench/gateway-main.ts', ['start', '-c', file], {
+    cpus: options.unpinned ? undefined : PROXY_CPU,
+    env: { AUTHGATE_LOG_LEVEL: 'info', ...options.env },
+    // For perf(1) and the like: BENCH_GATEWAY_NODE_ARGS='--perf-basic-prof'.
+    nodeArgs: process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
+    ...(options.buildDir ? { buildDir: options.buildDir } : {}),
+  })
+  await waitForPort(ports.plain, child)
+  await waitForPort(ports.tls, child)
+  if (options.workers > 1) {
+    // Every worker listens once it is up: wait until the primary has them all.
+    const deadline = Date.now() + 30_000
+    while (processTree(child.pid!).length < options.workers + 1 && Date.now() < deadline) await sleep(100)
+    await sleep(1000)
+  }
+  return { child, plain: ports.plain, tls: ports.tls, routes, dir }
+}
+
+class LoadGenerator {
+  private constructor (readonly child: Child) {}
+
+  static async start (): Promise<LoadGenerator> {
+    const child = spawnNode('bench/load.ts', [], { cpus: OTHERS_CPU })
+    await waitForMessage(child, 'ready')
+    return new LoadGenerator(child)
+  }
+
+  async run (job: LoadJob): Promise<LoadResult> {
+    const answer = waitForMessage<{ result?: LoadResult, error?: string }>(this.child, 'result', (job.durationSec + 60) * 1000)
+      .catch(async () => await waitForMessage<{ error: string }>(this.child, 'error', 1000))
+    this.child.send(job)
+    const message = await answer as { result?: LoadResult, error?: string }
+    if (!message.result) throw new Error(`load generator: ${message.error}`)
+    return message.result
+  }
+}
+
+function sleep (ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scenarios
+
+interface Target { plain: string, tls: string }
+
+interface Scenario {
+  readonly id: string
+  readonly title: string
+  readonly kind: Row['kind']
+  /** Gateway route the scenario needs; its policies must be registered. */
+  readonly route?: string
+  /** Which process serves it: `direct` (upstream), `bare`, `bare-tls`, `gateway`, or the unpinned `gateway-w1`/`gateway-w2`. */
+  readonly via: 'direct' | 'bare' | 'bare-tls' | 'gateway' | 'gateway-w1' | 'gateway-w2'
+  readonly baseline?: string
+  readonly job: (target: Target, material: Material) => Omit<LoadJob, 'connections' | 'pipelining' | 'durationSec'>
+}
+
+const post = (material: Material) => ({ method: 'POST', body: material.body1k, headers: { 'content-type': 'application/json' } })
+const clientCert = (material: Material) => ({ cert: material.pki.client.cert, key: material.pki.client.key, ca: material.pki.ca.cert })
+const serverOnly = (material: Material) => ({ ca: material.pki.ca.cert })
+
+function scenarios (): Scenario[] {
+  return [
+    { id: 'direct', title: 'direct (no proxy)', kind: 'direct', via: 'direct', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
+    { id: 'bare', title: 'bare forward', kind: 'bare', via: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
+    { id: 'bare-post', title: 'bare forward, POST 1 KiB', kind: 'bare', via: 'bare', job: (t, m) => ({ url: `${t.plain}/hmac/items`, ...post(m) }) },
+    { id: 'bare-tls', title: 'bare forward, TLS', kind: 'bare', via: 'bare-tls', job: (t, m) => ({ url: `${t.tls}/mtls/items/1`, tls: serverOnly(m) }) },
+    { id: 'bare-tls-post', title: 'bare forward, TLS, POST 1 KiB', kind: 'bare', via: 'bare-tls', job: (t, m) => ({ url: `${t.tls}/full/items`, ...post(m), tls: serverOnly(m) }) },
+    { id: 'public', title: 'public route', kind: 'gateway', route: 'public', via: 'gateway', baseline: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
+    { id: 'public-post', title: 'public route, POST 1 KiB (streamed)', kind: 'gateway', route: 'public', via: 'gateway', baseline: 'bare-post', job: (t, m) => ({ url: `${t.plain}/public/items`, ...post(m) }) },
+    { id: 'apikey-static', title: 'apiKey (static)', kind: 'gateway', route: 'apikey', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/apikey/items/1`, headers: { 'x-api-key': m.staticKey.key } }) },
+    { id: 'apikey-redis', title: 'apiKey (Redis-stored)', kind: 'gateway', route: 'apikey', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/apikey/items/1`, headers: { 'x-api-key': m.dynamicKey.key } }) },
+    { id: 'jwt-hs256', title: 'jwt HS256', kind: 'gateway', route: 'jwt-hs', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/jwt-hs/items/1`, headers: { authorization: `Bearer ${m.hsToken}` } }) },
+    { id: 'jwt-es256', title: 'jwt ES256 (JWKS)', kind: 'gateway', route: 'jwt-es', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/jwt-es/items/1`, headers: { authorization: `Bearer ${m.esToken}` } }) },
+    { id: 'hmac', title: 'hmac-sha256, 1 KiB body', kind: 'gateway', route: 'hmac', via: 'gateway', baseline: 'bare-post', job: (t, m) => ({ url: `${t.plain}/hmac/items`, ...post(m), sign: m.hmac }) },
+    { id: 'basic', title: 'basic (bcrypt, cached)', kind: 'gateway', route: 'basic', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/basic/items/1`, headers: { authorization: `Basic ${Buffer.from(`${m.basic.user}:${m.basic.password}`).toString('base64')}` } }) },
+    { id: 'mtls', title: 'mtls (TLS keep-alive)', kind: 'gateway', route: 'mtls', via: 'gateway', baseline: 'bare-tls', job: (t, m) => ({ url: `${t.tls}/mtls/items/1`, tls: clientCert(m) }) },
+    { id: 'apikey-ratelimit', title: 'apiKey + rateLimit (Redis)', kind: 'gateway', route: 'ratelimit', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/rl/items/1`, headers: { 'x-api-key': m.staticKey.key } }) },
+    { id: 'full', title: 'mtls + hmac + jwt + rateLimit', kind: 'gateway', route: 'full', via: 'gateway', baseline: 'bare-tls-post', job: (t, m) => ({ url: `${t.tls}/full/items`, ...post(m), headers: { ...post(m).headers, authorization: `Bearer ${m.hsToken}` }, sign: m.hmac, tls: clientCert(m) }) },
+    { id: 'public-w1', title: 'public route, workers: 1 (unpinned)', kind: 'gateway', route: 'public', via: 'gateway-w1', baseline: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
+    { id: 'public-w2', title: 'public route, workers: 2 (unpinned)', kind: 'gateway', route: 'public', via: 'gateway-w2', baseline: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
+    { id: 'bare-end', title: 'bare forward (again, at the end)', kind: 'bare', via: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
+    { id: 'direct-end', title: 'direct (again, at the end)', kind: 'direct', via: 'direct', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Main
+
+const { policies } = await import('../policies/index.js')
+const available = new Set(policies.keys())
+const started = new Date()
+const info = machine()
+console.log(`authgate bench: ${info.cpuModel} × ${info.cores}, node ${info.node}, load average ${info.loadAverageAtStart.join(' ')}`)
+console.log(`${connections} connections, ${durationSec} s per scenario after ${warmupSec} s warm-up${pinned ? ', proxy pinned to CPU 1, load generator and upstream to CPU 0' : ', nothing pinned'}; policies: ${[...available].join(', ')}`)
+
+if (!args.tsx) useBuild(await buildForBench())
+const redis = await startRedis()
+const material = await makeMaterial()
+const upstream = await startUpstream(material)
+const prefix = 'bench:'
+const store = new RedisStore(redis.url, { prefix, timeoutMs: 2000 })
+await store.setHash(recordKey(material.dynamicKey.id), fieldsFromRecord({
+  id: material.dynamicKey.id, digest: material.dynamicKey.digest, client: 'bench-dynamic', scopes: ['read'], createdAtMs: Date.now(), revoked: false,
+}))
+await store.addToSet(KEY_INDEX, material.dynamicKey.id)
+await store.close()
+
+const resultsDir = join(BENCH_DIR, 'results')
+mkdirSync(resultsDir, { recursive: true })
+const stamp = started.toISOString().slice(0, 10)
+const machineName = (args.label ?? info.hostname).toLowerCase().replace(/[^a-z0-9-]+/g, '-').slice(0, 40)
+
+try {
+  if (args.profile) await profileRun()
+  else if (args.compare) await compareRun(args.compare)
+  else if (args.memory) await memoryRun()
+  else await loadRun()
+} finally {
+  await stopChild(upstream.child)
+  await redis.stop()
+}
+process.exit(0)
+
+async function loadRun (): Promise<void> {
+  const load = await LoadGenerator.start()
+  const bare = await startBare(upstream.port, undefined)
+  const bareTls = await startBare(upstream.port, material.pki.server)
+  const gateway = await startGateway(material, { upstreamPort: upstream.port, redisUrl: redis.url, prefix, workers: 1, available })
+  const withWorkers = !args['no-workers'] && (!only || only.includes('public-w2'))
+  const byId = new Map(scenarios().map((s) => [s.id, s]))
+  const wanted = only
+    ? new Set([...only, 'direct', 'bare', 'bare-end', 'direct-end', ...(withWorkers ? ['public-w1'] : []), ...only.map((id) => byId.get(id)?.baseline ?? '')])
+    : undefined
+  // workers: 1 against workers: 2, both unpinned (two workers need both CPUs), each a gateway of its own.
+  const gatewayW1 = withWorkers ? await startGateway(material, { upstreamPort: upstream.port, redisUrl: redis.url, prefix: 'bench-w1:', workers: 1, available, only: ['public'], unpinned: true }) : undefined
+  const gatewayW2 = withWorkers ? await startGateway(material, { upstreamPort: upstream.port, redisUrl: redis.url, prefix: 'bench-w2:', workers: 2, available, only: ['public'], unpinned: true }) : undefined
+
+  const processes = { upstream: upstream.child.pid!, loadgen: load.child.pid! }
+  const rows: Row[] = []
+  const rounds = Math.max(1, Math.min(20, Number(args.rounds ?? 1)))
+  try {
+    for (let round = 1; round <= rounds; round++) {
+    if (rounds > 1) console.log(`round ${round} of ${rounds}`)
+    for (const scenario of scenarios()) {
+      if (wanted && !wanted.has(scenario.id)) continue
+      if (round > 1 && rows.some((r) => r.id === scenario.id && r.skipped)) continue
+      if ((scenario.id === 'public-w2' || scenario.id === 'public-w1') && !gatewayW2) continue
+      const route = scenario.route
+      if (route !== undefined && !gateway.routes.has(route)) {
+        rows.push({ id: scenario.id, title: scenario.title, kind: scenario.kind, skipped: 'policy not available' })
+        console.log(`${scenario.title}: skipped (policy not available)`)
+        continue
+      }
+      const server = scenario.via === 'direct' ? { pid: upstream.child.pid!, plain: `http://127.0.0.1:${upstream.port}`, tls: '' }
+        : scenario.via === 'bare' ? { pid: bare.child.pid!, plain: `http://127.0.0.1:${bare.port}`, tls: '' }
+          : scenario.via === 'bare-tls' ? { pid: bareTls.child.pid!, plain: '', tls: `https://127.0.0.1:${bareTls.port}` }
+            : scenario.via === 'gateway' ? { pid: gateway.child.pid!, plain: `http://127.0.0.1:${gateway.plain}`, tls: `https://127.0.0.1:${gateway.tls}` }
+              : scenario.via === 'gateway-w1' ? { pid: gatewayW1!.child.pid!, plain: `http://127.0.0.1:${gatewayW1!.plain}`, tls: '' }
+                : { pid: gatewayW2!.child.pid!, plain: `http://127.0.0.1:${gatewayW2!.plain}`, tls: '' }
+      const job = { ...scenario.job({ plain: server.plain, tls: server.tls }, material), connections, pipelining: 1 }
+      if (warmupSec > 0) await load.run({ ...job, durationSec: warmupSec })
+      const pids = processTree(server.pid)
+      process.stdout.write(`▶ ${scenario.title} (${durationSec} s)\r`)
+      const others = { ...processes, redis: -1 }
+      const cpuBefore = cpuMicros(pids)
+      const ioBefore = syscalls(pids)
+      const userBefore = userCpuMicros(pids)
+      const otherBefore = Object.fromEntries(Object.entries(others).map(([name, pid]) => [name, pid > 0 ? cpuMicros([pid]) : 0]))
+      const result = await load.run({ ...job, durationSec })
+      const cpu = cpuMicros(pids) - cpuBefore
+      const io = syscalls(pids)
+      const user = userCpuMicros(pids) - userBefore
+      const perRequest = (n: number) => Math.round(n / Math.max(1, result.requests) * 100) / 100
+      const otherCpu = Object.fromEntries(Object.entries(others).filter(([, pid]) => pid > 0).map(([name, pid]) => [name, (cpuMicros([pid]) - otherBefore[name]!) / Math.max(1, result.requests)]))
+      const row: Row = {
+        id: scenario.id,
+        title: scenario.title,
+        kind: scenario.kind,
+        ...(scenario.baseline ? { baseline: scenario.baseline } : {}),
+        load: result,
+        ...(scenario.via !== 'direct' ? { cpuUsPerRequest: cpu / Math.max(1, result.requests), userCpuUsPerRequest: user / Math.max(1, result.requests) } : {}),
+        otherCpuUsPerRequest: otherCpu,
+        syscallsPerRequest: { read: perRequest(io.read - ioBefore.read), write: perRequest(io.write - ioBefore.write) },
+        ...(scenario.id === 'public-w2' ? { note: `${pids.length - 1} workers; CPU summed over primary and workers` } : {}),
+      }
+      rows.push(row)
+      const failures = result.non2xx + result.errors + result.timeouts
+      console.log(`${scenario.title}: ${Math.round(result.rps)} req/s, p50 ${result.latencyMs.p50.toFixed(2)} ms, p99 ${result.latencyMs.p99.toFixed(2)} ms, ` +
+        `${row.cpuUsPerRequest?.toFixed(1) ?? '—'} µs CPU/req (user ${row.userCpuUsPerRequest?.toFixed(1) ?? '—'}), ${row.syscallsPerRequest!.read}r+${row.syscallsPerRequest!.write}w syscalls/req${failures > 0 ? `, ${failures} failures ${JSON.stringify(result.statusCodes)}` : ''}`)
+    }
+    }
+  } finally {
+    await Promise.all([stopChild(gateway.child), gatewayW1 && stopChild(gatewayW1.child), gatewayW2 && stopChild(gatewayW2.child), stopChild(bare.child), stopChild(bareTls.child), stopChild(load.child)])
+    rmSync(gateway.dir, { recursive: true, force: true })
+    for (const extra of [gatewayW1, gatewayW2]) if (extra) rmSync(extra.dir, { recursive: true, force: true })
+  }
+
+  const final = withRatios(rounds > 1 ? mergeRounds(rows) : rows)
+  const loadAtEnd = loadavg().map((n) => Math.round(n * 100) / 100)
+  console.log(`\n${consoleTable(final)}\n`)
+  const targets = checkTargets(final)
+  for (const line of targets.lines) console.log(line)
+  const report = {
+    kind: 'load',
+    startedAt: started.toISOString(),
+    machine: info,
+    loadAverageAtEnd: loadAtEnd,
+    settings: { connections, pipelining: 1, durationSec, warmupSec, rounds, pinned, loadGenerator: 'autocannon 9 (own process)', upstream: 'raw TCP HTTP/1.1 responder (own process)' },
+    policies: [...available],
+    rows: final,
+    targets: targets.results,
+  }
+  const base = `${stamp}-${machineName}`
+  writeFileSync(join(resultsDir, `${base}.json`), JSON.stringify(report, null, 2) + '\n')
+  const subtitle = `${info.cpuModel} × ${info.cores} cores, node ${info.node}, load average ${info.loadAverageAtStart[0]} at start, ${durationSec} s per scenario${rounds > 1 ? ` × ${rounds} rounds (medians)` : ""}, ${pinned ? "proxy pinned to 1 core" : "unpinned"}, ${started.toISOString().slice(0, 16)}Z`
+  writeFileSync(join(resultsDir, 'chart.svg'), svgChart(final, subtitle))
+  const markdown = `${markdownTable(final)}\n\n${subtitle}\n`
+  writeFileSync(join(resultsDir, `${base}.md`), markdown)
+  console.log(`\nwrote bench/results/${base}.json, bench/results/${base}.md, bench/results/chart.svg`)
+  if (args['update-doc']) updateDoc(markdown)
+}
+
+/**
+ * With --rounds N: one row per scenario, each figure the median of its rounds (the machine is shared: a single round
+ * can land on a busy moment); the per-round figures are kept in `rounds`.
+ */
+function mergeRounds (rows: Row[]): Row[] {
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((x, y) => x - y)
+    const mid = Math.floor(sorted.length / 2)
+    return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+  }
+  const out: Row[] = []
+  for (const id of [...new Set(rows.map((r) => r.id))]) {
+    const group = rows.filter((r) => r.id === id)
+    const measured = group.filter((r) => r.load)
+    if (measured.length === 0) { out.push(group[0]!); continue }
+    const pick = (f: (r: Row) => number) => median(measured.map(f))
+    const first = measured[0]!
+    const load = first.load!
+    out.push({
+      ...first,
+      load: {
+        ...load,
+        requests: Math.round(pick((r) => r.load!.requests)),
+        rps: pick((r) => r.load!.rps),
+        non2xx: measured.reduce((n, r) => n + r.load!.non2xx, 0),
+        errors: measured.reduce((n, r) => n + r.load!.errors, 0),
+        timeouts: measured.reduce((n, r) => n + r.load!.timeouts, 0),
+        latencyMs: {
+          p50: pick((r) => r.load!.latencyMs.p50),
+          p90: pick((r) => r.load!.latencyMs.p90),
+          p99: pick((r) => r.load!.latencyMs.p99),
+          max: Math.max(...measured.map((r) => r.load!.latencyMs.max)),
+          mean: pick((r) => r.load!.latencyMs.mean),
+        },
+      },
+      ...(first.cpuUsPerRequest !== undefined ? { cpuUsPerRequest: pick((r) => r.cpuUsPerRequest!), userCpuUsPerRequest: pick((r) => r.userCpuUsPerRequest!) } : {}),
+      rounds: measured.map((r) => ({ rps: r.load!.rps, p50: r.load!.latencyMs.p50, p99: r.load!.latencyMs.p99, cpuUsPerRequest: r.cpuUsPerRequest })),
+    })
+  }
+  return out
+}
+
+/** Ratios: throughput to the mean of the start and end runs of direct and of the scenario's bare variant. */
+function withRatios (rows: Row[]): Row[] {
+  const mean = (ids: string[], pick: (r: Row) => number) => {
+    const found = rows.filter((r) => ids.includes(r.id) && r.load)
+    return found.length === 0 ? undefined : found.reduce((n, r) => n + pick(r), 0) / found.length
+  }
+  const directRps = mean(['direct', 'direct-end'], (r) => r.load!.rps)
+  return rows.map((row) => {
+    if (!row.load) return row
+    const ids = row.baseline === 'bare' ? ['bare', 'bare-end'] : row.baseline ? [row.baseline] : []
+    const bareRps = row.baseline ? mean(ids, (r) => r.load!.rps) : undefined
+    const bareP99 = row.baseline ? mean(ids, (r) => r.load!.latencyMs.p99) : undefined
+    return {
+      ...row,
+      ...(directRps && row.kind !== 'direct' ? { vsDirect: row.load.rps / directRps } : {}),
+      ...(bareRps ? { vsBare: row.load.rps / bareRps } : {}),
+      ...(bareP99 ? { p99VsBare: row.load.latencyMs.p99 / bareP99 } : {}),
+    }
+  })
+}
+
+interface TargetResult { readonly target: string, readonly value: number | undefined, readonly goal: string, readonly met: boolean | undefined }
+
+function checkTargets (rows: readonly Row[]): { results: TargetResult[], lines: string[] } {
+  const find = (id: string) => rows.find((r) => r.id === id && r.load)
+  const results: TargetResult[] = []
+  const ratio = (id: string, min: number, label: string) => {
+    const row = find(id)
+    results.push({ target: `${label} ≥ ${Math.round(min * 100)}% of bare forward`, value: row?.vsBare, goal: `>= ${min}`, met: row?.vsBare === undefined ? undefined : row.vsBare >= min })
+  }
+  ratio('apikey-ratelimit', 0.85, 'apiKey + Redis rateLimit')
+  ratio('public', 0.90, 'public route')
+  ratio('jwt-es256', 0.85, 'jwt ES256 (cached)')
+  for (const id of ['public', 'apikey-ratelimit', 'jwt-es256']) {
+    const row = find(id)
+    results.push({ target: `${row?.title ?? id}: p99 ≤ 1.5× bare forward's`, value: row?.p99VsBare, goal: '<= 1.5', met: row?.p99VsBare === undefined ? undefined : row.p99VsBare <= 1.5 })
+  }
+  const w1 = find('public-w1')
+  const w2 = find('public-w2')
+  if (w1?.cpuUsPerRequest && w2?.cpuUsPerRequest) {
+    const change = w2.cpuUsPerRequest / w1.cpuUsPerRequest
+    results.push({ target: 'CPU µs/request flat from 1 to 2 workers (within 15%)', value: change, goal: '<= 1.15', met: change <= 1.15 })
+  }
+  const lines = results.map((r) => `${r.met === undefined ? 'n/a ' : r.met ? 'MET ' : 'MISS'}  ${r.target}: ${r.value === undefined ? 'not measured' : r.value.toFixed(2)}`)
+  return { results, lines }
+}
+
+/** Replaces the text between the `bench:results` markers in BENCHMARKS.md. */
+function updateDoc (markdown: string): void {
+  const file = join(ROOT_DIR, 'BENCHMARKS.md')
+  const text = readFileSync(file, 'utf8')
+  const start = '<!-- bench:results:start -->'
+  const end = '<!-- bench:results:end -->'
+  const a = text.indexOf(start)
+  const b = text.indexOf(end)
+  if (a === -1 || b === -1) { console.error('BENCHMARKS.md has no bench:results markers; not updated'); return }
+  writeFileSync(file, `${text.slice(0, a + start.length)}\n${markdown}${text.slice(b)}`)
+  console.log('updated BENCHMARKS.md')
+}
+
+/**
+ * `--profile`: the V8 CPU profiler over the measured window only (lib/profiler-hook.ts), first of the bare
+ * forward, then of the gateway in the apiKey + rateLimit scenario (apiKey alone when rateLimit is not registered).
+ */
+async function profileRun (): Promise<void> {
+  const load = await LoadGenerator.start()
+  const scenarioId = only?.[0] ?? (available.has('rateLimit') ? 'apikey-ratelimit' : 'apikey-static')
+  const scenario = scenarios().find((s) => s.id === scenarioId && s.route)
+  if (!scenario) throw new Error(`--profile: no gateway scenario "${scenarioId}"`)
+  const profileDir = mkdtempSync(join(tmpdir(), 'authgate-prof-'))
+  const base = `profile-${stamp}-${machineName}`
+  const sections: string[] = []
+  const profile = async (name: string, child: Child, job: LoadJob) => {
+    if (warmupSec > 0) await load.run({ ...job, durationSec: warmupSec })
+    const started = waitForMessage(child, 'profiling')
+    child.send('bench:profile:start')
+    await started
+    const cpuBefore = cpuMicros([child.pid!])
+    const result = await load.run({ ...job, durationSec })
+    const cpu = cpuMicros([child.pid!]) - cpuBefore
+    const stopped = waitForMessage<{ profiled: string }>(child, 'profiled')
+    child.send('bench:profile:stop')
+    const { profiled } = await stopped
+    const file = join(resultsDir, `${base}-${name}.cpuprofile`)
+    writeFileSync(file, readFileSync(profiled))
+    const summary = summarizeProfile(JSON.parse(readFileSync(profiled, 'utf8')), 25, result.requests)
+    sections.push(`# ${name}: ${Math.round(result.rps)} req/s, ${(cpu / Math.max(1, result.requests)).toFixed(1)} µs CPU per request (${durationSec} s)\n\n${summary}`)
+    console.log(sections[sections.length - 1])
+  }
+  try {
+    const baseline = scenarios().find((s) => s.id === (scenario.baseline ?? 'bare'))!
+    const tls = baseline.via === 'bare-tls'
+    const bare = await startBare(upstream.port, tls ? material.pki.server : undefined, { BENCH_PROFILE: join(profileDir, 'bare.cpuprofile') })
+    try {
+      const origin = `${tls ? 'https' : 'http'}://127.0.0.1:${bare.port}`
+      await profile(baseline.id, bare.child, { ...baseline.job({ plain: origin, tls: origin }, material), connections, pipelining: 1, durationSec })
+    } finally {
+      await stopChild(bare.child)
+    }
+    // With --compare DIR, the gateway profiled is the one with DIR's files laid over the tree.
+    const buildDir = args.compare ? await buildForBench(join(BENCH_DIR, '.build-b'), args.compare) : undefined
+    const gateway = await startGateway(material, {
+      upstreamPort: upstream.port, redisUrl: redis.url, prefix, workers: 1, available, only: [scenario.route!],
+      env: { BENCH_PROFILE: join(profileDir, 'gateway.cpuprofile') },
+      ...(buildDir ? { buildDir } : {}),
+    })
+    try {
+      const job = { ...scenario.job({ plain: `http://127.0.0.1:${gateway.plain}`, tls: `https://127.0.0.1:${gateway.tls}` }, material), connections, pipelining: 1, durationSec }
+      await profile(`gateway-${scenario.id}`, gateway.child, job)
+    } finally {
+      await stopChild(gateway.child)
+      rmSync(gateway.dir, { recursive: true, force: true })
+    }
+  } finally {
+    await stopChild(load.child)
+    rmSync(profileDir, { recursive: true, force: true })
+  }
+  writeFileSync(join(resultsDir, `${base}.md`), sections.join('\n'))
+  console.log(`wrote bench/results/${base}.md and ${base}-*.cpuprofile (open them in Chrome DevTools)`)
+}
+
+/**
+ * `--compare DIR`: the working tree (A) against the tree with DIR's files laid over it (B, same relative paths,
+ * e.g. DIR/gateway/server.ts), alternating A and B for --rounds rounds per scenario; prints the medians.
+ * For measuring one hot-path change on a noisy machine.
+ */
+async function compareRun (overlay: string): Promise<void> {
+  const buildB = await buildForBench(join(BENCH_DIR, '.build-b'), overlay)
+  if (!buildB) throw new Error('--compare needs esbuild')
+  const load = await LoadGenerator.start()
+  const rounds = Math.max(1, Number(args.rounds ?? 3))
+  const a = await startGateway(material, { upstreamPort: upstream.port, redisUrl: redis.url, prefix, workers: 1, available })
+  const b = await startGateway(material, { upstreamPort: upstream.port, redisUrl: redis.url, prefix: 'bench-b:', workers: 1, available, buildDir: buildB })
+  const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)]!
+  const list = scenarios().filter((s) => s.kind === 'gateway' && s.via === 'gateway' && s.route && a.routes.has(s.route) && s.id !== 'public-w1' && (!only || only.includes(s.id)))
+  console.log(`compare: A = working tree, B = ${overlay}; ${rounds} rounds of ${durationSec} s, alternating`)
+  try {
+    for (const scenario of list) {
+      const cpu: Record<'A' | 'B', number[]> = { A: [], B: [] }
+      const rps: Record<'A' | 'B', number[]> = { A: [], B: [] }
+      for (let round = 0; round < rounds; round++) {
+        for (const [name, gateway] of (round % 2 === 0 ? [['A', a], ['B', b]] : [['B', b], ['A', a]]) as Array<['A' | 'B', GatewayProcess]>) {
+          const job = { ...scenario.job({ plain: `http://127.0.0.1:${gateway.plain}`, tls: `https://127.0.0.1:${gateway.tls}` }, material), connections, pipelining: 1 }
+          if (warmupSec > 0) await load.run({ ...job, durationSec: warmupSec })
+          const before = cpuMicros([gateway.child.pid!])
+          const result = await load.run({ ...job, durationSec })
+          cpu[name].push((cpuMicros([gateway.child.pid!]) - before) / Math.max(1, result.requests))
+          rps[name].push(result.rps)
+        }
+      }
+      const [ca, cb] = [median(cpu.A), median(cpu.B)]
+      const [la, lb] = [Math.min(...cpu.A), Math.min(...cpu.B)]
+      console.log(`${scenario.title.padEnd(34)} CPU µs/req median A ${ca.toFixed(1)} B ${cb.toFixed(1)} (B/A ${(cb / ca).toFixed(3)}), best A ${la.toFixed(1)} B ${lb.toFixed(1)} (B/A ${(lb / la).toFixed(3)}); req/s A ${Math.round(median(rps.A))} B ${Math.round(median(rps.B))}` +
+        `  [A ${cpu.A.map((n) => n.toFixed(0)).join(' ')} | B ${cpu.B.map((n) => n.toFixed(0)).join(' ')}]`)
+    }
+  } finally {
+    await Promise.all([stopChild(a.child), stopChild(b.child), stopChild(load.child)])
+    rmSync(a.dir, { recursive: true, force: true })
+    rmSync(b.dir, { recursive: true, force: true })
+  }
+}
+
+/** `--memory`: a mixed run of every available plain and TLS scenario at once; RSS sampled every 5 s. */
+async function memoryRun (): Promise<void> {
+  const gateway = await startGateway(material, { upstreamPort: upstream.port, redisUrl: redis.url, prefix, workers: 1, available })
+  const plain = await LoadGenerator.start()
+  const tls = await LoadGenerator.start()
+  const target = { plain: `http://127.0.0.1:${gateway.plain}`, tls: `https://127.0.0.1:${gateway.tls}` }
+  const mix = scenarios().filter((s) => s.kind === 'gateway' && s.via === 'gateway' && s.route && gateway.routes.has(s.route) && s.id !== 'public-w1')
+  const plainMix = mix.filter((s) => !s.job(target, material).tls).map((s) => s.job(target, material))
+  const tlsMix = mix.filter((s) => s.job(target, material).tls).map((s) => s.job(target, material))
+  console.log(`memory: ${durationSec} s mixed run: ${mix.map((s) => s.id).join(', ')}`)
+  const samples: Array<{ atSec: number, rssMiB: number }> = []
+  const pid = gateway.child.pid!
+  const t0 = Date.now()
+  const sample = () => {
+    samples.push({ atSec: Math.round((Date.now() - t0) / 1000), rssMiB: Math.round(rssBytes([pid]) / 2 ** 20 * 10) / 10 })
+  }
+  sample()
+  const timer = setInterval(sample, 5_000)
+  // Each generator cycles through its list in turn, one scenario per `slice` seconds, until the time is up.
+  const slice = Math.min(10, durationSec)
+  const drive = async (generator: LoadGenerator, list: Array<Omit<LoadJob, 'connections' | 'pipelining' | 'durationSec'>>, conns: number) => {
+    let i = 0
+    let total = 0
+    let failures = 0
+    while (list.length > 0 && Date.now() - t0 < durationSec * 1000) {
+      const left = durationSec - (Date.now() - t0) / 1000
+      const result = await generator.run({ ...list[i++ % list.length]!, connections: conns, pipelining: 1, durationSec: Math.max(1, Math.min(slice, Math.round(left))) })
+      total += result.requests
+      failures += result.non2xx + result.errors + result.timeouts
+    }
+    return { total, failures }
+  }
+  const tlsConns = tlsMix.length > 0 ? Math.max(1, Math.round(connections / 4)) : 0
+  let counts: Array<{ total: number, failures: number }>
+  try {
+    counts = await Promise.all([drive(plain, plainMix, connections - tlsConns), drive(tls, tlsMix, tlsConns)])
+  } finally {
+    clearInterval(timer)
+    sample()
+    await Promise.all([stopChild(gateway.child), stopChild(plain.child), stopChild(tls.child)])
+    rmSync(gateway.dir, { recursive: true, force: true })
+  }
+  const atMinute = samples.find((s) => s.atSec >= 60) ?? samples[Math.floor(samples.length / 2)]!
+  const end = samples[samples.length - 1]!
+  const growth = (end.rssMiB - atMinute.rssMiB) / atMinute.rssMiB
+  // RSS swings with each major GC: the spread of the samples says more than two single samples.
+  const spread = (list: typeof samples) => {
+    const values = list.map((x) => x.rssMiB).sort((x, y) => x - y)
+    return values.length === 0 ? undefined : { min: values[0]!, median: values[Math.floor(values.length / 2)]!, max: values[values.length - 1]! }
+  }
+  const windows = {
+    untilFirstMinute: spread(samples.filter((x) => x.atSec > 0 && x.atSec <= atMinute.atSec)),
+    lastMinute: spread(samples.filter((x) => x.atSec >= Math.max(atMinute.atSec, end.atSec - 60))),
+  }
+  const report = {
+    kind: 'memory',
+    startedAt: started.toISOString(),
+    machine: info,
+    settings: { connections, durationSec, mix: mix.map((s) => s.id) },
+    requests: counts.reduce((n, c) => n + c.total, 0),
+    failures: counts.reduce((n, c) => n + c.failures, 0),
+    rssAfterFirstMinuteMiB: atMinute.rssMiB,
+    rssAtFirstMinuteSampleSec: atMinute.atSec,
+    rssAtEndMiB: end.rssMiB,
+    growth,
+    windows,
+    samples,
+  }
+  const file = `memory-${stamp}-${machineName}.json`
+  writeFileSync(join(resultsDir, file), JSON.stringify(report, null, 2) + '\n')
+  console.log(`requests ${report.requests} (${report.failures} failures); RSS at ${atMinute.atSec} s: ${atMinute.rssMiB} MiB, at the end (${end.atSec} s): ${end.rssMiB} MiB (${growth >= 0 ? '+' : ''}${(growth * 100).toFixed(1)}%)`)
+  console.log(`spread (min/median/max MiB): up to ${atMinute.atSec} s ${JSON.stringify(windows.untilFirstMinute)}, last minute ${JSON.stringify(windows.lastMinute)}`)
+  console.log(`samples (s: MiB): ${samples.map((s) => `${s.atSec}: ${s.rssMiB}`).join(', ')}`)
+  console.log(`wrote bench/results/${file}`)
+}
