@@ -275,8 +275,8 @@ test('the key service refuses bad input, unknown ids and static keys with a KeyR
 
 test('on Redis, a revocation published by one instance drops the cached key of another at once', async (t) => {
   const prefix = uniquePrefix('apikey-unit')
-  const storeA = new RedisStore(t.context.redis.url, { prefix })
-  const storeB = countingStore(new RedisStore(t.context.redis.url, { prefix }))
+  const storeA = new RedisStore(t.context.redis.url, { prefix, timeoutMs: 3000 })
+  const storeB = countingStore(new RedisStore(t.context.redis.url, { prefix, timeoutMs: 3000 }))
   t.teardown(async () => { await storeA.close(); await storeB.close() })
   const { send } = await setup({ store: storeB, config: { cacheTtl: '1h' } })
   const service = new KeyService({ store: storeA })

@@ -168,8 +168,8 @@ test('after maxFailuresPerIp failures from one address every user from it is 429
 
 test('failed attempts are counted in Redis: failures through one instance lock the user out on another', async (t) => {
   const prefix = uniquePrefix('basic-unit')
-  const storeA = countingStore(new RedisStore(t.context.redis.url, { prefix }))
-  const storeB = countingStore(new RedisStore(t.context.redis.url, { prefix }))
+  const storeA = countingStore(new RedisStore(t.context.redis.url, { prefix, timeoutMs: 3000 }))
+  const storeB = countingStore(new RedisStore(t.context.redis.url, { prefix, timeoutMs: 3000 }))
   t.teardown(async () => { await storeA.close(); await storeB.close() })
   const a = await setup(t.context.dir, { store: storeA, config: { maxFailuresPerUser: 2 } })
   const b = await setup(t.context.dir, { store: storeB, config: { maxFailuresPerUser: 2 } })

@@ -79,6 +79,13 @@ export async function startGateway (config: Record<string, unknown>, options: St
     await rm(dir, { recursive: true, force: true })
     throw error
   }
+  if (redis !== undefined || options.redis === true || typeof options.redis === 'string') {
+    // The store connects in the background: tests start once it answers, not on a cold connection.
+    const deadline = Date.now() + 5_000
+    while (Date.now() < deadline && !await gateway.currentStore.ping().then(() => true, () => false)) {
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+  }
   const urls = Object.fromEntries(gateway.listeners.map((l) => [l.name, l.url]))
   const first = gateway.listeners[0]!.url
   const agents: Agent[] = []
