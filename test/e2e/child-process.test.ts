@@ -1,60 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import test from 'ava'
 import { stringify } from 'yaml'
 import { freePort, probe, recordingUpstream, type Seen } from './support.js'
+import { killChildren, runCli, type Child } from '../helpers/child.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const RUN_CLI = join(ROOT, 'test/helpers/run-cli.ts')
 
-interface Child {
-  process: ChildProcess
-  output: () => string
-  /** Resolves with the exit code (or the signal's name). */
-  exited: Promise<number | string>
-  /** Resolves when the output contains `text`. */
-  waitForOutput (text: string): Promise<void>
-}
-
-const children = new Set<ChildProcess>()
-test.after.always(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-})
-
-function runCli (args: string[]): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', RUN_CLI, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NODE_ENV: 'test', AUTHGATE_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  children.add(child)
-  let output = ''
-  const waiters: Array<{ text: string, resolve: () => void }> = []
-  const onData = (chunk: Buffer) => {
-    output += chunk.toString()
-    for (const waiter of waiters.splice(0)) {
-      if (output.includes(waiter.text)) waiter.resolve()
-      else waiters.push(waiter)
-    }
-  }
-  child.stdout!.on('data', onData)
-  child.stderr!.on('data', onData)
-  const exited = new Promise<number | string>((resolvePromise) => {
-    child.once('exit', (code, signal) => { children.delete(child); resolvePromise(code ?? signal ?? 'unknown') })
-  })
-  return {
-    process: child,
-    output: () => output,
-    exited,
-    waitForOutput (text) {
-      if (output.includes(text)) return Promise.resolve()
-      return new Promise((resolvePromise) => waiters.push({ text, resolve: resolvePromise }))
-    },
-  }
-}
+test.after.always(killChildren)
 
 /** Polls until `url` answers 200; fails early when the process exits. There is no event for "listening" to await. */
 async function waitUntilServing (child: Child, url: string, timeoutMs = 90_000): Promise<void> {

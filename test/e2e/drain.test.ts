@@ -3,21 +3,18 @@
  * and cuts it past the deadline; SIGTERM does the same for a running process and exits 0; `workers: 2` serves,
  * reloads both workers on SIGHUP and exits 0 on SIGTERM.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import test from 'ava'
 import { stringify } from 'yaml'
 import { startGateway } from '../helpers/gateway.js'
 import { freePort, probe, recordingUpstream, type RecordingUpstream } from './support.js'
+import { killChildren, runCli, type Child } from '../helpers/child.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const RUN_CLI = join(ROOT, 'test/helpers/run-cli.ts')
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -155,39 +152,7 @@ test('close() with a 200 ms deadline cuts a slower request and resolves within a
 
 // ---- a real `authgate start` process ----
 
-interface Child {
-  process: ChildProcess
-  output: () => string
-  exited: Promise<number | string>
-  /** Resolves when the output contains `text`. */
-  waitForOutput (text: string): Promise<void>
-}
-
-const children = new Set<ChildProcess>()
-test.after.always(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-})
-
-function runCli (args: string[]): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', RUN_CLI, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NODE_ENV: 'test', AUTHGATE_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  children.add(child)
-  let output = ''
-  child.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  const exited = new Promise<number | string>((resolvePromise) => {
-    child.once('exit', (code, signal) => { children.delete(child); resolvePromise(code ?? signal ?? 'unknown') })
-  })
-  return {
-    process: child,
-    output: () => output,
-    exited,
-    waitForOutput: async (text) => { await until(() => output.includes(text), `"${text}" in the output:\n${output}`, 30_000) },
-  }
-}
+test.after.always(killChildren)
 
 async function waitUntilServing (child: Child, url: string): Promise<void> {
   let exit: number | string | undefined

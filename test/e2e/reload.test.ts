@@ -3,14 +3,12 @@
  * positioned errors and the old configuration keeps serving; a change of the watched file reloads, never from a
  * half-written file; SIGHUP reloads a running `authgate start` process.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { mkdtemp, open, rename, rm, writeFile } from 'node:fs/promises'
 import net, { type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 import { Agent, fetch as undiciFetch } from 'undici'
 import { stringify } from 'yaml'
@@ -18,9 +16,8 @@ import { checkConfig } from '../../gateway/config/load.js'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, withDefaults, type TestGateway } from '../helpers/gateway.js'
 import { assertProblem, freePort, recordingUpstream, type RecordingUpstream } from './support.js'
+import { killChildren, runCli, type Child } from '../helpers/child.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const RUN_CLI = join(ROOT, 'test/helpers/run-cli.ts')
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -427,32 +424,7 @@ test('a listener renamed on the same port, or given a second listener, keeps ans
 
 // ---- a real `authgate start` process ----
 
-interface Child {
-  process: ChildProcess
-  output: () => string
-  exited: Promise<number | string>
-}
-
-const children = new Set<ChildProcess>()
-test.after.always(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-})
-
-function runCli (args: string[]): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', RUN_CLI, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NODE_ENV: 'test', AUTHGATE_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  children.add(child)
-  let output = ''
-  child.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  const exited = new Promise<number | string>((resolvePromise) => {
-    child.once('exit', (code, signal) => { children.delete(child); resolvePromise(code ?? signal ?? 'unknown') })
-  })
-  return { process: child, output: () => output, exited }
-}
+test.after.always(killChildren)
 
 async function waitUntilServing (child: Child, url: string): Promise<void> {
   let exit: number | string | undefined
