@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
@@ -74,23 +73,6 @@ function requestBody (req: IncomingMessage, maxBytes: number): Readable {
   return Readable.from(limitedBody(req, maxBytes), { objectMode: false })
 }
 
-/**
- * The signal that aborts the upstream request when the client goes away. undici accepts an EventEmitter as
- * `signal`: a fraction of the cost of an AbortController and its EventTarget listeners (bench/micro). The reason
- * is the one AbortController.abort() gives.
- */
-class ClientGone extends EventEmitter {
-  aborted = false
-  reason: unknown = undefined
-
-  abort (): void {
-    if (this.aborted) return
-    this.aborted = true
-    this.reason = new DOMException('This operation was aborted', 'AbortError')
-    this.emit('abort')
-  }
-}
-
 async function * limitedBody (req: IncomingMessage, maxBytes: number): AsyncGenerator<Buffer> {
   let total = 0
   for await (const chunk of req) {
@@ -109,50 +91,133 @@ export interface ForwardRequest {
   readonly body: Buffer | undefined
   readonly hasBody: boolean
   readonly maxBodyBytes: number
+  /** Sent back as X-Request-Id. */
+  readonly requestId: string
   /** Added to the client response (X-Request-Id, RateLimit...). */
   readonly responseHeaders: Record<string, string>
 }
 
 /**
- * Streams the request to the upstream and the answer back. Resolves when the response is finished;
- * rejects with a GatewayError (502/504) or a 413 Rejection wrapped in RejectedError when nothing was sent yet.
+ * Streams the request to the upstream and the answer back. Resolves with the upstream's status when the response is
+ * finished; rejects with a GatewayError (502/504) or a 413 Rejection wrapped in RejectedError when nothing was sent yet.
  */
-export async function forward (upstream: Upstream, req: IncomingMessage, res: ServerResponse, request: ForwardRequest): Promise<number> {
+export function forward (upstream: Upstream, req: IncomingMessage, res: ServerResponse, request: ForwardRequest): Promise<number> {
   if (upstream.echo) return echo(req, res, request)
-  const pool = upstream.pool!
-  const gone = new ClientGone()
-  const onClose = () => { if (!res.writableFinished) gone.abort() }
-  res.on('close', onClose)
-  let status = 0
-  try {
-    await pool.stream({
+  return new Promise<number>((resolve, reject) => {
+    const exchange = new UpstreamExchange(res, request, resolve, reject)
+    ;(res as ResponseWithExchange)[kExchange] = exchange
+    res.on('close', onClientClose)
+    upstream.pool!.dispatch({
       path: upstream.basePath + request.target,
       method: request.method,
       headers: request.headers,
       body: request.body ?? (request.hasBody ? requestBody(req, request.maxBodyBytes) : null),
-      signal: gone,
-      opaque: res,
-    }, ({ statusCode, headers }) => {
-      status = statusCode
-      res.statusCode = statusCode
+    }, exchange)
+  })
+}
+
+const kExchange = Symbol('upstreamExchange')
+
+/** Whether the gateway adds this (lower-case) header itself; the few added names are compared without a Set per request. */
+function addsHeader (added: Record<string, string>, lower: string): boolean {
+  for (const name in added) if (name.length === lower.length && name.toLowerCase() === lower) return true
+  return false
+}
+type ResponseWithExchange = ServerResponse & { [kExchange]?: UpstreamExchange }
+
+/** The client went away before its response was finished: stop the upstream request (and free its connection). */
+function onClientClose (this: ServerResponse): void {
+  if (!this.writableFinished) (this as ResponseWithExchange)[kExchange]?.clientGone()
+}
+
+/**
+ * One upstream request, as undici's dispatch handler: the upstream's answer is written straight into the client's
+ * response (no intermediate stream, no per-request closures), headers as one flat list so that Node serializes them
+ * without building its own header map. undici's raw-header callbacks (onHeaders with Buffers) spare it parsing the
+ * headers into an object that would be walked again here.
+ */
+class UpstreamExchange {
+  status = 0
+  #abort: ((reason?: Error) => void) | undefined
+  #gone = false
+  #settled = false
+  #resume: (() => void) | undefined
+
+  constructor (
+    private readonly res: ServerResponse,
+    private readonly request: ForwardRequest,
+    private readonly resolve: (status: number) => void,
+    private readonly reject: (error: Error) => void,
+  ) {}
+
+  clientGone (): void {
+    this.#gone = true
+    this.#abort?.(new DOMException('This operation was aborted', 'AbortError') as unknown as Error)
+  }
+
+  onConnect (abort: (reason?: Error) => void): void {
+    this.#abort = abort
+    if (this.#gone) abort(new DOMException('This operation was aborted', 'AbortError') as unknown as Error)
+  }
+
+  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    // 1xx interim answers (other than 101, which undici handles as an upgrade) are not relayed.
+    if (statusCode < 200) return true
+    this.status = statusCode
+    this.#resume = resume
+    const res = this.res
+    const headers: string[] = []
+    let named: ReadonlySet<string> | undefined
+    for (let i = 0; i < rawHeaders.length; i += 2) {
       // RFC 9110 §7.6.1: the fields the upstream names in Connection are hop-by-hop too.
-      const connection = headers.connection
-      const named = connectionTokens(Array.isArray(connection) ? connection.join(',') : connection)
-      for (const name in headers) {
-        const value = headers[name]
-        // X-Request-Id is the gateway's: one id per request, whatever the upstream says.
-        if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name) || name === 'x-request-id') continue
-        res.setHeader(name, value)
+      if (rawHeaders[i]!.length === 10 && rawHeaders[i]!.toString('latin1').toLowerCase() === 'connection') {
+        named = connectionTokens(rawHeaders[i + 1]!.toString('latin1'))
       }
-      const added = request.responseHeaders
-      for (const name in added) res.setHeader(name, added[name]!)
-      return res
-    })
-    return status
-  } catch (error) {
-    throw upstreamError(error)
-  } finally {
-    res.off('close', onClose)
+    }
+    const added = this.request.responseHeaders
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!.toString('latin1')
+      const lower = name.toLowerCase()
+      // X-Request-Id is the gateway's: one id per request, whatever the upstream says. So are the headers the
+      // chain adds (RateLimit...): they replace the upstream's.
+      if (HOP_BY_HOP.has(lower) || lower === 'x-request-id' || named?.has(lower) || addsHeader(added, lower)) continue
+      headers.push(name, rawHeaders[i + 1]!.toString('latin1'))
+    }
+    for (const name in added) headers.push(name, added[name]!)
+    headers.push('X-Request-Id', this.request.requestId)
+    try {
+      res.writeHead(statusCode, headers)
+    } catch (error) {
+      // A header Node refuses to send (invalid characters): nothing was written, the client gets a 502.
+      this.fail(new GatewayError(502, 'upstream_unavailable', 'upstream sent an invalid response header', { cause: error }))
+      return false
+    }
+    return true
+  }
+
+  onData (chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true
+    // Backpressure: undici stops reading the upstream until the client's socket drains.
+    this.res.once('drain', this.#resume!)
+    return false
+  }
+
+  onComplete (): void {
+    if (this.#settled) return
+    this.#settled = true
+    this.res.end()
+    this.resolve(this.status)
+  }
+
+  onError (error: Error): void {
+    this.fail(upstreamError(error))
+  }
+
+  private fail (error: Error): void {
+    if (this.#settled) return
+    this.#settled = true
+    if (!this.res.headersSent) this.#abort?.(error)
+    this.reject(error)
   }
 }
 
@@ -194,6 +259,7 @@ async function echo (req: IncomingMessage, res: ServerResponse, request: Forward
   })
   res.statusCode = 200
   for (const [name, value] of Object.entries(request.responseHeaders)) res.setHeader(name, value)
+  res.setHeader('X-Request-Id', request.requestId)
   res.setHeader('Content-Type', 'application/json')
   res.setHeader('Content-Length', Buffer.byteLength(payload))
   res.end(payload)

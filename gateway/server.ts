@@ -25,11 +25,34 @@ export interface ForwardHooks {
   upstreamIdentity? (result: ChainResult, route: CompiledRoute, headers: Record<string, string | string[]>): Promise<void> | void
 }
 
-interface Decision {
-  route: CompiledRoute | undefined
-  code: string
-  subject: string | undefined
-  methods: string | undefined
+/** What one request decided and how it ends: read by the access-log line when the response closes. */
+class Exchange {
+  route: CompiledRoute | undefined = undefined
+  code = 'ok'
+  subject: string | undefined = undefined
+  methods: string | undefined = undefined
+  /** Expect: 100-continue not answered yet. */
+  awaitingContinue = false
+
+  constructor (
+    readonly handler: RequestHandler,
+    readonly listener: ListenerRef,
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly requestId: string,
+    readonly started: number,
+    /** Taken at the start: Node detaches the socket from the request before 'close' in some paths (early answers). */
+    readonly remote: string | undefined,
+  ) {}
+}
+
+const kExchange = Symbol('exchange')
+type TrackedResponse = ServerResponse & { [kExchange]?: Exchange }
+
+/** 'close' is emitted once per response; a module-level listener spares a closure per request. */
+function onResponseClose (this: TrackedResponse): void {
+  const exchange = this[kExchange]
+  if (exchange) exchange.handler.logRequest(exchange)
 }
 
 /** Response headers of a request that passed no step (public route): read-only, shared. */
@@ -78,58 +101,55 @@ export class RequestHandler {
 
   async handle (listener: ListenerRef, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.socket !== null && closingSockets.has(req.socket)) { req.socket.destroy(); return }
-    const started = performance.now()
-    const runtime = this.runtime
-    const requestId = randomUUID()
-    const decision: Decision = { route: undefined, code: 'ok', subject: undefined, methods: undefined }
-    res.setHeader('X-Request-Id', requestId)
-    // Taken now: Node detaches the socket from the request before 'close' in some paths (early answers).
-    const remote = req.socket?.remoteAddress
-    // 'close' is emitted once per response: `on` spares the `once` wrapper.
-    res.on('close', () => this.logRequest(req, res, listener, requestId, decision, started, remote))
+    const exchange = new Exchange(this, listener, req, res, randomUUID(), performance.now(), req.socket?.remoteAddress)
+    ;(res as TrackedResponse)[kExchange] = exchange
+    res.on('close', onResponseClose)
     try {
-      await this.process(runtime, listener, req, res, requestId, decision)
+      await this.process(this.runtime, exchange)
     } catch (error) {
-      this.fail(error, res, requestId, decision, req)
+      this.fail(error, exchange)
     }
   }
 
-  private async process (runtime: Runtime, listener: ListenerRef, req: IncomingMessage, res: ServerResponse,
-    requestId: string, decision: Decision): Promise<void> {
-    // Expect: 100-continue (RFC 9110 §10.1.1): the client waits for 100 before sending the body. It is sent only
-    // once the body is wanted (a policy reads it, or the request is forwarded); a refusal comes instead of it, on
-    // a connection that then closes (the client may or may not send the body it held back).
-    let awaitingContinue = false
-    const reject = (problem: Problem) => {
-      decision.code = problem.code
-      if (problem.status === 400 || problem.status === 413 || problem.status === 431 || awaitingContinue) drainOrClose(req, res)
-      sendProblem(res, problem, requestId)
-    }
+  /**
+   * An answer from the gateway itself. Expect: 100-continue (RFC 9110 §10.1.1): a refusal comes instead of the 100,
+   * on a connection that then closes (the client may or may not send the body it held back).
+   */
+  private reject (exchange: Exchange, problem: Problem): void {
+    exchange.code = problem.code
+    if (problem.status === 400 || problem.status === 413 || problem.status === 431 || exchange.awaitingContinue) drainOrClose(exchange.req, exchange.res)
+    sendProblem(exchange.res, problem, exchange.requestId)
+  }
+
+  /** The client waits for 100 before sending the body: sent only once the body is wanted. */
+  private sendContinue (exchange: Exchange): void {
+    if (exchange.awaitingContinue && !exchange.res.headersSent) exchange.res.writeContinue()
+    exchange.awaitingContinue = false
+  }
+
+  private async process (runtime: Runtime, exchange: Exchange): Promise<void> {
+    const { listener, req, res, requestId } = exchange
     const prepared = prepare(runtime, listener, req, requestId, this.deps.now)
-    if (prepared instanceof Rejection) return reject(prepared)
+    if (prepared instanceof Rejection) return this.reject(exchange, prepared)
     const { route, ctx, hasBody } = prepared
-    decision.route = route
+    exchange.route = route
 
     const declaredLength = Number(req.headers['content-length'] ?? 0)
-    if (declaredLength > route.maxBodyBytes) return reject(Rejection.payloadTooLarge(route.maxBodyBytes))
+    if (declaredLength > route.maxBodyBytes) return this.reject(exchange, Rejection.payloadTooLarge(route.maxBodyBytes))
 
-    awaitingContinue = hasBody && typeof req.headers.expect === 'string' && req.headers.expect.toLowerCase() === '100-continue'
-    const sendContinue = () => {
-      if (awaitingContinue && !res.headersSent) res.writeContinue()
-      awaitingContinue = false
-    }
+    exchange.awaitingContinue = hasBody && typeof req.headers.expect === 'string' && req.headers.expect.toLowerCase() === '100-continue'
 
     let result: ChainResult | undefined
     const skipChain = route.public || (route.preflightPublic && req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined)
     if (!skipChain) {
-      if (route.readsBody && hasBody) { sendContinue(); await ctx.body() }
+      if (route.readsBody && hasBody) { this.sendContinue(exchange); await ctx.body() }
       const outcome = await runChain(route.steps, ctx)
       if ('rejection' in outcome) {
         const { rejection } = outcome
         if (rejection.status === 401 || rejection.status === 403) this.deps.metrics.authFailures.inc({ method: outcome.byKey ?? 'chain', code: rejection.code })
         if (rejection.status === 429) this.deps.metrics.rateLimited.inc({ route: route.name })
-        decision.subject = outcome.identity.subject || undefined
-        return reject({
+        exchange.subject = outcome.identity.subject || undefined
+        return this.reject(exchange, {
           status: rejection.status,
           code: rejection.code,
           detail: rejection.detail,
@@ -139,19 +159,19 @@ export class RequestHandler {
         })
       }
       result = outcome
-      decision.subject = outcome.identity.subject
-      decision.methods = outcome.identity.methods.join(',')
+      exchange.subject = outcome.identity.subject
+      exchange.methods = outcome.identity.methods.join(',')
     } else if (route.steps.length > 0 && route.public) {
       // Public routes may carry non-authenticating steps (rateLimit).
       const outcome = await runChain(route.steps, ctx)
       if ('rejection' in outcome) {
         if (outcome.rejection.status === 429) this.deps.metrics.rateLimited.inc({ route: route.name })
-        return reject({ status: outcome.rejection.status, code: outcome.rejection.code, detail: outcome.rejection.detail, headers: { ...outcome.responseHeaders, ...outcome.rejection.headers } })
+        return this.reject(exchange, { status: outcome.rejection.status, code: outcome.rejection.code, detail: outcome.rejection.detail, headers: { ...outcome.responseHeaders, ...outcome.rejection.headers } })
       }
       result = outcome
     }
 
-    sendContinue()
+    this.sendContinue(exchange)
     const headers = upstreamHeaders(runtime, route, req, ctx, result)
     headers['x-request-id'] = requestId
     // Awaited only when a hook is set: `await undefined` would still cost a turn of the microtask queue.
@@ -167,6 +187,7 @@ export class RequestHandler {
         body: buffered,
         hasBody,
         maxBodyBytes: route.maxBodyBytes,
+        requestId,
         responseHeaders: result?.responseHeaders ?? NO_HEADERS,
       })
     } finally {
@@ -174,27 +195,28 @@ export class RequestHandler {
     }
   }
 
-  private fail (error: unknown, res: ServerResponse, requestId: string, decision: Decision, req: IncomingMessage): void {
+  private fail (error: unknown, exchange: Exchange): void {
+    const { res, req, requestId } = exchange
     if (error instanceof PayloadTooLargeError) {
-      decision.code = 'payload_too_large'
+      exchange.code = 'payload_too_large'
       drainOrClose(req, res)
       sendProblem(res, Rejection.payloadTooLarge(error.limitBytes), requestId)
       return
     }
     if (error instanceof RejectedError) {
-      decision.code = error.rejection.code
+      exchange.code = error.rejection.code
       drainOrClose(req, res)
       sendProblem(res, error.rejection, requestId)
       return
     }
     if (error instanceof GatewayError) {
-      decision.code = error.code
+      exchange.code = error.code
       const level = error.status >= 500 ? 'warn' : 'info'
       this.deps.log[level]({ requestId, code: error.code, err: describeCause(error) }, error.message)
       sendProblem(res, { status: error.status, code: error.code, detail: publicDetail(error) }, requestId)
       return
     }
-    decision.code = 'internal_error'
+    exchange.code = 'internal_error'
     this.deps.log.error({ requestId, err: describeCause(error) }, 'unexpected error while handling a request')
     sendProblem(res, { status: 500, code: 'internal_error', detail: 'internal error' }, requestId)
   }
@@ -244,24 +266,24 @@ export class RequestHandler {
     }
   }
 
-  private logRequest (req: IncomingMessage, res: ServerResponse, listener: ListenerRef, requestId: string, decision: Decision,
-    started: number, remote: string | undefined): void {
-    const durationMs = performance.now() - started
-    const routeName = decision.route?.name ?? '(none)'
+  logRequest (exchange: Exchange): void {
+    const { req, res } = exchange
+    const durationMs = performance.now() - exchange.started
+    const routeName = exchange.route?.name ?? '(none)'
     const status = res.headersSent ? res.statusCode : 499
-    this.deps.metrics.requests.inc({ route: routeName, status, code: decision.code })
+    this.deps.metrics.requests.inc({ route: routeName, status, code: exchange.code })
     this.deps.metrics.duration.observe({ route: routeName }, durationMs / 1000)
     this.accessLog.info({
-      requestId,
-      listener: listener.name,
+      requestId: exchange.requestId,
+      listener: exchange.listener.name,
       method: escapeControl(req.method ?? ''),
       path: redactTarget(req.url ?? ''),
       route: routeName,
       status,
-      code: decision.code,
-      subject: decision.subject !== undefined ? escapeControl(decision.subject) : undefined,
-      methods: decision.methods,
-      remote,
+      code: exchange.code,
+      subject: exchange.subject !== undefined ? escapeControl(exchange.subject) : undefined,
+      methods: exchange.methods,
+      remote: exchange.remote,
       durationMs: Math.round(durationMs * 1000) / 1000,
     }, 'request')
   }
