@@ -247,10 +247,59 @@ for (const kind of kinds) {
     t.deepEqual(await store.rateLimit([]), [])
   })
 
+  test(title('a lease takes min(upTo, what conforms now): 4, 4, the 2 left of a burst of 10, then a refusal'), async (t) => {
+    const store = kind.make()
+    const lease: GcraCheck = { ...perMinute('rl:{lease}:client:shop', 10), upTo: 4 }
+    const [first] = await store.rateLimit([lease])
+    t.like(first, { allowed: true, granted: 4, remaining: 6, retryAfterMs: 0 })
+    t.true(first!.resetMs > 23_000 && first!.resetMs <= 24_000, `resetMs ${first!.resetMs}: four cells of 6 s`)
+    const [second] = await store.rateLimit([lease])
+    t.like(second, { allowed: true, granted: 4, remaining: 2 })
+    const [partial] = await store.rateLimit([lease])
+    t.like(partial, { allowed: true, granted: 2, remaining: 0 }, 'fewer than upTo: what the bucket has, not all-or-nothing')
+    t.true(partial!.resetMs > 59_000 && partial!.resetMs <= 60_000)
+    const [refused] = await store.rateLimit([lease])
+    t.like(refused, { allowed: false, granted: 0, remaining: 0 })
+    t.true(refused!.retryAfterMs > 5000 && refused!.retryAfterMs <= 6000, `retryAfterMs ${refused!.retryAfterMs}`)
+    // A check without upTo keeps today's answer shape: no granted field.
+    const [plain] = await store.rateLimit([perMinute('rl:{lease}:client:other', 10)])
+    t.false('granted' in plain!)
+    t.like(plain, { allowed: true, remaining: 9 })
+  })
+
+  test(title('a lease never takes fewer than cost, and a lease refused by another check of the call takes nothing'), async (t) => {
+    const store = kind.make()
+    const bucket = perMinute('rl:{lease}:route', 10)
+    t.like((await store.rateLimit([{ ...bucket, upTo: 9 }]))[0], { allowed: true, granted: 9, remaining: 1 })
+    t.like((await store.rateLimit([{ ...bucket, cost: 2, upTo: 5 }]))[0], { allowed: false, granted: 0 }, 'one cell left, two needed')
+    const tight: GcraCheck = { key: 'rl:{lease}:ip:10.0.0.1', emissionIntervalMs: 60_000, burst: 1 }
+    t.true((await store.rateLimit([tight]))[0]!.allowed)
+    const fresh: GcraCheck = { ...perMinute('rl:{lease}:client:shop', 10), upTo: 5 }
+    const [wouldTake, denied] = await store.rateLimit([fresh, tight])
+    t.like(wouldTake, { allowed: true, granted: 5 }, 'reported as it would be')
+    t.false(denied!.allowed)
+    t.like((await store.rateLimit([fresh]))[0], { allowed: true, granted: 5, remaining: 5 }, 'the refused call charged nothing')
+    t.like((await store.rateLimit([{ ...bucket, upTo: 5 }]))[0], { allowed: true, granted: 1, remaining: 0 })
+  })
+
+  test(title('concurrent leases from two connections never take more cells than the burst'), async (t) => {
+    const a = kind.make()
+    const b = kind.peer(a)
+    const lease: GcraCheck = { ...perMinute('rl:{lease}:client:busy', 10), upTo: 3 }
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? a : b).rateLimit([lease])))
+    const granted = results.map(([r]) => r!.granted ?? -1)
+    t.is(granted.reduce((sum, n) => sum + n, 0), 10, `granted ${granted.join(',')}`)
+    t.true(granted.every((n) => n >= 0 && n <= 3))
+    t.is(results.filter(([r]) => r!.allowed).length, granted.filter((n) => n > 0).length)
+  })
+
   test(title('a malformed rate limit check is a RangeError, not a store failure'), async (t) => {
     const store = kind.make()
     await t.throwsAsync(store.rateLimit([{ key: 'rl:x', emissionIntervalMs: 0, burst: 1 }]), { instanceOf: RangeError })
     await t.throwsAsync(store.rateLimit([{ key: 'rl:x', emissionIntervalMs: 100, burst: -1 }]), { instanceOf: RangeError })
+    for (const upTo of [0, 1.5, -2, Number.NaN]) {
+      await t.throwsAsync(store.rateLimit([{ key: 'rl:x', emissionIntervalMs: 100, burst: 5, upTo }]), { instanceOf: RangeError }, `upTo ${upTo}`)
+    }
     await t.throwsAsync(store.set('k', 'v', 0), { instanceOf: RangeError })
     t.is(await store.get('rl:x'), null)
   })
@@ -310,6 +359,20 @@ test('memory: GCRA gives the pinned numbers exactly under a fake clock', async (
   t.deepEqual(await store.rateLimit([check]), [{ allowed: true, remaining: 0, resetMs: 60_000, retryAfterMs: 0 }])
   now += 60_000
   t.deepEqual(await store.rateLimit([check]), [{ allowed: true, remaining: 9, resetMs: 6000, retryAfterMs: 0 }])
+})
+
+test('memory: a lease gives the pinned numbers exactly under a fake clock, refilling at the sustained rate', async (t) => {
+  let now = 1_000_000
+  const store = track(new MemoryStore({ now: () => now }))
+  const lease: GcraCheck = { key: 'rl:{x}:lease', emissionIntervalMs: 100, burst: 10, upTo: 4 }
+  t.deepEqual(await store.rateLimit([lease]), [{ allowed: true, remaining: 6, resetMs: 400, retryAfterMs: 0, granted: 4 }])
+  t.deepEqual(await store.rateLimit([lease]), [{ allowed: true, remaining: 2, resetMs: 800, retryAfterMs: 0, granted: 4 }])
+  t.deepEqual(await store.rateLimit([lease]), [{ allowed: true, remaining: 0, resetMs: 1000, retryAfterMs: 0, granted: 2 }])
+  t.deepEqual(await store.rateLimit([lease]), [{ allowed: false, remaining: 0, resetMs: 1000, retryAfterMs: 100, granted: 0 }])
+  now += 250 // two and a half cells refilled: two conform
+  t.deepEqual(await store.rateLimit([lease]), [{ allowed: true, remaining: 0, resetMs: 950, retryAfterMs: 0, granted: 2 }])
+  now += 2000
+  t.deepEqual(await store.rateLimit([{ ...lease, upTo: 1 }]), [{ allowed: true, remaining: 9, resetMs: 100, retryAfterMs: 0, granted: 1 }])
 })
 
 test('memory: a fractional emission interval still lets the whole burst through', async (t) => {

@@ -23,16 +23,21 @@ export function evaluateGcra (tat: number | undefined, now: number, check: GcraC
   const interval = check.emissionIntervalMs
   const limit = check.burst * interval
   const base = Math.max(tat ?? now, now)
-  const newTat = base + (check.cost ?? 1) * interval
+  const cost = check.cost ?? 1
+  // A lease takes every cell that conforms now (up to upTo), but never fewer than cost: too few is a refusal.
+  const take = check.upTo === undefined
+    ? cost
+    : Math.max(cost, Math.min(check.upTo, Math.floor((limit - (base - now)) / interval + GCRA_EPSILON)))
+  const newTat = base + take * interval
   const delay = newTat - now
+  const lease = check.upTo !== undefined
   if (delay <= limit + GCRA_EPSILON) {
     const remaining = Math.max(0, Math.floor((limit - delay) / interval + GCRA_EPSILON))
-    return { result: { allowed: true, remaining, resetMs: Math.ceil(delay), retryAfterMs: 0 }, newTat }
+    const result = { allowed: true, remaining, resetMs: Math.ceil(delay), retryAfterMs: 0 }
+    return { result: lease ? { ...result, granted: take } : result, newTat }
   }
-  return {
-    result: { allowed: false, remaining: 0, resetMs: Math.ceil(base - now), retryAfterMs: Math.ceil(delay - limit) },
-    newTat,
-  }
+  const result = { allowed: false, remaining: 0, resetMs: Math.ceil(base - now), retryAfterMs: Math.ceil(delay - limit) }
+  return { result: lease ? { ...result, granted: 0 } : result, newTat }
 }
 
 /** Programming mistakes in a check are RangeErrors, raised before any state is read. */
@@ -45,6 +50,9 @@ export function assertValidChecks (checks: readonly GcraCheck[]): void {
     if (!Number.isFinite(check.burst) || check.burst <= 0) throw new RangeError(`burst must be a positive number, got ${check.burst}`)
     const cost = check.cost ?? 1
     if (!Number.isFinite(cost) || cost < 0) throw new RangeError(`cost must be a number >= 0, got ${cost}`)
+    if (check.upTo !== undefined && (!Number.isSafeInteger(check.upTo) || check.upTo < 1)) {
+      throw new RangeError(`upTo must be an integer >= 1, got ${check.upTo}`)
+    }
   }
 }
 

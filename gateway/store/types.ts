@@ -16,6 +16,12 @@ export interface GcraCheck {
   readonly burst: number
   /** Cost of this request, default 1. */
   readonly cost?: number
+  /**
+   * Take up to this many cells at once (a lease, integer >= 1): the check passes when `cost` cells conform now and
+   * then takes min(upTo, cells that conform now), never fewer than `cost`. The result's `granted` says how many.
+   * Absent: exactly `cost`, as before.
+   */
+  readonly upTo?: number
 }
 
 export interface GcraResult {
@@ -26,6 +32,11 @@ export interface GcraResult {
   readonly resetMs: number
   /** When not allowed: milliseconds until a request of this cost would pass (Retry-After). 0 when allowed. */
   readonly retryAfterMs: number
+  /**
+   * Only for a check with `upTo`: cells taken (what the check would take when another check of the call refused it;
+   * nothing is written then). 0 when this check is refused.
+   */
+  readonly granted?: number
 }
 
 export interface Store {
@@ -53,6 +64,7 @@ export interface Store {
   /**
    * GCRA for all limits of one request in one atomic step (one Lua script in Redis).
    * When any check fails, no check's state is changed (a rejected request costs nothing).
+   * A check with `upTo` takes as many cells as conform now, up to `upTo` (rate-limit leases, policies/rate-limit).
    */
   rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]>
 

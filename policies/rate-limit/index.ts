@@ -2,6 +2,7 @@ import type { ConfigIssue } from '../../gateway/errors.js'
 import type { RouteConfig } from '../../gateway/config/types.js'
 import { parseRate } from '../../gateway/config/units.js'
 import type { PolicyDefinition } from '../types.js'
+import { leaseCap } from './lease.js'
 import { parseBy, needsIdentity, RouteLimiter, type LimitSpec } from './limiter.js'
 import { schema, type RateLimitConfig } from './schema.js'
 
@@ -11,9 +12,10 @@ export { schema, type RateLimitConfig } from './schema.js'
 const NON_AUTHENTICATING = new Set(['rateLimit', 'scopes', 'claims'])
 
 /**
- * `rateLimit: { by, limit | tier, burst?, name? }`: GCRA (DESIGN.md "Rate limits"), shared by every instance
+ * `rateLimit: { by, limit | tier, burst?, name?, lease? }`: GCRA (DESIGN.md "Rate limits"), shared by every instance
  * through the store. All rateLimit steps that follow one another on a route are evaluated together: the first of
  * them makes ONE `store.rateLimit` call (one Lua script, one round trip) for all, and the rest reuse its answer.
+ * With `lease` > 1 a busy key's store call takes several cells, and later requests spend them locally (lease.ts).
  * Every response of the route that passed the limiter carries `RateLimit-Policy` and `RateLimit`; 429 adds
  * `Retry-After`. `store.onError: allow` falls back to per-instance counters while the store is down.
  */
@@ -42,6 +44,15 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
         severity: 'warning', path: ['tier'],
         message: 'callers whose tier is not in rateLimitTiers (or who have none) will be refused with 403',
         fix: 'add `limit:` as their rate, or a tier named `default` in rateLimitTiers',
+      })
+    }
+
+    const burst = config.burst ?? (config.limit !== undefined && config.tier !== true ? rateCount(config.limit) : undefined)
+    if ((config.lease ?? 1) > 1 && burst !== undefined && leaseCap(config.lease ?? 1, burst) === 1) {
+      issues.push({
+        severity: 'warning', path: ['lease'],
+        message: `lease has no effect with a burst of ${burst}: one lease holds at most burst / 10 requests`,
+        fix: 'remove lease, or use it on limits with a burst of 20 or more',
       })
     }
 
@@ -85,6 +96,7 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
       ...(config.limit !== undefined ? { rate: parseRate(config.limit) } : {}),
       tiers: config.tier === true ? tiers : undefined,
       ...(config.burst !== undefined ? { burst: config.burst } : {}),
+      lease: config.lease ?? 1,
     }
     const limiter = deps.shared(`rateLimit:${deps.route.name}`, () => new RouteLimiter(deps.route.name, deps))
     // Consecutive rateLimit steps form one batch: the index of the run's first step names it.
@@ -103,6 +115,15 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
 function labelOf (config: RateLimitConfig): string {
   if (config.name !== undefined) return config.name
   return /^header:/i.test(config.by) ? `header:${config.by.slice(7).toLowerCase()}` : config.by
+}
+
+/** The count of a rate such as `100/min`, or undefined when it does not parse (validation reports that). */
+function rateCount (text: string): number | undefined {
+  try {
+    return parseRate(text).count
+  } catch {
+    return undefined
+  }
 }
 
 function routeOf (config: Readonly<Record<string, unknown>>, name: string): RouteConfig | undefined {

@@ -5,6 +5,7 @@ import type { Logger } from '../../gateway/log.js'
 import { MemoryStore } from '../../gateway/store/memory.js'
 import type { GcraCheck, GcraResult, Store } from '../../gateway/store/types.js'
 import type { Identity, Outcome, PolicyDeps, RequestContext } from '../types.js'
+import { Leases, leaseCap, type LimitView } from './lease.js'
 
 /** What one counter is kept for. */
 export type By =
@@ -44,6 +45,8 @@ export interface LimitSpec {
   /** Set for `tier: true`: rates by tier name (rateLimitTiers). */
   readonly tiers: ReadonlyMap<string, Rate> | undefined
   readonly burst?: number
+  /** Cells one store call may take for later requests of the same key (1: one round trip per request). */
+  readonly lease: number
 }
 
 export interface Member {
@@ -71,6 +74,7 @@ export class RouteLimiter {
   readonly #allow: boolean
   readonly #fallback: Fallback
   readonly #log: Logger
+  readonly #now: () => number
   readonly #batches = new Map<number, Batch>()
   readonly #unknownTiers = new Set<string>()
 
@@ -80,6 +84,7 @@ export class RouteLimiter {
     this.#allow = (deps.config.store as { onError?: string } | undefined)?.onError === 'allow'
     this.#fallback = deps.shared('rateLimit:fallback', () => new Fallback(() => deps.now()))
     this.#log = deps.log
+    this.#now = () => deps.now()
   }
 
   /** Registers a step; steps with the same batch number are evaluated in one store call. */
@@ -91,6 +96,9 @@ export class RouteLimiter {
   }
 
   get route (): string { return this.#route }
+
+  /** The clock leases expire by (the gateway's; tests pass a fake one). */
+  get now (): () => number { return this.#now }
 
   /** The rate that applies to this caller, or undefined when a tier limit has none for them. */
   rateFor (spec: LimitSpec, identity: Readonly<Partial<Identity>>): Rate | undefined {
@@ -145,9 +153,12 @@ class Batch {
   readonly specs: LimitSpec[] = []
   readonly #limiter: RouteLimiter
   readonly #pending = new WeakMap<RequestContext, Pending>()
+  /** Local stocks, used when a limit of the batch has `lease` > 1. */
+  readonly #leases: Leases
 
   constructor (limiter: RouteLimiter) {
     this.#limiter = limiter
+    this.#leases = new Leases(limiter.now, (checks) => limiter.check(checks))
   }
 
   async evaluate (ctx: RequestContext): Promise<Outcome> {
@@ -164,7 +175,7 @@ class Batch {
 
   async #run (ctx: RequestContext): Promise<Outcome> {
     const route = this.#limiter.route
-    const limits: Array<{ id: string, rate: Rate, check: GcraCheck }> = []
+    const limits: Array<{ id: string, rate: Rate, check: GcraCheck, lease: number }> = []
     for (const spec of this.specs) {
       const rate = this.#limiter.rateFor(spec, ctx.identity)
       if (!rate) return Rejection.forbidden('forbidden', 'no rate limit is configured for this client\'s tier')
@@ -176,36 +187,47 @@ class Batch {
           emissionIntervalMs: rate.windowMs / rate.count,
           burst: spec.burst ?? rate.count,
         },
+        lease: spec.lease,
       })
+    }
+    if (limits.some((l) => leaseCap(l.lease, l.check.burst) > 1)) {
+      const admission = await this.#leases.admit(limits)
+      return outcomeOf(limits, admission.views, admission.allowed)
     }
     const results = await this.#limiter.check(limits.map((l) => l.check))
     const allowed = results.every((r) => r.allowed)
-    const items = limits.map((limit, i) => {
-      let { remaining, resetMs } = results[i]!
+    const views = results.map((result, i) => {
       // A refused request changed no counter: report the allowed limits as they stand, without this request.
-      if (!allowed && results[i]!.allowed) {
-        remaining = Math.min(limit.check.burst, remaining + 1)
-        resetMs = Math.max(0, resetMs - limit.check.emissionIntervalMs)
-      }
-      return {
-        policy: `${sfString(limit.id)};q=${limit.rate.count};w=${Math.ceil(limit.rate.windowMs / 1000)}`,
-        state: `${sfString(limit.id)};r=${remaining};t=${Math.ceil(resetMs / 1000)}`,
-      }
+      if (allowed || !result.allowed) return result
+      const { burst, emissionIntervalMs } = limits[i]!.check
+      return { ...result, remaining: Math.min(burst, result.remaining + 1), resetMs: Math.max(0, result.resetMs - emissionIntervalMs) }
     })
-    const headers: Record<string, string> = {
-      'RateLimit-Policy': items.map((i) => i.policy).join(', '),
-      RateLimit: items.map((i) => i.state).join(', '),
-    }
-    if (allowed) return { authenticated: false, responseHeaders: headers }
-
-    const refused = limits.filter((_limit, i) => !results[i]!.allowed)
-    const retryAfterMs = Math.max(...results.map((r) => r.retryAfterMs))
-    const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000))
-    return Rejection.tooManyRequests(
-      `rate limit ${refused.map((l) => `"${l.id}"`).join(', ')} exceeded; retry in ${retryAfter} s`,
-      { ...headers, 'Retry-After': String(retryAfter) },
-    )
+    return outcomeOf(limits, views, allowed)
   }
+}
+
+/** RateLimit-Policy and RateLimit on every answer; 429 with Retry-After when refused. */
+function outcomeOf (limits: ReadonlyArray<{ id: string, rate: Rate }>, results: readonly LimitView[], allowed: boolean): Outcome {
+  const items = limits.map((limit, i) => {
+    const { remaining, resetMs } = results[i]!
+    return {
+      policy: `${sfString(limit.id)};q=${limit.rate.count};w=${Math.ceil(limit.rate.windowMs / 1000)}`,
+      state: `${sfString(limit.id)};r=${remaining};t=${Math.ceil(resetMs / 1000)}`,
+    }
+  })
+  const headers: Record<string, string> = {
+    'RateLimit-Policy': items.map((i) => i.policy).join(', '),
+    RateLimit: items.map((i) => i.state).join(', '),
+  }
+  if (allowed) return { authenticated: false, responseHeaders: headers }
+
+  const refused = limits.filter((_limit, i) => !results[i]!.allowed)
+  const retryAfterMs = Math.max(...results.map((r) => r.retryAfterMs))
+  const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000))
+  return Rejection.tooManyRequests(
+    `rate limit ${refused.map((l) => `"${l.id}"`).join(', ')} exceeded; retry in ${retryAfter} s`,
+    { ...headers, 'Retry-After': String(retryAfter) },
+  )
 }
 
 /**
