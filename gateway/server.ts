@@ -7,7 +7,8 @@ import { parseDuration } from './config/units.js'
 import { runChain, challengesFor, type ChainResult } from './chain.js'
 import { HttpRequestContext, PayloadTooLargeError } from './context.js'
 import { addIdentity, connectionTokens, HOP_BY_HOP } from './identity.js'
-import { accessLogger, escapeControl, redactTarget, type Logger } from './log.js'
+import { AccessLog } from './access-log.js'
+import { escapeControl, redactTarget, type Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import { isTrusted, unmapAddress } from './net.js'
 import { forward, RejectedError } from './proxy.js'
@@ -69,11 +70,11 @@ export class RequestHandler {
   runtime!: Runtime
   hooks: ForwardHooks = {}
   private readonly wsProxy = httpProxy.createProxyServer({ ws: true, xfwd: false, changeOrigin: false })
-  /** The per-request line: same destination as deps.log, without the redaction pass (log.ts accessLogger). */
-  private readonly accessLog: Logger
+  /** The per-request line: same destination and format as deps.log, serialized by hand (access-log.ts). */
+  private readonly accessLog: AccessLog
 
   constructor (private readonly deps: { log: Logger, metrics: Metrics, now: () => number }) {
-    this.accessLog = accessLogger(deps.log)
+    this.accessLog = new AccessLog(deps.log)
     this.wsProxy.on('error', (error, _req, target) => {
       this.deps.log.warn({ err: { message: error.message, code: (error as NodeJS.ErrnoException).code } }, 'websocket proxy error')
       const socket = target as Duplex | undefined
@@ -273,7 +274,7 @@ export class RequestHandler {
     const status = res.headersSent ? res.statusCode : 499
     this.deps.metrics.requests.inc({ route: routeName, status, code: exchange.code })
     this.deps.metrics.duration.observe({ route: routeName }, durationMs / 1000)
-    this.accessLog.info({
+    this.accessLog.write({
       requestId: exchange.requestId,
       listener: exchange.listener.name,
       method: escapeControl(req.method ?? ''),
@@ -285,7 +286,7 @@ export class RequestHandler {
       methods: exchange.methods,
       remote: exchange.remote,
       durationMs: Math.round(durationMs * 1000) / 1000,
-    }, 'request')
+    })
   }
 }
 

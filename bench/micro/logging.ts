@@ -4,6 +4,7 @@
 // Run: node --import tsx bench/micro/logging.ts
 import { pino } from 'pino'
 import { accessLogger, createLogger, escapeControl, redactTarget } from '../../gateway/log.js'
+import { AccessLog } from '../../gateway/access-log.js'
 import { bench, section } from './harness.js'
 
 section('redaction')
@@ -76,4 +77,18 @@ const N = 100_000
 {
   const log = createLogger({ level: 'warn', destination: pino.destination({ dest: '/dev/null', sync: false }) })
   await cpuPerCall('level warn (the info call is a no-op)', N, (i) => log.info(line(i), 'request'), async () => {})
+}
+{
+  const dest = pino.destination({ dest: '/dev/null', sync: false })
+  const log = new AccessLog(createLogger({ level: 'info', destination: dest }))
+  await cpuPerCall('AccessLog (hand-serialized, what server.ts uses), async', N, (i) => log.write(line(i)), flushOf(dest))
+}
+{
+  const dest = pino.destination({ dest: '/dev/null', sync: true })
+  const log = new AccessLog(createLogger({ level: 'info', destination: dest }))
+  await cpuPerCall('AccessLog (hand-serialized), sync destination', N, (i) => log.write(line(i)), async () => {})
+}
+{
+  const log = new AccessLog(createLogger({ level: 'info', destination: { write () {} } }))
+  await cpuPerCall('AccessLog serializer alone (no-op destination)', N, (i) => log.write(line(i)), async () => {})
 }

@@ -1,0 +1,75 @@
+import { pino } from 'pino'
+import type { Logger } from './log.js'
+
+/** The fields of the one line per request (DESIGN.md "Logs"), already sanitized by the caller. */
+export interface AccessLogEntry {
+  readonly requestId: string
+  readonly listener: string
+  readonly method: string
+  readonly path: string
+  readonly route: string
+  readonly status: number
+  readonly code: string
+  readonly subject: string | undefined
+  readonly methods: string | undefined
+  readonly remote: string | undefined
+  readonly durationMs: number
+}
+
+interface Destination { write (text: string): unknown }
+
+/**
+ * The access-log line, serialized by hand in exactly the format of the gateway's pino logger (`level` as a label,
+ * `time` in epoch ms, the fields, `msg`) and handed to the same destination. pino's generic path (bindings, hooks,
+ * serializers, a property walk per field) cost more than the rest of the line; these fields are flat and known, so
+ * each is one JSON string or number. The level is read once: `log.level` from the configuration at start.
+ * Lines are written once per turn of the event loop (setImmediate), not once per request: under load a turn ends
+ * many responses, and each write to the destination is a hand-off to libuv's thread pool.
+ */
+export class AccessLog {
+  readonly #destination: Destination
+  readonly #enabled: boolean
+  /** Lines of this turn of the event loop, written together at its end. */
+  #pending = ''
+
+  constructor (log: Logger) {
+    this.#destination = (log as unknown as Record<symbol, Destination>)[pino.symbols.streamSym]!
+    this.#enabled = log.isLevelEnabled('info')
+  }
+
+  write (entry: AccessLogEntry): void {
+    if (!this.#enabled) return
+    let line = '{"level":"info","time":' + Date.now() +
+      ',"requestId":' + jsonString(entry.requestId) +
+      ',"listener":' + jsonString(entry.listener) +
+      ',"method":' + jsonString(entry.method) +
+      ',"path":' + jsonString(entry.path) +
+      ',"route":' + jsonString(entry.route) +
+      ',"status":' + entry.status +
+      ',"code":' + jsonString(entry.code)
+    if (entry.subject !== undefined) line += ',"subject":' + jsonString(entry.subject)
+    if (entry.methods !== undefined) line += ',"methods":' + jsonString(entry.methods)
+    if (entry.remote !== undefined) line += ',"remote":' + jsonString(entry.remote)
+    line += ',"durationMs":' + entry.durationMs + ',"msg":"request"}\n'
+    if (this.#pending === '') setImmediate(flushPending, this)
+    this.#pending += line
+  }
+
+  /** Hands the lines of this turn to the destination (also called at shutdown, before the logger is flushed). */
+  flush (): void {
+    if (this.#pending === '') return
+    const text = this.#pending
+    this.#pending = ''
+    this.#destination.write(text)
+  }
+}
+
+function flushPending (log: AccessLog): void { log.flush() }
+
+/** Characters JSON must escape, and the two line separators that break JavaScript parsers of JSON lines. */
+// eslint-disable-next-line no-control-regex
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\u2028\u2029]/
+
+function jsonString (text: string): string {
+  return NEEDS_ESCAPE.test(text) ? JSON.stringify(text) : '"' + text + '"'
+}
