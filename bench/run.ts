@@ -196,6 +196,7 @@ function scenarios (): Scenario[] {
     { id: 'basic', title: 'basic (bcrypt, cached)', kind: 'gateway', route: 'basic', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/basic/items/1`, headers: { authorization: `Basic ${Buffer.from(`${m.basic.user}:${m.basic.password}`).toString('base64')}` } }) },
     { id: 'mtls', title: 'mtls (TLS keep-alive)', kind: 'gateway', route: 'mtls', via: 'gateway', baseline: 'bare-tls', job: (t, m) => ({ url: `${t.tls}/mtls/items/1`, tls: clientCert(m) }) },
     { id: 'apikey-ratelimit', title: 'apiKey + rateLimit (Redis)', kind: 'gateway', route: 'ratelimit', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/rl/items/1`, headers: { 'x-api-key': m.staticKey.key } }) },
+    { id: 'apikey-ratelimit-lease', title: 'apiKey + rateLimit (Redis, lease: 100)', kind: 'gateway', route: 'ratelimit-lease', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/rl-lease/items/1`, headers: { 'x-api-key': m.staticKey.key } }) },
     { id: 'full', title: 'mtls + hmac + jwt + rateLimit', kind: 'gateway', route: 'full', via: 'gateway', baseline: 'bare-tls-post', job: (t, m) => ({ url: `${t.tls}/full/items`, ...post(m), headers: { ...post(m).headers, authorization: `Bearer ${m.hsToken}` }, sign: m.hmac, tls: clientCert(m) }) },
     { id: 'public-w1', title: 'public route, workers: 1 (unpinned)', kind: 'gateway', route: 'public', via: 'gateway-w1', baseline: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
     { id: 'public-w2', title: 'public route, workers: 2 (unpinned)', kind: 'gateway', route: 'public', via: 'gateway-w2', baseline: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
@@ -414,9 +415,10 @@ function checkTargets (rows: readonly Row[]): { results: TargetResult[], lines: 
     results.push({ target: `${label} ≥ ${Math.round(min * 100)}% of bare forward`, value: row?.vsBare, goal: `>= ${min}`, met: row?.vsBare === undefined ? undefined : row.vsBare >= min })
   }
   ratio('apikey-ratelimit', 0.85, 'apiKey + Redis rateLimit')
+  ratio('apikey-ratelimit-lease', 0.85, 'apiKey + Redis rateLimit with lease: 100')
   ratio('public', 0.90, 'public route')
   ratio('jwt-es256', 0.85, 'jwt ES256 (cached)')
-  for (const id of ['public', 'apikey-ratelimit', 'jwt-es256']) {
+  for (const id of ['public', 'apikey-ratelimit', 'apikey-ratelimit-lease', 'jwt-es256']) {
     const row = find(id)
     results.push({ target: `${row?.title ?? id}: p99 ≤ 1.5× bare forward's`, value: row?.p99VsBare, goal: '<= 1.5', met: row?.p99VsBare === undefined ? undefined : row.p99VsBare <= 1.5 })
   }

@@ -106,7 +106,6 @@ export function forward (upstream: Upstream, req: IncomingMessage, res: ServerRe
   return new Promise<number>((resolve, reject) => {
     const exchange = new UpstreamExchange(res, request, resolve, reject)
     ;(res as ResponseWithExchange)[kExchange] = exchange
-    res.on('close', onClientClose)
     upstream.pool!.dispatch({
       path: upstream.basePath + request.target,
       method: request.method,
@@ -125,9 +124,12 @@ function addsHeader (added: Record<string, string>, lower: string): boolean {
 }
 type ResponseWithExchange = ServerResponse & { [kExchange]?: UpstreamExchange }
 
-/** The client went away before its response was finished: stop the upstream request (and free its connection). */
-function onClientClose (this: ServerResponse): void {
-  if (!this.writableFinished) (this as ResponseWithExchange)[kExchange]?.clientGone()
+/**
+ * For the response's 'close' listener (server.ts, one listener per response for this and the access log): the
+ * client went away before its response was finished, so the upstream request stops and frees its connection.
+ */
+export function clientClosed (res: ServerResponse): void {
+  if (!res.writableFinished) (res as ResponseWithExchange)[kExchange]?.clientGone()
 }
 
 /**

@@ -11,7 +11,7 @@ import { AccessLog } from './access-log.js'
 import { escapeControl, redactTarget, type Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import { isTrusted, unmapAddress } from './net.js'
-import { forward, RejectedError } from './proxy.js'
+import { clientClosed, forward, RejectedError } from './proxy.js'
 import { rawProblem, sendProblem, type Problem } from './respond.js'
 import { normalizePath } from './router/index.js'
 import type { CompiledRoute, Runtime } from './runtime.js'
@@ -52,6 +52,7 @@ type TrackedResponse = ServerResponse & { [kExchange]?: Exchange }
 
 /** 'close' is emitted once per response; a module-level listener spares a closure per request. */
 function onResponseClose (this: TrackedResponse): void {
+  clientClosed(this)
   const exchange = this[kExchange]
   if (exchange) exchange.handler.logRequest(exchange)
 }

@@ -77,6 +77,7 @@ export function routeSpecs (): RouteSpec[] {
     { name: 'basic', path: '/basic/**', needs: ['basic'], route: { policies: [{ basic: { allowInsecure: true } }] } },
     { name: 'mtls', path: '/mtls/**', needs: ['mtls'], route: { listener: 'tls', policies: [{ mtls: {} }] } },
     { name: 'ratelimit', path: '/rl/**', needs: ['apiKey', 'rateLimit'], route: { policies: [{ apiKey: {} }, { rateLimit: { by: 'client', limit: RATE } }] } },
+    { name: 'ratelimit-lease', path: '/rl-lease/**', needs: ['apiKey', 'rateLimit'], route: { policies: [{ apiKey: {} }, { rateLimit: { by: 'client', limit: RATE, lease: 100 } }] } },
     {
       name: 'full',
       path: '/full/**',

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto'
 
 /** `agk_<id>_<secret>`: the id finds the record without a scan; the secret is 32 random bytes in base62 (43 chars). */
 const KEY = /^agk_([a-z0-9]{8,32})_([0-9A-Za-z]{43})$/
@@ -18,7 +18,8 @@ export function hashApiKey (key: string): string {
 
 /** Raw digest for constant-time comparison. */
 export function digestApiKey (key: string): Buffer {
-  return createHash('sha256').update(key).digest()
+  // One-shot crypto.hash (Node >= 20.12): no Hash object per request.
+  return hash('sha256', key, 'buffer')
 }
 
 /** Parses `sha256:<hex>`; undefined when malformed. */

@@ -32,8 +32,11 @@ export const apiKey: PolicyDefinition<ApiKeyConfig> = {
       credentialHeaders: [header],
       close: () => directory.close(),
       async evaluate (ctx) {
-        for (const [name, value] of ctx.query) {
-          if (queryNames.has(name.toLowerCase()) || value.startsWith('agk_')) return inQuery
+        // Most requests have no query: no URLSearchParams for them.
+        if (ctx.rawQuery.length > 0) {
+          for (const [name, value] of ctx.query) {
+            if (queryNames.has(name.toLowerCase()) || value.startsWith('agk_')) return inQuery
+          }
         }
         const values = ctx.headerValues(header)
         if (values.length > 1) return Rejection.badRequest(`more than one ${config.header} header`)

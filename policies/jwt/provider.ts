@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash as digest } from 'node:crypto'
 import { errors, jwtVerify, type CryptoKey, type JWTPayload, type JWTVerifyOptions } from 'jose'
 import { StoreUnavailableError } from '../../gateway/errors.js'
 import { parseDuration } from '../../gateway/config/units.js'
@@ -91,7 +91,7 @@ export class ProviderRuntime {
    * A "no" is a value with a client-safe detail; faults (store down with onError deny, broken IdP keys) throw.
    */
   async authenticate (token: string, nowMs: number, audienceOverride?: readonly string[]): Promise<Verification> {
-    const hash = createHash('sha256').update(token).digest('base64url')
+    const hash = digest('sha256', token, 'base64url')
     let entry = this.cache.get(hash)
     if (entry !== undefined && nowMs >= entry.untilMs) {
       this.cache.delete(hash)

@@ -15,6 +15,9 @@ const MiB = 1024 * 1024
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex')
 
+/** Probe ids of /endless and /held requests whose upstream connection the gateway closed. */
+const upstreamClosed = new Set<string>()
+
 /** The upstream: behaviour chosen by path. */
 const handler: UpstreamHandler = (req, res, seen) => {
   const path = (req.url ?? '').split('?')[0]!
@@ -51,6 +54,16 @@ const handler: UpstreamHandler = (req, res, seen) => {
     return
   }
   if (path === '/slow') return // never answers: the gateway's timeout must
+  if (path === '/endless' || path === '/held') {
+    // /endless streams a chunk every 20 ms, /held never answers; both until the gateway closes the connection.
+    const id = new URL(req.url ?? '', 'http://x').searchParams.get('id') ?? ''
+    res.on('close', () => upstreamClosed.add(id))
+    if (path === '/held') return
+    res.writeHead(200, { 'content-type': 'application/octet-stream' })
+    const timer = setInterval(() => res.write(Buffer.alloc(1024, 0x62)), 20)
+    res.on('close', () => clearInterval(timer))
+    return
+  }
   if (path === '/reset') {
     req.resume()
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(100_000) })
@@ -283,6 +296,53 @@ test('an upstream that resets mid-response makes the client connection fail inst
   t.is(outcome, 'failed')
   // The twin: the gateway still serves.
   t.is((await t.context.gw.fetch('/after-reset')).status, 200)
+})
+
+/** Sends a GET over a raw socket; resolves with the socket once `minBytes` of the answer arrived (0: at once). */
+async function openGet (gw: TestGateway, path: string, minBytes: number): Promise<{ socket: net.Socket, received: () => number }> {
+  const { hostname, port } = new URL(gw.url)
+  const socket = net.connect(Number(port), hostname)
+  let bytes = 0
+  socket.on('data', (chunk: Buffer) => { bytes += chunk.length })
+  socket.on('error', () => {})
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n\r\n`)
+  const deadline = Date.now() + 5_000
+  while (bytes < minBytes && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  return { socket, received: () => bytes }
+}
+
+async function eventually (check: () => boolean, ms = 3_000): Promise<boolean> {
+  const deadline = Date.now() + ms
+  while (!check() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  return check()
+}
+
+test('a client that goes away mid-response stops the upstream request; one that stays keeps receiving', async (t) => {
+  const { gw } = t.context
+  const leaving = probe()
+  const staying = probe()
+  const gone = await openGet(gw, `/endless?id=${leaving}`, 2048)
+  const stays = await openGet(gw, `/endless?id=${staying}`, 2048)
+  t.true(gone.received() >= 2048, 'the streamed answer started')
+  gone.socket.destroy()
+  t.true(await eventually(() => upstreamClosed.has(leaving)), 'the upstream request was closed when its client left')
+  // The twin: the client that stays is still being streamed to, and its upstream request is still open.
+  const before = stays.received()
+  t.true(await eventually(() => stays.received() > before + 4096), 'the staying client keeps receiving')
+  t.false(upstreamClosed.has(staying))
+  stays.socket.destroy()
+  t.true(await eventually(() => upstreamClosed.has(staying)))
+})
+
+test('a client that goes away before the upstream answered stops the upstream request', async (t) => {
+  const { gw, upstream } = t.context
+  const id = probe()
+  const held = await openGet(gw, `/held?id=${id}`, 0)
+  t.true(await eventually(() => upstream.seen.some((s) => s.url.includes(id))), 'the request reached the upstream')
+  t.false(upstreamClosed.has(id), 'the upstream request stays open while its client waits')
+  held.socket.destroy()
+  t.true(await eventually(() => upstreamClosed.has(id)), 'the upstream request was closed when its client left')
 })
 
 test('upstream status codes and headers are passed through; its hop-by-hop headers are not', async (t) => {
