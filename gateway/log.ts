@@ -29,16 +29,6 @@ export function createLogger (options: LoggerOptions = {}): Logger {
   }, options.destination ?? pino.destination({ sync: false }))
 }
 
-/**
- * The logger for the one line per request (server.ts). Its fields are flat and built only from sanitized values
- * (redactTarget, escapeControl, names from the configuration, no header and no secret-named field), so the
- * redaction paths above can never match it, and walking them (the `*.secret` wildcards visit every field) cost
- * more than the rest of the line. Same destination, level and format as `log`, without the redaction pass.
- */
-export function accessLogger (log: Logger): Logger {
-  return log.child({}, { redact: [] })
-}
-
 /** A path and query safe to log: secret-looking parameter values and `agk_` values replaced, control characters escaped. */
 export function redactTarget (target: string): string {
   const q = target.indexOf('?')

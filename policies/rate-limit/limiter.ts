@@ -208,17 +208,17 @@ class Batch {
 
 /** RateLimit-Policy and RateLimit on every answer; 429 with Retry-After when refused. */
 function outcomeOf (limits: ReadonlyArray<{ id: string, rate: Rate }>, results: readonly LimitView[], allowed: boolean): Outcome {
-  const items = limits.map((limit, i) => {
+  let policy = ''
+  let state = ''
+  for (let i = 0; i < limits.length; i++) {
+    const limit = limits[i]!
     const { remaining, resetMs } = results[i]!
-    return {
-      policy: `${sfString(limit.id)};q=${limit.rate.count};w=${Math.ceil(limit.rate.windowMs / 1000)}`,
-      state: `${sfString(limit.id)};r=${remaining};t=${Math.ceil(resetMs / 1000)}`,
-    }
-  })
-  const headers: Record<string, string> = {
-    'RateLimit-Policy': items.map((i) => i.policy).join(', '),
-    RateLimit: items.map((i) => i.state).join(', '),
+    const id = quoted(limit.id)
+    if (i > 0) { policy += ', '; state += ', ' }
+    policy += `${id};q=${limit.rate.count};w=${Math.ceil(limit.rate.windowMs / 1000)}`
+    state += `${id};r=${remaining};t=${Math.ceil(resetMs / 1000)}`
   }
+  const headers: Record<string, string> = { 'RateLimit-Policy': policy, RateLimit: state }
   if (allowed) return { authenticated: false, responseHeaders: headers }
 
   const refused = limits.filter((_limit, i) => !results[i]!.allowed)
@@ -261,6 +261,17 @@ export function keyValue (by: By, ctx: RequestContext): string {
 function encode (value: string): string {
   if (PLAIN_VALUE.test(value)) return value
   return '#' + createHash('sha256').update(value).digest('hex').slice(0, 32)
+}
+
+/** Limit ids as sf-strings: a handful per configuration, quoted once instead of per request. */
+const QUOTED = new Map<string, string>()
+function quoted (id: string): string {
+  let text = QUOTED.get(id)
+  if (text === undefined) {
+    text = sfString(id)
+    if (QUOTED.size < 10_000) QUOTED.set(id, text)
+  }
+  return text
 }
 
 /** RFC 8941 §3.3.3 sf-string. */
