@@ -213,10 +213,15 @@ const available = new Set(policies.keys())
 const started = new Date()
 const info = machine()
 console.log(`authgate bench: ${info.cpuModel} × ${info.cores}, node ${info.node}, load average ${info.loadAverageAtStart.join(' ')}`)
-console.log(`${connections} connections, ${durationSec} s per scenario after ${warmupSec} s warm-up${pinned ? ', proxy pinned to CPU 1, load generator and upstream to CPU 0' : ', nothing pinned'}; policies: ${[...available].join(', ')}`)
+console.log(`${connections} connections, ${durationSec} s per scenario after ${warmupSec} s warm-up${pinned ? ', proxy pinned to CPU 1, load generator, upstream and Redis to CPU 0' : ', nothing pinned'}; policies: ${[...available].join(', ')}`)
 
 if (!args.tsx) useBuild(await buildForBench())
 const redis = await startRedis()
+if (OTHERS_CPU !== undefined) {
+  // Redis with the load generator and the upstream, so that it never takes the proxy's core.
+  const pid = (spawnSync('redis-cli', ['-p', String(redis.port), 'INFO', 'server']).stdout?.toString() ?? '').match(/process_id:(\d+)/)?.[1]
+  if (pid) spawnSync('taskset', ['-a', '-p', '-c', OTHERS_CPU, pid])
+}
 const material = await makeMaterial()
 const upstream = await startUpstream(material)
 const prefix = 'bench:'
@@ -554,8 +559,8 @@ async function memoryRun (): Promise<void> {
   const tls = await LoadGenerator.start()
   const target = { plain: `http://127.0.0.1:${gateway.plain}`, tls: `https://127.0.0.1:${gateway.tls}` }
   const mix = scenarios().filter((s) => s.kind === 'gateway' && s.via === 'gateway' && s.route && gateway.routes.has(s.route) && s.id !== 'public-w1')
-  const plainMix = mix.filter((s) => !s.job(target, material).tls).map((s) => s.job(target, material))
-  const tlsMix = mix.filter((s) => s.job(target, material).tls).map((s) => s.job(target, material))
+  const plainMix = mix.filter((s) => !s.job(target, material).tls).map((s) => ({ id: s.id, job: s.job(target, material) }))
+  const tlsMix = mix.filter((s) => s.job(target, material).tls).map((s) => ({ id: s.id, job: s.job(target, material) }))
   console.log(`memory: ${durationSec} s mixed run: ${mix.map((s) => s.id).join(', ')}`)
   const samples: Array<{ atSec: number, rssMiB: number }> = []
   const pid = gateway.child.pid!
@@ -567,15 +572,25 @@ async function memoryRun (): Promise<void> {
   const timer = setInterval(sample, 5_000)
   // Each generator cycles through its list in turn, one scenario per `slice` seconds, until the time is up.
   const slice = Math.min(10, durationSec)
-  const drive = async (generator: LoadGenerator, list: Array<Omit<LoadJob, 'connections' | 'pipelining' | 'durationSec'>>, conns: number) => {
+  /** Failed answers by scenario: status codes other than 2xx, errors and timeouts, so a failure can be traced. */
+  const failuresBy: Record<string, Record<string, number>> = {}
+  const drive = async (generator: LoadGenerator, list: Array<{ id: string, job: Omit<LoadJob, 'connections' | 'pipelining' | 'durationSec'> }>, conns: number) => {
     let i = 0
     let total = 0
     let failures = 0
     while (list.length > 0 && Date.now() - t0 < durationSec * 1000) {
       const left = durationSec - (Date.now() - t0) / 1000
-      const result = await generator.run({ ...list[i++ % list.length]!, connections: conns, pipelining: 1, durationSec: Math.max(1, Math.min(slice, Math.round(left))) })
+      const { id, job } = list[i++ % list.length]!
+      const result = await generator.run({ ...job, connections: conns, pipelining: 1, durationSec: Math.max(1, Math.min(slice, Math.round(left))) })
       total += result.requests
-      failures += result.non2xx + result.errors + result.timeouts
+      const failed = result.non2xx + result.errors + result.timeouts
+      failures += failed
+      if (failed > 0) {
+        const entry = failuresBy[id] ??= {}
+        for (const [code, n] of Object.entries(result.statusCodes)) if (!code.startsWith('2')) entry[code] = (entry[code] ?? 0) + n
+        if (result.errors > 0) entry.errors = (entry.errors ?? 0) + result.errors
+        if (result.timeouts > 0) entry.timeouts = (entry.timeouts ?? 0) + result.timeouts
+      }
     }
     return { total, failures }
   }
@@ -608,6 +623,7 @@ async function memoryRun (): Promise<void> {
     settings: { connections, durationSec, mix: mix.map((s) => s.id) },
     requests: counts.reduce((n, c) => n + c.total, 0),
     failures: counts.reduce((n, c) => n + c.failures, 0),
+    failuresByScenario: failuresBy,
     rssAfterFirstMinuteMiB: atMinute.rssMiB,
     rssAtFirstMinuteSampleSec: atMinute.atSec,
     rssAtEndMiB: end.rssMiB,
@@ -618,6 +634,7 @@ async function memoryRun (): Promise<void> {
   const file = `memory-${stamp}-${machineName}.json`
   writeFileSync(join(resultsDir, file), JSON.stringify(report, null, 2) + '\n')
   console.log(`requests ${report.requests} (${report.failures} failures); RSS at ${atMinute.atSec} s: ${atMinute.rssMiB} MiB, at the end (${end.atSec} s): ${end.rssMiB} MiB (${growth >= 0 ? '+' : ''}${(growth * 100).toFixed(1)}%)`)
+  if (report.failures > 0) console.log(`failures by scenario: ${JSON.stringify(failuresBy)}`)
   console.log(`spread (min/median/max MiB): up to ${atMinute.atSec} s ${JSON.stringify(windows.untilFirstMinute)}, last minute ${JSON.stringify(windows.lastMinute)}`)
   console.log(`samples (s: MiB): ${samples.map((s) => `${s.atSec}: ${s.rssMiB}`).join(', ')}`)
   console.log(`wrote bench/results/${file}`)

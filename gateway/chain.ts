@@ -35,36 +35,14 @@ const CONTROL = /[\u0000-\u001f\u007f]|[^\u0000-\u00ff]/
 export async function runChain (steps: readonly Step[], ctx: ChainContext): Promise<ChainResult | ChainRejection> {
   const identity: Identity = { subject: '', client: '', methods: [], scopes: [], claims: {} }
   ctx.identity = identity
-  const responseHeaders: Record<string, string> = {}
-  const upstreamHeaders: Record<string, string> = {}
+  const result = { identity, responseHeaders: {} as Record<string, string>, upstreamHeaders: {} as Record<string, string> }
   let authenticated = false
-
-  const apply = (key: string, outcome: Exclude<Awaited<ReturnType<PolicyInstance['evaluate']>>, Rejection>, authenticates: boolean) => {
-    if (outcome.responseHeaders) Object.assign(responseHeaders, outcome.responseHeaders)
-    if (outcome.upstreamHeaders) Object.assign(upstreamHeaders, outcome.upstreamHeaders)
-    const update = outcome.identity
-    if (update) {
-      // Later steps are the more specific credential: they win for each value they provide.
-      if (update.subject !== undefined) identity.subject = update.subject
-      if (update.client !== undefined) identity.client = update.client
-      if (update.scopes !== undefined) identity.scopes = update.scopes
-      if (update.tier !== undefined) identity.tier = update.tier
-      if (update.claims !== undefined) identity.claims = { ...identity.claims, ...update.claims }
-      if (update.cert !== undefined) identity.cert = update.cert
-    }
-    if (outcome.authenticated ?? (authenticates && update !== undefined)) {
-      identity.methods.push(key)
-      authenticated = true
-    }
-  }
-  const reject = (rejection: Rejection, by: PolicyInstance | undefined, byKey: string | undefined): ChainRejection =>
-    ({ rejection, by, byKey, responseHeaders, identity })
 
   for (const step of steps) {
     if (step.kind === 'policy') {
       const outcome = await step.instance.evaluate(ctx)
-      if (outcome instanceof Rejection) return reject(outcome, step.instance, step.key)
-      apply(step.key, outcome, step.authenticates)
+      if (outcome instanceof Rejection) return rejected(result, outcome, step.instance, step.key)
+      if (apply(result, step.key, outcome, step.authenticates)) authenticated = true
       continue
     }
     let passed = false
@@ -73,25 +51,56 @@ export async function runChain (steps: readonly Step[], ctx: ChainContext): Prom
       const outcome = await member.instance.evaluate(ctx)
       if (outcome instanceof Rejection) {
         if (credentialAbsent(outcome, ctx)) { firstMissing ??= { rejection: outcome, by: member.instance }; continue }
-        return reject(outcome, member.instance, member.key)
+        return rejected(result, outcome, member.instance, member.key)
       }
-      apply(member.key, outcome, true)
+      if (apply(result, member.key, outcome, true)) authenticated = true
       passed = true
       break
     }
     if (!passed) {
-      return reject(Rejection.unauthenticated('missing_credentials', 'credentials required', firstMissing?.rejection.challenge ?? { scheme: 'Bearer', params: {} }), undefined, 'anyOf')
+      return rejected(result, Rejection.unauthenticated('missing_credentials', 'credentials required', firstMissing?.rejection.challenge ?? { scheme: 'Bearer', params: {} }), undefined, 'anyOf')
     }
   }
 
-  if (authenticated) {
-    for (const value of [identity.subject, identity.client, identity.tier ?? '', ...identity.scopes]) {
-      if (CONTROL.test(value)) {
-        return reject(Rejection.unauthenticated('invalid_credentials', 'identity contains control characters or characters a header cannot carry', { scheme: 'Bearer', params: {} }), undefined, undefined)
-      }
-    }
+  if (authenticated && !headerSafe(identity)) {
+    return rejected(result, Rejection.unauthenticated('invalid_credentials', 'identity contains control characters or characters a header cannot carry', { scheme: 'Bearer', params: {} }), undefined, undefined)
   }
-  return { identity, responseHeaders, upstreamHeaders }
+  return result
+}
+
+type Passed = Exclude<Awaited<ReturnType<PolicyInstance['evaluate']>>, Rejection>
+
+/** Merges a passed step into the result; true when the step authenticated the caller. */
+function apply (result: ChainResult, key: string, outcome: Passed, authenticates: boolean): boolean {
+  if (outcome.responseHeaders) Object.assign(result.responseHeaders, outcome.responseHeaders)
+  if (outcome.upstreamHeaders) Object.assign(result.upstreamHeaders, outcome.upstreamHeaders)
+  const identity = result.identity
+  const update = outcome.identity
+  if (update) {
+    // Later steps are the more specific credential: they win for each value they provide.
+    if (update.subject !== undefined) identity.subject = update.subject
+    if (update.client !== undefined) identity.client = update.client
+    if (update.scopes !== undefined) identity.scopes = update.scopes
+    if (update.tier !== undefined) identity.tier = update.tier
+    if (update.claims !== undefined) identity.claims = { ...identity.claims, ...update.claims }
+    if (update.cert !== undefined) identity.cert = update.cert
+  }
+  if (outcome.authenticated ?? (authenticates && update !== undefined)) {
+    identity.methods.push(key)
+    return true
+  }
+  return false
+}
+
+function rejected (result: ChainResult, rejection: Rejection, by: PolicyInstance | undefined, byKey: string | undefined): ChainRejection {
+  return { rejection, by, byKey, responseHeaders: result.responseHeaders, identity: result.identity }
+}
+
+/** Every identity value that becomes a header can be carried by one. */
+function headerSafe (identity: Identity): boolean {
+  if (CONTROL.test(identity.subject) || CONTROL.test(identity.client) || CONTROL.test(identity.tier ?? '')) return false
+  for (const scope of identity.scopes) if (CONTROL.test(scope)) return false
+  return true
 }
 
 /**
