@@ -24,7 +24,7 @@ interface Destination { write (text: string): unknown }
  * serializers, a property walk per field) cost more than the rest of the line; these fields are flat and known, so
  * each is one JSON string or number. The level is read once: `log.level` from the configuration at start.
  * Lines are written once per turn of the event loop (setImmediate), not once per request: under load a turn ends
- * many responses, and each write to the destination is a hand-off to libuv's thread pool.
+ * many responses, and each write to the destination is a system call.
  */
 export class AccessLog {
   readonly #destination: Destination
@@ -39,17 +39,20 @@ export class AccessLog {
 
   write (entry: AccessLogEntry): void {
     if (!this.#enabled) return
+    // Only the path and the subject come from the client; every other field is safe in JSON as it is: a UUID,
+    // names the configuration schema restricts to [A-Za-z0-9_.-], a method token from Node's parser, an internal
+    // decision code, policy keys, an IP address.
     let line = '{"level":"info","time":' + Date.now() +
-      ',"requestId":' + jsonString(entry.requestId) +
-      ',"listener":' + jsonString(entry.listener) +
-      ',"method":' + jsonString(entry.method) +
-      ',"path":' + jsonString(entry.path) +
-      ',"route":' + jsonString(entry.route) +
-      ',"status":' + entry.status +
-      ',"code":' + jsonString(entry.code)
+      ',"requestId":"' + entry.requestId +
+      '","listener":"' + entry.listener +
+      '","method":"' + entry.method +
+      '","path":' + jsonString(entry.path) +
+      ',"route":"' + entry.route +
+      '","status":' + entry.status +
+      ',"code":"' + entry.code + '"'
     if (entry.subject !== undefined) line += ',"subject":' + jsonString(entry.subject)
-    if (entry.methods !== undefined) line += ',"methods":' + jsonString(entry.methods)
-    if (entry.remote !== undefined) line += ',"remote":' + jsonString(entry.remote)
+    if (entry.methods !== undefined) line += ',"methods":"' + entry.methods + '"'
+    if (entry.remote !== undefined) line += ',"remote":"' + entry.remote + '"'
     line += ',"durationMs":' + entry.durationMs + ',"msg":"request"}\n'
     if (this.#pending === '') setImmediate(flushPending, this)
     this.#pending += line
