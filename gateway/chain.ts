@@ -33,7 +33,7 @@ const CONTROL = /[\u0000-\u001f\u007f]|[^\u0000-\u00ff]/
  * whose credential is present but invalid rejects at once: never fall through to a weaker method.
  */
 export async function runChain (steps: readonly Step[], ctx: ChainContext): Promise<ChainResult | ChainRejection> {
-  const identity: Identity = { subject: '', client: '', methods: [], scopes: [], claims: {} }
+  const identity: Identity = { subject: '', client: '', methods: [], scopes: [], claims: NO_CLAIMS }
   ctx.identity = identity
   const result = { identity, responseHeaders: {} as Record<string, string>, upstreamHeaders: {} as Record<string, string> }
   let authenticated = false
@@ -68,6 +68,8 @@ export async function runChain (steps: readonly Step[], ctx: ChainContext): Prom
   return result
 }
 
+const NO_CLAIMS: Identity['claims'] = Object.freeze({})
+
 type Passed = Exclude<Awaited<ReturnType<PolicyInstance['evaluate']>>, Rejection>
 
 /** Merges a passed step into the result; true when the step authenticated the caller. */
@@ -82,7 +84,8 @@ function apply (result: ChainResult, key: string, outcome: Passed, authenticates
     if (update.client !== undefined) identity.client = update.client
     if (update.scopes !== undefined) identity.scopes = update.scopes
     if (update.tier !== undefined) identity.tier = update.tier
-    if (update.claims !== undefined) identity.claims = { ...identity.claims, ...update.claims }
+    // The first step's claims are taken as they are (a JWT's payload is frozen): no copy per request.
+    if (update.claims !== undefined) identity.claims = identity.claims === NO_CLAIMS ? update.claims : { ...identity.claims, ...update.claims }
     if (update.cert !== undefined) identity.cert = update.cert
   }
   if (outcome.authenticated ?? (authenticates && update !== undefined)) {

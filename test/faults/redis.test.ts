@@ -105,6 +105,20 @@ async function fault (ctx: Context, inject: () => Promise<number>, recover: () =
   return { window: { from, to }, recovered: performance.now() }
 }
 
+/** Resolves once a PING to Redis goes unanswered for 150 ms (it is blocked), at most after 5 s. */
+async function untilAsleep (port: number): Promise<void> {
+  const deadline = performance.now() + 5_000
+  while (performance.now() < deadline) {
+    try {
+      await command(port, ['PING'], 150)
+      await delay(10)
+    } catch {
+      return
+    }
+  }
+  throw new Error('Redis did not start sleeping within 5 s')
+}
+
 /** The common assertions for one fault window. */
 async function assertFault (t: import('ava').ExecutionContext<Context>, name: string, window: Window, recovered: number) {
   const { samples } = t.context.load
@@ -186,6 +200,9 @@ test.serial('Redis blocked by DEBUG SLEEP under load: same outcome as a pause, a
   let sleeping: Promise<string> | undefined
   const { window, recovered } = await fault(ctx, async () => {
     sleeping = command(redis.port, ['DEBUG', 'SLEEP', '3.5'], 10_000)
+    // The command may reach Redis well after it was sent on a busy machine: the window starts once Redis is seen
+    // asleep (a PING left unanswered), else keys first used "inside" it could be looked up before the sleep began.
+    await untilAsleep(redis.port)
     return performance.now() + STORE_TIMEOUT_MS + 50
   }, async () => { await sleeping })
   await assertFault(t, 'DEBUG SLEEP', window, recovered)
