@@ -14,7 +14,7 @@
  * CLI) and autocannon, each its own process, so that the gateway's CPU time can be read from /proc before and
  * after each scenario. See bench/README.md.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { cpus, hostname, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
@@ -123,6 +123,8 @@ async function startGateway (material: Material, options: {
     // For perf(1) and the like: BENCH_GATEWAY_NODE_ARGS='--perf-basic-prof'.
     nodeArgs: process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
     ...(options.buildDir ? { buildDir: options.buildDir } : {}),
+    // The gateway's log (one line per request) to a file, to look at: BENCH_GATEWAY_LOG=/tmp/gateway.log.
+    ...(process.env.BENCH_GATEWAY_LOG ? { stdout: openSync(process.env.BENCH_GATEWAY_LOG, 'a') } : {}),
   })
   await waitForPort(ports.plain, child)
   await waitForPort(ports.tls, child)

@@ -58,6 +58,11 @@ export async function closeUpstreams (upstreams: Map<string, Upstream>): Promise
   await Promise.all([...upstreams.values()].map((u) => u.pool?.close().catch(() => {})))
 }
 
+/** The client went away before its response was finished: nothing to answer, nothing more to forward. */
+export class ClientGoneError extends Error {
+  constructor () { super('the client closed the connection') }
+}
+
 /** Thrown by the body stream when a chunked body passes maxBodyBytes. */
 export class BodyTooLargeError extends Error {
   constructor (readonly limitBytes: number) { super('request body too large') }
@@ -103,6 +108,8 @@ export interface ForwardRequest {
  */
 export function forward (upstream: Upstream, req: IncomingMessage, res: ServerResponse, request: ForwardRequest): Promise<number> {
   if (upstream.echo) return echo(req, res, request)
+  // Gone while the chain ran: no 'close' event will come again to stop the upstream request, so none is sent.
+  if (res.destroyed) return Promise.reject(new ClientGoneError())
   return new Promise<number>((resolve, reject) => {
     const exchange = new UpstreamExchange(res, request, resolve, reject)
     ;(res as ResponseWithExchange)[kExchange] = exchange
@@ -154,17 +161,18 @@ class UpstreamExchange {
 
   clientGone (): void {
     this.#gone = true
-    this.#abort?.(new DOMException('This operation was aborted', 'AbortError') as unknown as Error)
+    this.#abort?.(new ClientGoneError())
   }
 
   onConnect (abort: (reason?: Error) => void): void {
     this.#abort = abort
-    if (this.#gone) abort(new DOMException('This operation was aborted', 'AbortError') as unknown as Error)
+    if (this.#gone) abort(new ClientGoneError())
   }
 
   onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     // 1xx interim answers (other than 101, which undici handles as an upgrade) are not relayed.
     if (statusCode < 200) return true
+    if (this.res.destroyed) { this.clientGone(); return false }
     this.status = statusCode
     this.#resume = resume
     const res = this.res
@@ -198,6 +206,8 @@ class UpstreamExchange {
   }
 
   onData (chunk: Buffer): boolean {
+    // A destroyed response never drains: pausing would hold the upstream connection forever.
+    if (this.res.destroyed) { this.clientGone(); return false }
     if (this.res.write(chunk)) return true
     // Backpressure: undici stops reading the upstream until the client's socket drains.
     this.res.once('drain', this.#resume!)
@@ -229,6 +239,7 @@ export class RejectedError extends Error {
 }
 
 function upstreamError (error: unknown): Error {
+  if (error instanceof ClientGoneError) return error
   if (error instanceof BodyTooLargeError) return new RejectedError(Rejection.payloadTooLarge(error.limitBytes))
   const cause = error as { code?: string, name?: string, cause?: unknown }
   if (cause.cause instanceof BodyTooLargeError) return new RejectedError(Rejection.payloadTooLarge(cause.cause.limitBytes))

@@ -11,7 +11,7 @@ import { AccessLog } from './access-log.js'
 import { escapeControl, redactTarget, type Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import { isTrusted, unmapAddress } from './net.js'
-import { clientClosed, forward, RejectedError } from './proxy.js'
+import { ClientGoneError, clientClosed, forward, RejectedError } from './proxy.js'
 import { rawProblem, sendProblem, type Problem } from './respond.js'
 import { normalizePath } from './router/index.js'
 import type { CompiledRoute, Runtime } from './runtime.js'
@@ -199,6 +199,11 @@ export class RequestHandler {
 
   private fail (error: unknown, exchange: Exchange): void {
     const { res, req, requestId } = exchange
+    if (error instanceof ClientGoneError) {
+      // Nobody to answer; the log line says 499 (no response sent) with this code.
+      exchange.code = 'client_closed'
+      return
+    }
     if (error instanceof PayloadTooLargeError) {
       exchange.code = 'payload_too_large'
       drainOrClose(req, res)

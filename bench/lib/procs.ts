@@ -27,7 +27,7 @@ export interface SpawnOptions {
   /** Pin to these CPUs (taskset -c). */
   readonly cpus?: string | undefined
   /** Where stdout goes: 'ignore' (default) or 'pipe'. */
-  readonly stdout?: 'ignore' | 'pipe'
+  readonly stdout?: 'ignore' | 'pipe' | number
   /** Run from this compiled copy instead of the default one (--compare). */
   readonly buildDir?: string
 }

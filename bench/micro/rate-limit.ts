@@ -1,9 +1,10 @@
 // Micro-benchmark: the rate-limit Lua script (GCRA, store.rateLimit) against a real redis-server spawned for the
 // run, one call at a time and 64 in flight (ioredis auto-pipelining), one and two limits per call; and the
-// in-process MemoryStore for comparison.
+// in-process MemoryStore for comparison; and a request admitted through `lease` stocks (policies/rate-limit/lease.ts).
 // Run: node --import tsx bench/micro/rate-limit.ts
 import { MemoryStore } from '../../gateway/store/memory.js'
 import { RedisStore } from '../../gateway/store/redis.js'
+import { Leases } from '../../policies/rate-limit/lease.js'
 import { startRedis } from '../../test/helpers/redis.js'
 import { benchAsync, section } from './harness.js'
 
@@ -21,6 +22,11 @@ try {
   await benchAsync('RedisStore.rateLimit, 1 limit, 64 in flight', 50_000, 64, () => store.rateLimit(one))
   await benchAsync('RedisStore.rateLimit, 2 limits, 64 in flight', 50_000, 64, () => store.rateLimit(two))
   await benchAsync('MemoryStore.rateLimit, 1 limit', 200_000, 1, () => memory.rateLimit(one))
+  for (const lease of [1, 10, 100]) {
+    const leases = new Leases(() => Date.now(), (checks) => store.rateLimit(checks))
+    const limits = [{ check: one[0]!, lease }]
+    await benchAsync(`Leases.admit (Redis), lease: ${lease}, 64 in flight`, 50_000, 64, () => leases.admit(limits))
+  }
 } finally {
   await store.close()
   await memory.close()
