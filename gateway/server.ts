@@ -278,7 +278,9 @@ export class RequestHandler {
     const durationMs = performance.now() - exchange.started
     const routeName = exchange.route?.name ?? '(none)'
     const status = res.headersSent ? res.statusCode : 499
-    this.deps.metrics.requests.inc({ route: routeName, status, code: exchange.code })
+    // Closed before an answer was sent: the client left (an answer being built is dropped).
+    const code = res.headersSent || exchange.code !== 'ok' ? exchange.code : 'client_closed'
+    this.deps.metrics.requests.inc({ route: routeName, status, code })
     this.deps.metrics.duration.observe({ route: routeName }, durationMs / 1000)
     this.accessLog.write({
       requestId: exchange.requestId,
@@ -287,7 +289,7 @@ export class RequestHandler {
       path: redactTarget(req.url ?? ''),
       route: routeName,
       status,
-      code: exchange.code,
+      code,
       subject: exchange.subject !== undefined ? escapeControl(exchange.subject) : undefined,
       methods: exchange.methods,
       remote: exchange.remote,

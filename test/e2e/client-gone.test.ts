@@ -70,6 +70,8 @@ test('clients that leave while the chain runs are never forwarded, and later req
   for (let i = 0; i < 3; i++) await abandon(gw, `/slow/${gone}/${i}`, `opaque-token-${gone}-${i}`, 50)
   await new Promise((resolve) => setTimeout(resolve, SLOW_MS + 200))
   t.is(upstream.seen.filter((s) => s.url.includes(gone)).length, 0, 'a departed client\'s request was forwarded')
+  const logged = gw.rawLogs().split('\n').filter((l) => l.includes(gone) && l.includes('"msg":"request"')).map((l) => JSON.parse(l) as { status: number, code: string })
+  t.deepEqual(logged.map((l) => `${l.status} ${l.code}`), ['499 client_closed', '499 client_closed', '499 client_closed'])
 
   // The twin: requests whose clients wait are answered in full, through the same single connection.
   const open = await within(5_000, gw.fetch(`/open/${probe()}`).then(async (res) => ({ status: res.status, bytes: (await res.arrayBuffer()).byteLength })))
