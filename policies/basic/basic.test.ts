@@ -145,6 +145,24 @@ test.serial('a successful check is cached: bcrypt does not run again until cache
   t.is(passwordChecks.count - before, 4, 'checked again once the entry is stale')
 })
 
+test.serial('concurrent requests with the same credentials share one hash run when the cache has none; different ones do not', async (t) => {
+  const { send, clock } = await setup(t.context.dir, { config: { cacheTtl: '60s', maxFailuresPerUser: 100, maxFailuresPerIp: 100 } })
+  const before = passwordChecks.count
+  const outcomes = await Promise.all(Array.from({ length: 20 }, () => send(basicHeader('alice', ALICE_PASSWORD))))
+  for (const outcome of outcomes) accepted(t, outcome, 'alice')
+  t.is(passwordChecks.count - before, 1, 'twenty concurrent checks of one credential ran bcrypt once')
+  // Wrong passwords share a run too, yet every one of them is refused.
+  const wrong = await Promise.all(Array.from({ length: 5 }, () => send(basicHeader('alice', 'wrong-guess'))))
+  for (const outcome of wrong) rejected(t, outcome, 401, 'invalid_credentials')
+  t.is(passwordChecks.count - before, 2)
+  // Expired entry: the next burst runs one check again; another user's concurrent check is its own.
+  clock.advance(60_000)
+  const mixed = await Promise.all([...Array.from({ length: 10 }, () => send(basicHeader('alice', ALICE_PASSWORD))), send(basicHeader('bob', BOB_PASSWORD))])
+  mixed.slice(0, 10).forEach((outcome) => accepted(t, outcome, 'alice'))
+  accepted(t, mixed[10]!, 'bob')
+  t.is(passwordChecks.count - before, 4)
+})
+
 test.serial('after maxFailuresPerUser failures even the right password is 429 with Retry-After, without hashing; other users are fine', async (t) => {
   const { send, clock } = await setup(t.context.dir, { config: { maxFailuresPerUser: 3, failureWindow: '5m' } })
   for (let i = 0; i < 3; i++) rejected(t, await send(basicHeader('alice', `guess-${i}`), '192.0.2.1'), 401, 'invalid_credentials')

@@ -13,6 +13,11 @@ export { passwordChecks } from './users.js'
 class SuccessCache {
   private readonly key = randomBytes(32)
   private readonly entries = new Map<string, { username: string, at: number }>()
+  /**
+   * Checks in progress by digest: when an entry expires under load, the requests that carry the same credentials
+   * share one bcrypt/scrypt run instead of each starting its own (dozens of them would hold the CPU for seconds).
+   */
+  readonly verifying = new Map<string, Promise<boolean>>()
 
   constructor (private readonly maxEntries = 10_000) {}
 
@@ -89,7 +94,12 @@ export const basic: PolicyDefinition<BasicConfig> = {
         const digest = cache.digest(username, password)
         if (cache.fresh(digest, now, cacheTtlMs) === username) return { identity: { subject: username, client: username } }
 
-        if (!await users.verify(username, password)) {
+        let verifying = cache.verifying.get(digest)
+        if (verifying === undefined) {
+          verifying = users.verify(username, password).finally(() => cache.verifying.delete(digest))
+          cache.verifying.set(digest, verifying)
+        }
+        if (!await verifying) {
           await failures.record(username, ctx.remoteAddress, limits)
           return Rejection.unauthenticated('invalid_credentials', 'wrong username or password', challenge)
         }
