@@ -124,12 +124,13 @@ export function forward (upstream: Upstream, req: IncomingMessage, res: ServerRe
 
 const kExchange = Symbol('upstreamExchange')
 
+type ResponseWithExchange = ServerResponse & { [kExchange]?: UpstreamExchange }
+
 /** Whether the gateway adds this (lower-case) header itself; the few added names are compared without a Set per request. */
 function addsHeader (added: Record<string, string>, lower: string): boolean {
   for (const name in added) if (name.length === lower.length && name.toLowerCase() === lower) return true
   return false
 }
-type ResponseWithExchange = ServerResponse & { [kExchange]?: UpstreamExchange }
 
 /**
  * For the response's 'close' listener (server.ts, one listener per response for this and the access log): the

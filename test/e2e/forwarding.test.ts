@@ -54,6 +54,12 @@ const handler: UpstreamHandler = (req, res, seen) => {
     return
   }
   if (path === '/slow') return // never answers: the gateway's timeout must
+  if (path.startsWith('/limited/')) {
+    req.resume()
+    res.writeHead(200, [['RateLimit', '"upstream";r=1;t=1'], ['ratelimit-policy', '"upstream";q=1;w=1'], ['X-Request-Id', 'upstream-id'], ['X-Custom', 'kept']].flat())
+    res.end('limited')
+    return
+  }
   if (path === '/endless' || path === '/held') {
     // /endless streams a chunk every 20 ms, /held never answers; both until the gateway closes the connection.
     const id = new URL(req.url ?? '', 'http://x').searchParams.get('id') ?? ''
@@ -109,6 +115,7 @@ test.before(async (t) => {
       { name: 'prefixed', match: { path: '/pre/**' }, upstream: 'prefixed', public: true },
       { name: 'strip', match: { path: '/strip/**' }, upstream: 'app', public: true, stripPrefix: '/strip' },
       { name: 'ws', match: { path: '/ws/**' }, upstream: 'app', policies: [{ apiKey: {} }] },
+      { name: 'limited', match: { path: '/limited/**' }, upstream: 'app', public: true, policies: [{ rateLimit: { by: 'ip', limit: '1000/min' } }] },
       { name: 'app', match: { path: '/**' }, upstream: 'app', public: true },
     ],
   })
@@ -343,6 +350,22 @@ test('a client that goes away before the upstream answered stops the upstream re
   t.false(upstreamClosed.has(id), 'the upstream request stays open while its client waits')
   held.socket.destroy()
   t.true(await eventually(() => upstreamClosed.has(id)), 'the upstream request was closed when its client left')
+})
+
+test('headers the gateway sets (RateLimit, X-Request-Id) replace the upstream\'s of the same name, whatever its case; others pass', async (t) => {
+  const res = await rawGet(t.context.gw.url, '/limited/x')
+  t.is(res.status, 200)
+  t.is(res.body, 'limited')
+  t.is(header(res, 'x-custom'), 'kept')
+  const raw = res.raw.split('\r\n\r\n')[0]!.split('\r\n')
+  const named = (name: string) => raw.filter((line) => line.toLowerCase().startsWith(`${name}:`))
+  t.is(named('ratelimit').length, 1)
+  t.regex(named('ratelimit')[0]!, /^RateLimit: "limited-ip";r=\d+;t=\d+$/)
+  t.is(named('ratelimit-policy').length, 1)
+  t.regex(named('ratelimit-policy')[0]!, /"limited-ip";q=1000;w=60/)
+  t.is(named('x-request-id').length, 1)
+  assertRequestId(t, res)
+  t.not(header(res, 'x-request-id'), 'upstream-id')
 })
 
 test('upstream status codes and headers are passed through; its hop-by-hop headers are not', async (t) => {
