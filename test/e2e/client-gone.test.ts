@@ -5,11 +5,10 @@
  * request of that upstream.
  */
 import http from 'node:http'
-import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import anyTest, { type TestFn } from 'ava'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
-import { probe, recordingUpstream, type RecordingUpstream } from './support.js'
+import { openGet, probe, recordingUpstream, type RecordingUpstream } from './support.js'
 
 const test = anyTest as TestFn<{ gw: TestGateway, upstream: RecordingUpstream, introspection: http.Server }>
 
@@ -48,13 +47,9 @@ test.after.always(async (t) => {
   await new Promise((resolve) => t.context.introspection?.close(resolve))
 })
 
-/** A GET that the client abandons after `leaveAfterMs`, over a raw socket. */
+/** A GET that the client abandons after `leaveAfterMs`. */
 async function abandon (gw: TestGateway, path: string, token: string, leaveAfterMs: number): Promise<void> {
-  const { hostname, port } = new URL(gw.url)
-  const socket = net.connect(Number(port), hostname)
-  socket.on('error', () => {})
-  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nAuthorization: Bearer ${token}\r\n\r\n`)
+  const { socket } = await openGet(gw.url, path, 0, [`Authorization: Bearer ${token}`])
   await new Promise((resolve) => setTimeout(resolve, leaveAfterMs))
   socket.destroy()
 }

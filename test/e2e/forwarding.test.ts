@@ -4,8 +4,9 @@ import net from 'node:net'
 import anyTest, { type TestFn } from 'ava'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../faults/support.js'
 import {
-  assertProblem, assertRequestId, freePort, header, parseResponse, probe, rawGet, rawRequest, recordingUpstream,
+  assertProblem, assertRequestId, freePort, header, openGet, parseResponse, probe, rawGet, rawRequest, recordingUpstream,
   type RawResponse, type RecordingUpstream, type Seen, type UpstreamHandler,
 } from './support.js'
 
@@ -305,51 +306,31 @@ test('an upstream that resets mid-response makes the client connection fail inst
   t.is((await t.context.gw.fetch('/after-reset')).status, 200)
 })
 
-/** Sends a GET over a raw socket; resolves with the socket once `minBytes` of the answer arrived (0: at once). */
-async function openGet (gw: TestGateway, path: string, minBytes: number): Promise<{ socket: net.Socket, received: () => number }> {
-  const { hostname, port } = new URL(gw.url)
-  const socket = net.connect(Number(port), hostname)
-  let bytes = 0
-  socket.on('data', (chunk: Buffer) => { bytes += chunk.length })
-  socket.on('error', () => {})
-  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n\r\n`)
-  const deadline = Date.now() + 5_000
-  while (bytes < minBytes && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
-  return { socket, received: () => bytes }
-}
-
-async function eventually (check: () => boolean, ms = 3_000): Promise<boolean> {
-  const deadline = Date.now() + ms
-  while (!check() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
-  return check()
-}
-
 test('a client that goes away mid-response stops the upstream request; one that stays keeps receiving', async (t) => {
   const { gw } = t.context
   const leaving = probe()
   const staying = probe()
-  const gone = await openGet(gw, `/endless?id=${leaving}`, 2048)
-  const stays = await openGet(gw, `/endless?id=${staying}`, 2048)
+  const gone = await openGet(gw.url, `/endless?id=${leaving}`, 2048)
+  const stays = await openGet(gw.url, `/endless?id=${staying}`, 2048)
   t.true(gone.received() >= 2048, 'the streamed answer started')
   gone.socket.destroy()
-  t.true(await eventually(() => upstreamClosed.has(leaving)), 'the upstream request was closed when its client left')
+  t.true(await until(() => upstreamClosed.has(leaving), 3_000), 'the upstream request was closed when its client left')
   // The twin: the client that stays is still being streamed to, and its upstream request is still open.
   const before = stays.received()
-  t.true(await eventually(() => stays.received() > before + 4096), 'the staying client keeps receiving')
+  t.true(await until(() => stays.received() > before + 4096, 3_000), 'the staying client keeps receiving')
   t.false(upstreamClosed.has(staying))
   stays.socket.destroy()
-  t.true(await eventually(() => upstreamClosed.has(staying)))
+  t.true(await until(() => upstreamClosed.has(staying), 3_000))
 })
 
 test('a client that goes away before the upstream answered stops the upstream request', async (t) => {
   const { gw, upstream } = t.context
   const id = probe()
-  const held = await openGet(gw, `/held?id=${id}`, 0)
-  t.true(await eventually(() => upstream.seen.some((s) => s.url.includes(id))), 'the request reached the upstream')
+  const held = await openGet(gw.url, `/held?id=${id}`, 0)
+  t.true(await until(() => upstream.seen.some((s) => s.url.includes(id)), 3_000), 'the request reached the upstream')
   t.false(upstreamClosed.has(id), 'the upstream request stays open while its client waits')
   held.socket.destroy()
-  t.true(await eventually(() => upstreamClosed.has(id)), 'the upstream request was closed when its client left')
+  t.true(await until(() => upstreamClosed.has(id), 3_000), 'the upstream request was closed when its client left')
 })
 
 test('headers the gateway sets (RateLimit, X-Request-Id) replace the upstream\'s of the same name, whatever its case; others pass', async (t) => {

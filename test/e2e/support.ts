@@ -208,6 +208,23 @@ export async function recordingUpstream (handler?: UpstreamHandler): Promise<Rec
   }
 }
 
+/**
+ * Sends a GET over a raw socket and resolves with the socket once `minBytes` of the answer arrived (0: at once), for
+ * tests of clients that leave early. `received` counts the bytes of the answer so far.
+ */
+export async function openGet (url: string, path: string, minBytes: number, headers: string[] = []): Promise<{ socket: net.Socket, received: () => number }> {
+  const { hostname, port } = new URL(url)
+  const socket = net.connect(Number(port), hostname)
+  let bytes = 0
+  socket.on('data', (chunk: Buffer) => { bytes += chunk.length })
+  socket.on('error', () => {})
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  socket.write([`GET ${path} HTTP/1.1`, `Host: ${hostname}:${port}`, ...headers, '', ''].join('\r\n'))
+  const deadline = Date.now() + 5_000
+  while (bytes < minBytes && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  return { socket, received: () => bytes }
+}
+
 /** A fresh marker for one request, so concurrent tests can find what the upstream saw for it. */
 export function probe (): string {
   return randomUUID()
