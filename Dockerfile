@@ -3,6 +3,7 @@ FROM node:20-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
+COPY cli ./cli
 COPY gateway ./gateway
 COPY policies ./policies
 COPY certs ./certs

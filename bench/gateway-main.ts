@@ -4,7 +4,7 @@
  * without needing a fresh `npm run build`; node:cluster workers inherit the tsx loader. With `BENCH_PROFILE`,
  * the parent can profile a window of the run (lib/profiler-hook.ts).
  */
-import { main } from '../gateway/cli.js'
+import { main } from '../cli/main.js'
 import { installProfilerHook } from './lib/profiler-hook.js'
 
 installProfilerHook()

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import tls from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import { CLIENT_SPIFFE_ID, handshake, mintPki, type Pki } from '../test/helpers/pki.js'
-import { certsCommand } from './cli.js'
+import { certsCommand } from '../cli/certs.js'
 import { DEV_FILES, createCA, issueServerCert, initDevCerts, issueClientToDir, parseSans } from './pki.js'
 
 const test = anyTest as TestFn<{ pki: Pki }>

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
-import { main } from '../gateway/cli.js'
+import { main } from '../cli/main.js'
 import { newApiKey } from '../policies/api-key/format.js'
 
 let dir: string

@@ -8,7 +8,7 @@ import bcrypt from 'bcryptjs'
 import { parse } from 'yaml'
 import { initDevCerts } from '../certs/pki.js'
 import { checkConfig } from '../gateway/config/load.js'
-import { initCommand, SCENARIOS } from '../gateway/init.js'
+import { initCommand, SCENARIOS } from '../cli/init/command.js'
 import { lintConfig } from '../gateway/lint.js'
 
 function capture () {

@@ -10,22 +10,22 @@ import { IncomingMessage } from 'node:http'
 import { Socket } from 'node:net'
 import { resolve } from 'node:path'
 import { Writable } from 'node:stream'
-import type { CommandIo } from '../certs/cli.js'
-import { challengesFor, credentialAbsent, formatChallenge, runChain, type ChainResult, type Step } from './chain.js'
-import { checkConfig } from './config/load.js'
-import type { ListenerConfig, LoadedConfig } from './config/types.js'
-import { parseDuration } from './config/units.js'
-import { formatIssues, GatewayError, Rejection } from './errors.js'
-import { PayloadTooLargeError } from './context.js'
-import { configuredCredentialHeaders } from './lint.js'
-import { ALWAYS_REDACTED_HEADERS, createLogger } from './log.js'
-import { parseAddress } from './net.js'
-import { compileRoutes, normalizePath, type RouteSpec } from './router/index.js'
-import { Runtime } from './runtime.js'
-import { forwardTarget, prepare, upstreamHeaders, type ListenerRef } from './server.js'
-import { createStore, evaluateGcra } from './store/index.js'
-import type { GcraCheck, GcraResult, Store } from './store/types.js'
-import type { PolicyInstance, Outcome, RequestContext } from '../policies/types.js'
+import type { CommandIo } from '../certs.js'
+import { challengesFor, credentialAbsent, formatChallenge, runChain, type ChainResult, type Step } from '../../gateway/chain.js'
+import { checkConfig } from '../../gateway/config/load.js'
+import type { ListenerConfig, LoadedConfig } from '../../gateway/config/types.js'
+import { parseDuration } from '../../gateway/config/units.js'
+import { formatIssues, GatewayError, Rejection } from '../../gateway/errors.js'
+import { PayloadTooLargeError } from '../../gateway/context.js'
+import { configuredCredentialHeaders } from '../../gateway/lint.js'
+import { ALWAYS_REDACTED_HEADERS, createLogger } from '../../gateway/log.js'
+import { parseAddress } from '../../gateway/net.js'
+import { compileRoutes, normalizePath, type RouteSpec } from '../../gateway/router/index.js'
+import { Runtime } from '../../gateway/runtime.js'
+import { forwardTarget, prepare, upstreamHeaders, type ListenerRef } from '../../gateway/server.js'
+import { createStore, evaluateGcra } from '../../gateway/store/index.js'
+import type { GcraCheck, GcraResult, Store } from '../../gateway/store/types.js'
+import type { PolicyInstance, Outcome, RequestContext } from '../../policies/types.js'
 
 export const EXPLAIN_USAGE = `usage: authgate explain [-c gateway.yaml] METHOD URL [-H 'Name: value']... [options]
 
@@ -91,7 +91,7 @@ export interface ExplainReport {
 
 /** Parses the command line and prints the report; exit 0 when the report was made, 1 on a config error, 2 on usage. */
 export async function explainCommand (args: string[], io: CommandIo): Promise<number> {
-  const { parseArgs, flag, UsageError } = await import('./cli.js')
+  const { parseArgs, flag, UsageError } = await import('../main.js')
   const parsed = parseArgs(args, { booleans: ['json'], values: ['c', 'config', 'H', 'header', 'd', 'data', 'listener', 'remote', 'cert'] })
   if (parsed.positional.length !== 2) throw new UsageError('explain needs METHOD and URL, e.g. authgate explain GET /v1/orders -H "X-API-Key: ..."')
   const [method, url] = parsed.positional as [string, string]

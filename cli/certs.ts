@@ -1,6 +1,6 @@
 /** `authgate certs ...`: the development PKI from the command line. */
 import { join } from 'node:path'
-import { DEV_CLIENT_NAME, DEV_FILES, initDevCerts, issueClientToDir, parseSans } from './pki.js'
+import { DEV_CLIENT_NAME, DEV_FILES, initDevCerts, issueClientToDir, parseSans } from '../certs/pki.js'
 
 export interface CommandIo {
   stdout: { write (text: string): unknown }

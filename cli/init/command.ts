@@ -4,7 +4,7 @@
  * environment variables and files exist; secrets come only from `${env:..}` and `${file:..}`.
  */
 import { existsSync, writeFileSync } from 'node:fs'
-import type { CommandIo } from '../certs/cli.js'
+import type { CommandIo } from '../certs.js'
 
 export interface Scenario {
   readonly name: string
@@ -389,7 +389,7 @@ ${TEMPLATES.map((s) => `  ${s.name.padEnd(20)} ${s.summary}`).join('\n')}
 
 /** Writes the scenario's gateway.yaml; refuses to replace an existing file without --force. */
 export async function initCommand (args: string[], io: CommandIo): Promise<number> {
-  const { parseArgs, flag, UsageError } = await import('./cli.js')
+  const { parseArgs, flag, UsageError } = await import('../main.js')
   const parsed = parseArgs(args, { booleans: ['force'], values: ['scenario', 'out', 'o'] })
   if (parsed.positional.length > 0) throw new UsageError(`unexpected argument "${parsed.positional[0]}"`)
   const name = flag(parsed, 'scenario')
