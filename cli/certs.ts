@@ -1,11 +1,7 @@
 /** `authgate certs ...`: the development PKI from the command line. */
 import { join } from 'node:path'
 import { DEV_CLIENT_NAME, DEV_FILES, initDevCerts, issueClientToDir, parseSans } from '../certs/pki.js'
-
-export interface CommandIo {
-  stdout: { write (text: string): unknown }
-  stderr: { write (text: string): unknown }
-}
+import { parseArgs, UsageError, type CommandIo } from './command.js'
 
 export const CERTS_USAGE = `usage: authgate certs init [--dir certs/dev] [--force]
        authgate certs client NAME [--dir certs/dev] [--san URI|DNS:name|IP:addr]... [--force]
@@ -13,10 +9,8 @@ export const CERTS_USAGE = `usage: authgate certs init [--dir certs/dev] [--forc
 
 const DEFAULT_DIR = 'certs/dev'
 
-class UsageError extends Error {}
-
 /** Runs `authgate certs ARGS...`; returns the exit code (2: usage error, 1: failure). */
-export async function certsCommand (args: string[], io: CommandIo): Promise<number> {
+export async function certsCommand (args: readonly string[], io: CommandIo): Promise<number> {
   try {
     const [command, ...rest] = args
     if (command === '-h' || command === '--help' || command === 'help') {
@@ -43,25 +37,16 @@ interface Options {
   name?: string
 }
 
-function parseOptions (args: string[], takesName: boolean): Options {
-  const options: Options = { dir: DEFAULT_DIR, force: false, sans: [] }
-  const positional: string[] = []
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!
-    const [flag, inline] = arg.startsWith('--') && arg.includes('=')
-      ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
-      : [arg, undefined]
-    const value = () => {
-      const next = inline ?? args[++i]
-      if (next === undefined || next === '') throw new UsageError(`${flag} needs a value`)
-      return next
-    }
-    if (flag === '--dir') options.dir = value()
-    else if (flag === '--force' && inline === undefined) options.force = true
-    else if (flag === '--san' && takesName) options.sans.push(value())
-    else if (arg.startsWith('-')) throw new UsageError(`unknown option "${flag}"`)
-    else positional.push(arg)
-  }
+function parseOptions (args: readonly string[], takesName: boolean): Options {
+  const { values, positionals: positional } = parseArgs(args, {
+    dir: { type: 'string' },
+    force: { type: 'boolean' },
+    ...(takesName ? { san: { type: 'string', multiple: true } } : {}),
+  })
+  const san = (values as { san?: string[] }).san ?? []
+  if (values.dir === '') throw new UsageError('--dir needs a value')
+  if (san.includes('')) throw new UsageError('--san needs a value')
+  const options: Options = { dir: values.dir ?? DEFAULT_DIR, force: values.force === true, sans: san }
   if (takesName) {
     if (positional.length !== 1) throw new UsageError('certs client takes exactly one NAME')
     options.name = positional[0]!

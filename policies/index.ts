@@ -1,4 +1,4 @@
-import type { PolicyDefinition, SectionDefinition } from './types.js'
+import type { CommandDefinition, PolicyDefinition, SectionDefinition } from './types.js'
 import { apiKey, apiKeysSection } from './api-key/index.js'
 import { basic, usersSection } from './basic/index.js'
 import { mtls } from './mtls/index.js'
@@ -29,3 +29,7 @@ export const sections: readonly SectionDefinition[] = [
   signingClientsSection,
   usersSection,
 ]
+
+/** `authgate` subcommands declared by policy modules (keys, hash-key, passwd, sign, tokens), by name. */
+export const commands: ReadonlyMap<string, CommandDefinition> = new Map(
+  [...policies.values()].flatMap((policy) => (policy.commands ?? []).map((command) => [command.name, command] as const)))

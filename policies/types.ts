@@ -3,6 +3,7 @@ import type { TSchema } from '@sinclair/typebox'
 import type { Challenge, ConfigIssue, Rejection } from '../gateway/errors.js'
 import type { Store } from '../gateway/store/types.js'
 import type { Logger } from '../gateway/log.js'
+import type { CommandIo } from '../cli/command.js'
 
 /** What the chain establishes about the caller; forwarded to the upstream. */
 export interface Identity {
@@ -133,6 +134,27 @@ export interface PolicyDefinition<Config = any> {
   check? (config: Config, env: CheckEnv): ConfigIssue[]
   /** Runs at load, once per route occurrence; may throw ConfigError. */
   create (config: Config, deps: PolicyDeps): PolicyInstance | Promise<PolicyInstance>
+  /** Commands this policy adds to `authgate` (keys, passwd, sign, tokens...); cli/ finds them through the registry. */
+  readonly commands?: readonly CommandDefinition[]
+}
+
+/** What the command line lends a policy's command. */
+export interface CommandContext {
+  /** The store that `configFile` configures. Refuses the in-process memory store: what it holds dies with the command. */
+  openStore (configFile: string): Promise<Store>
+}
+
+/** A subcommand of `authgate` declared by a policy module. */
+export interface CommandDefinition {
+  /** `authgate NAME ...` */
+  readonly name: string
+  /** What follows the name in `authgate --help`: the arguments, then what it does (more lines indented to match). */
+  readonly usage: string
+  /**
+   * Runs it and returns the exit code (0, 1 on failure, 2 on a usage mistake). A UsageError it throws is printed
+   * with the general usage. Import the implementation inside (`await import('./cli.js')`): serving never loads it.
+   */
+  run (args: readonly string[], io: CommandIo, context: CommandContext): Promise<number>
 }
 
 /** A top-level section of gateway.yaml owned by a policy module (jwtProviders, signingClients...). */

@@ -1,17 +1,13 @@
-/** `authgate keys ...`: the API key lifecycle against the configured store (Redis). */
-import { parseArgs, type ParseArgsConfig } from 'node:util'
+/** `authgate keys ...`: the API key lifecycle against the configured store (Redis); `authgate hash-key KEY`. */
+import { configFileOf, CONFIG_OPTION, parseArgs, UsageError, type CommandIo, type OptionSpecs } from '../../cli/command.js'
 import { loadConfig } from '../../gateway/config/load.js'
 import { parseDuration } from '../../gateway/config/units.js'
 import { ConfigError, StoreUnavailableError, formatIssues } from '../../gateway/errors.js'
 import { createStore } from '../../gateway/store/index.js'
 import type { Store } from '../../gateway/store/types.js'
+import { hashApiKey, parseApiKey } from './format.js'
 import { staticApiKeys } from './records.js'
 import { KeyRequestError, KeyService, type CreatedKey, type KeyListing } from './service.js'
-
-export interface CommandIo {
-  stdout: { write (text: string): unknown }
-  stderr: { write (text: string): unknown }
-}
 
 export interface OpenedStore {
   readonly store: Store
@@ -26,8 +22,6 @@ export const KEYS_USAGE = `usage: authgate keys create --client NAME [--scopes a
        authgate keys revoke ID [--json] [-c FILE]
        authgate keys rotate ID [--grace 24h] [--json] [-c FILE]
 `
-
-class UsageError extends Error {}
 
 /**
  * Opens the store that gateway.yaml configures. Dynamic keys must outlive this command, so the in-process memory
@@ -53,20 +47,14 @@ export async function keysCommand (args: readonly string[], io: CommandIo, openS
       io.stdout.write(KEYS_USAGE)
       return 0
     }
-    const options: ParseArgsConfig['options'] = {
-      c: { type: 'string', short: 'c' }, config: { type: 'string' }, json: { type: 'boolean' },
+    const options: OptionSpecs = {
+      ...CONFIG_OPTION, json: { type: 'boolean' },
       ...(sub === 'create' ? { client: { type: 'string' }, scopes: { type: 'string' }, tier: { type: 'string' }, expires: { type: 'string' } } : {}),
       ...(sub === 'rotate' ? { grace: { type: 'string' } } : {}),
     }
     if (sub === undefined) throw new UsageError('missing subcommand (create, list, revoke, rotate)')
     if (!['create', 'list', 'revoke', 'rotate'].includes(sub)) throw new UsageError(`unknown subcommand "${sub}"`)
-    let parsed: { values: Record<string, string | boolean | undefined>, positionals: string[] }
-    try {
-      parsed = parseArgs({ args: [...rest], options, allowPositionals: true, strict: true }) as typeof parsed
-    } catch (error) {
-      throw new UsageError((error as Error).message)
-    }
-    const { values, positionals } = parsed
+    const { values, positionals } = parseArgs(rest, options) as { values: Record<string, string | boolean | undefined>, positionals: string[] }
     const str = (name: string) => values[name] as string | undefined
     const json = values.json === true
     const wantsId = sub === 'revoke' || sub === 'rotate'
@@ -78,7 +66,7 @@ export async function keysCommand (args: readonly string[], io: CommandIo, openS
       if (value !== undefined && !/^\d+(\.\d+)?(ms|s|m|h|d)$/.test(value)) throw new UsageError(`--${name} takes a duration like 90d, 24h or 30m`)
     }
 
-    const file = str('c') ?? str('config') ?? process.env.AUTHGATE_CONFIG ?? 'gateway.yaml'
+    const file = configFileOf({ config: str('config') })
     opened = await openStore(file)
     const { store, config } = opened
     const service = new KeyService({ store, staticKeys: staticApiKeys(config) })
@@ -164,4 +152,14 @@ function table (keys: readonly KeyListing[]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()
   return `${[line(head), ...rows.map(line)].join('\n')}\n`
+}
+
+/** `authgate hash-key KEY`: the `sha256:<hex>` of a key, for a static `apiKeys:` entry. Usage mistakes throw UsageError. */
+export function hashKeyCommand (args: readonly string[], io: CommandIo): number {
+  const { positionals } = parseArgs(args, {})
+  const key = positionals[0]
+  if (!key || positionals.length > 1) throw new UsageError('hash-key takes exactly one KEY')
+  if (!parseApiKey(key)) io.stderr.write('authgate: warning: this is not an agk_<id>_<secret> key; the hash will never match a presented key\n')
+  io.stdout.write(`${hashApiKey(key)}\n`)
+  return 0
 }

@@ -19,6 +19,25 @@ export const apiKey: PolicyDefinition<ApiKeyConfig> = {
   key: 'apiKey',
   schema,
   authenticates: true,
+  commands: [
+    {
+      name: 'keys',
+      usage: `create --client NAME [--scopes a,b] [--tier T] [--expires 90d] | list | revoke ID | rotate ID [--grace 24h]
+          [-c FILE] [--json]                the API key lifecycle in the configured Redis`,
+      async run (args, io) {
+        const { keysCommand } = await import('./cli.js')
+        return await keysCommand(args, io)
+      },
+    },
+    {
+      name: 'hash-key',
+      usage: 'KEY                              print sha256:<hex> for a static apiKeys entry',
+      async run (args, io) {
+        const { hashKeyCommand } = await import('./cli.js')
+        return hashKeyCommand(args, io)
+      },
+    },
+  ],
   create (config, deps) {
     const header = config.header.toLowerCase()
     const challenge = { scheme: 'ApiKey', params: { realm: deps.realm, header: config.header } }

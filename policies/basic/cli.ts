@@ -1,12 +1,7 @@
 /** `authgate passwd USER`: prints an htpasswd line (bcrypt), or an inline scrypt entry with --scrypt. */
-import { parseArgs } from 'node:util'
+import { parseArgs, UsageError, type CommandIo } from '../../cli/command.js'
 import { USERNAME_PATTERN } from './schema.js'
 import { bcryptHash, scryptHash } from './users.js'
-
-export interface CommandIo {
-  stdout: { write (text: string): unknown }
-  stderr: { write (text: string): unknown }
-}
 
 /** Where the password comes from: a TTY (read without echo, in raw mode) or a pipe. */
 export interface PasswordInput extends NodeJS.ReadableStream {
@@ -24,17 +19,11 @@ const MAX_PASSWORD_BYTES = 4096
 // bcrypt reads only the first 72 bytes of a password.
 const BCRYPT_MAX_BYTES = 72
 
-class UsageError extends Error {}
 class InputError extends Error {}
 
 export async function passwdCommand (args: readonly string[], io: CommandIo, input: PasswordInput = process.stdin): Promise<number> {
   try {
-    let parsed: { values: { cost?: string, scrypt?: boolean, help?: boolean }, positionals: string[] }
-    try {
-      parsed = parseArgs({ args: [...args], options: { cost: { type: 'string' }, scrypt: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
-    } catch (error) {
-      throw new UsageError((error as Error).message)
-    }
+    const parsed = parseArgs(args, { cost: { type: 'string' }, scrypt: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } })
     if (parsed.values.help) { io.stdout.write(PASSWD_USAGE); return 0 }
     if (parsed.positionals.length !== 1) throw new UsageError('passwd takes exactly one USER')
     const username = parsed.positionals[0]!

@@ -47,6 +47,14 @@ export const basic: PolicyDefinition<BasicConfig> = {
   key: 'basic',
   schema,
   authenticates: true,
+  commands: [{
+    name: 'passwd',
+    usage: 'USER [--cost N | --scrypt]        print an htpasswd line (bcrypt) or an inline users: entry (scrypt)',
+    async run (args, io) {
+      const { passwdCommand } = await import('./cli.js')
+      return await passwdCommand(args, io)
+    },
+  }],
   check (config, env) {
     const issues: ConfigIssue[] = []
     if (env.config.users === undefined) {

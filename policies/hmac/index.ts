@@ -17,6 +17,15 @@ export const hmac: PolicyDefinition<HmacPolicyConfig> = {
   key: 'hmac',
   schema,
   authenticates: true,
+  commands: [{
+    name: 'sign',
+    usage: `--key-id ID (--secret-env VAR | --key-file PEM) [--scheme hmac-sha256|rfc9421] METHOD URL [--data @file|text]
+                                            print signature headers for curl -H`,
+    async run (args, io) {
+      const { signCommand } = await import('./sign.js')
+      return await signCommand(args, io)
+    },
+  }],
   check (config, env) {
     return checkPolicy(config, env.config)
   },

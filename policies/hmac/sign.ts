@@ -10,6 +10,7 @@ import { createHash, createHmac, createPrivateKey, createSecretKey, randomBytes,
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Dispatcher } from 'undici'
+import { parseArgs, UsageError, type CommandIo } from '../../cli/command.js'
 import { createContentDigest } from './content-digest.js'
 import { algorithmForKey, isSignatureAlgorithm, requestMessage, signRfc9421, type SignatureAlgorithm, type SignatureParams } from './rfc9421.js'
 
@@ -217,9 +218,7 @@ export function signingInterceptor (options: SigningInterceptorOptions): Dispatc
 
 // authgate sign
 
-export interface SignCommandIo {
-  stdout: { write (text: string): unknown }
-  stderr: { write (text: string): unknown }
+export interface SignCommandIo extends CommandIo {
   /** Default process.env. */
   env?: Readonly<Record<string, string | undefined>>
   /** Folder `--data @file` and `--key-file` are relative to; default process.cwd(). */
@@ -239,27 +238,21 @@ The secret is read from the environment variable VAR; it is never printed.
   --algorithm      rfc9421 only: rsa-pss-sha512 (default for RSA) or rsa-v1_5-sha256
 `
 
-class SignUsageError extends Error {}
+const VALUE_FLAGS = ['key-id', 'secret-env', 'scheme', 'data', 'secret-encoding', 'key-file', 'algorithm'] as const
 
-const VALUE_FLAGS = new Set(['key-id', 'secret-env', 'scheme', 'data', 'secret-encoding', 'key-file', 'algorithm'])
-
-function parseSignArgs (args: readonly string[]): { flags: Map<string, string>, positional: string[] } {
+function parseSignArgs (args: readonly string[]): { help: boolean, flags: Map<string, string>, positional: string[] } {
+  const options = Object.fromEntries(VALUE_FLAGS.map((name) => [name, { type: 'string', multiple: true } as const]))
+  const { values, positionals } = parseArgs(args, { ...options, help: { type: 'boolean' } })
+  const given = values as Readonly<Record<string, string[] | undefined>>
   const flags = new Map<string, string>()
-  const positional: string[] = []
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!
-    if (arg === '--') { positional.push(...args.slice(i + 1)); break }
-    if (!arg.startsWith('--')) { positional.push(arg); continue }
-    const eq = arg.indexOf('=')
-    const name = arg.slice(2, eq === -1 ? undefined : eq)
-    if (name === 'help') throw new SignUsageError('')
-    if (!VALUE_FLAGS.has(name)) throw new SignUsageError(`unknown option --${name}`)
-    const value = eq === -1 ? args[++i] : arg.slice(eq + 1)
-    if (value === undefined || value === '') throw new SignUsageError(`--${name} needs a value`)
-    if (flags.has(name)) throw new SignUsageError(`--${name} given twice`)
-    flags.set(name, value)
+  for (const name of VALUE_FLAGS) {
+    const list = given[name]
+    if (list === undefined) continue
+    if (list.some((value) => value === '')) throw new UsageError(`--${name} needs a value`)
+    if (list.length > 1) throw new UsageError(`--${name} given twice`)
+    flags.set(name, list[0]!)
   }
-  return { flags, positional }
+  return { help: values.help === true, flags, positional: positionals }
 }
 
 /** `authgate sign ...`: exit 0, 2 on a usage error, 1 when a file cannot be read or signing fails. */
@@ -268,35 +261,39 @@ export async function signCommand (args: readonly string[], io: SignCommandIo): 
   const cwd = io.cwd ?? process.cwd()
   let request: SignRequestOptions
   try {
-    const { flags, positional } = parseSignArgs(args)
-    if (positional.length !== 2) throw new SignUsageError(positional.length < 2 ? 'METHOD and URL are required' : `unexpected argument "${positional[2]}"`)
+    const { help, flags, positional } = parseSignArgs(args)
+    if (help) {
+      io.stdout.write(SIGN_USAGE)
+      return 0
+    }
+    if (positional.length !== 2) throw new UsageError(positional.length < 2 ? 'METHOD and URL are required' : `unexpected argument "${positional[2]}"`)
     const [method, rawUrl] = positional as [string, string]
-    if (!/^[A-Za-z]+$/.test(method)) throw new SignUsageError(`"${method}" is not an HTTP method`)
+    if (!/^[A-Za-z]+$/.test(method)) throw new UsageError(`"${method}" is not an HTTP method`)
     let url: URL
     try {
       url = new URL(rawUrl)
     } catch {
-      throw new SignUsageError('URL must be absolute, e.g. https://api.example.com/v1/orders')
+      throw new UsageError('URL must be absolute, e.g. https://api.example.com/v1/orders')
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new SignUsageError('URL must be http:// or https://')
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError('URL must be http:// or https://')
     const keyId = flags.get('key-id')
-    if (keyId === undefined) throw new SignUsageError('--key-id is required')
+    if (keyId === undefined) throw new UsageError('--key-id is required')
     const scheme = flags.get('scheme') ?? 'hmac-sha256'
-    if (scheme !== 'hmac-sha256' && scheme !== 'rfc9421') throw new SignUsageError('--scheme must be hmac-sha256 or rfc9421')
+    if (scheme !== 'hmac-sha256' && scheme !== 'rfc9421') throw new UsageError('--scheme must be hmac-sha256 or rfc9421')
     const encoding = flags.get('secret-encoding') ?? 'utf8'
-    if (encoding !== 'utf8' && encoding !== 'base64') throw new SignUsageError('--secret-encoding must be utf8 or base64')
+    if (encoding !== 'utf8' && encoding !== 'base64') throw new UsageError('--secret-encoding must be utf8 or base64')
     const algorithm = flags.get('algorithm')
     if (algorithm !== undefined && (!isSignatureAlgorithm(algorithm) || scheme !== 'rfc9421')) {
-      throw new SignUsageError('--algorithm is for --scheme rfc9421: hmac-sha256, ed25519, ecdsa-p256-sha256, rsa-pss-sha512 or rsa-v1_5-sha256')
+      throw new UsageError('--algorithm is for --scheme rfc9421: hmac-sha256, ed25519, ecdsa-p256-sha256, rsa-pss-sha512 or rsa-v1_5-sha256')
     }
     const secretEnv = flags.get('secret-env')
     const keyFile = flags.get('key-file')
-    if ((secretEnv === undefined) === (keyFile === undefined)) throw new SignUsageError('give exactly one of --secret-env VAR and --key-file PEM')
-    if (keyFile !== undefined && scheme !== 'rfc9421') throw new SignUsageError('--key-file needs --scheme rfc9421 (hmac-sha256 uses a shared secret)')
+    if ((secretEnv === undefined) === (keyFile === undefined)) throw new UsageError('give exactly one of --secret-env VAR and --key-file PEM')
+    if (keyFile !== undefined && scheme !== 'rfc9421') throw new UsageError('--key-file needs --scheme rfc9421 (hmac-sha256 uses a shared secret)')
     let secret: string | undefined
     if (secretEnv !== undefined) {
       secret = env[secretEnv]
-      if (secret === undefined || secret === '') throw new SignUsageError(`environment variable ${secretEnv} is not set`)
+      if (secret === undefined || secret === '') throw new UsageError(`environment variable ${secretEnv} is not set`)
     }
 
     let privateKey: KeyObject | undefined
@@ -321,11 +318,7 @@ export async function signCommand (args: readonly string[], io: SignCommandIo): 
       now: io.now ? io.now() : Date.now(),
     }
   } catch (error) {
-    if (error instanceof SignUsageError) {
-      if (error.message === '') {
-        io.stdout.write(SIGN_USAGE)
-        return 0
-      }
+    if (error instanceof UsageError) {
       io.stderr.write(`authgate sign: ${error.message}\n\n${SIGN_USAGE}`)
       return 2
     }

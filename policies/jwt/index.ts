@@ -19,6 +19,14 @@ export const jwt: PolicyDefinition<JwtPolicyConfig> = {
   key: 'jwt',
   schema,
   authenticates: true,
+  commands: [{
+    name: 'tokens',
+    usage: 'revoke JTI --until 24h [-c FILE]  deny-list a JWT id (providers with revocation: true)',
+    async run (args, io, cli) {
+      const { tokensCommand } = await import('./tokens.js')
+      return await tokensCommand(args, io, (file) => cli.openStore(file))
+    },
+  }],
 
   check (config, env) {
     const issue = unknownProvider(config.provider, providersOf(env.config))

@@ -1,6 +1,7 @@
 import { parseDuration } from '../../gateway/config/units.js'
 import type { Store } from '../../gateway/store/types.js'
 import { REVOKED_PREFIX } from './provider.js'
+import { configFileOf, CONFIG_OPTION, parseArgs, UsageError, type CommandIo } from '../../cli/command.js'
 
 /**
  * Puts `jti` on the deny-list until `untilMs` (ms since epoch). Every instance sees it on the next
@@ -22,36 +23,29 @@ export function parseUntil (text: string, nowMs: number): number | undefined {
   return Number.isNaN(ms) ? undefined : ms
 }
 
-export interface CommandIO {
-  readonly stdout: { write (text: string): unknown }
-  readonly stderr: { write (text: string): unknown }
-}
-
 const USAGE = 'usage: authgate tokens revoke JTI --until <24h | 2025-01-31T00:00:00Z> [-c gateway.yaml] [--json]\n'
 
 /**
- * `authgate tokens revoke JTI --until <duration | ISO time> [--json]`. `-c FILE` is accepted and
- * ignored here: the caller's `openStore` already knows the configuration. Returns the exit code.
+ * `authgate tokens revoke JTI --until <duration | ISO time> [--json] [-c FILE]`: `openStore` opens the store that
+ * FILE configures. Returns the exit code.
  */
-export async function tokensCommand (args: readonly string[], io: CommandIO, openStore: () => Promise<Store>,
+export async function tokensCommand (args: readonly string[], io: CommandIo, openStore: (configFile: string) => Promise<Store>,
   nowMs = Date.now()): Promise<number> {
-  const positional: string[] = []
-  let until: string | undefined
-  let json = false
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!
-    if (arg === '--json') json = true
-    else if (arg === '--until') until = args[++i]
-    else if (arg.startsWith('--until=')) until = arg.slice('--until='.length)
-    else if (arg === '-c' || arg === '--config') i++
-    else if (arg === '-h' || arg === '--help') {
-      io.stdout.write(USAGE)
-      return 0
-    } else if (arg.startsWith('-')) {
-      io.stderr.write(`unknown option ${arg}\n${USAGE}`)
-      return 2
-    } else positional.push(arg)
+  let parsed
+  try {
+    parsed = parseArgs(args, { ...CONFIG_OPTION, until: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } })
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error
+    io.stderr.write(`${error.message}\n${USAGE}`)
+    return 2
   }
+  const { values, positionals: positional } = parsed
+  if (values.help === true) {
+    io.stdout.write(USAGE)
+    return 0
+  }
+  const until = values.until
+  const json = values.json === true
   const [command, jti, ...rest] = positional
   if (command !== 'revoke' || jti === undefined || rest.length > 0) {
     io.stderr.write(USAGE)
@@ -66,7 +60,7 @@ export async function tokensCommand (args: readonly string[], io: CommandIO, ope
     io.stderr.write(`--until ${JSON.stringify(until)} is not a duration (24h) or a future ISO time\n`)
     return 2
   }
-  const store = await openStore()
+  const store = await openStore(configFileOf(values))
   try {
     await revokeJti(store, jti, untilMs, nowMs)
   } finally {
