@@ -10,7 +10,7 @@ import { openListener, type Listener, type ListenerLimits } from './listeners.js
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
 import { Runtime } from './runtime.js'
-import { RequestHandler } from './server.js'
+import { RequestHandler } from './handler.js'
 import { configuredCredentialHeaders } from './lint.js'
 import { apiKeyAdminRoutes } from '../policies/api-key/admin.js'
 import { KeyService, staticApiKeys } from '../policies/api-key/index.js'

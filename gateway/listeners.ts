@@ -8,8 +8,8 @@ import type { Duplex } from 'node:stream'
 import type { ListenerConfig, TlsConfig } from './config/types.js'
 import type { Logger } from './log.js'
 import { parseAddress } from './net.js'
-import { rawProblem } from './respond.js'
-import type { RequestHandler } from './server.js'
+import { rawProblem } from './problem.js'
+import type { RequestHandler } from './handler.js'
 import { randomUUID } from 'node:crypto'
 
 export interface ListenerLimits {

@@ -8,7 +8,7 @@ import { parseDuration, parseSize } from './config/units.js'
 import { identityHeaders, type IdentityHeaders } from './identity.js'
 import type { Logger } from './log.js'
 import { parseCidrs } from './net.js'
-import { closeUpstreams, createUpstreams, type Upstream } from './proxy.js'
+import { closeUpstreams, createUpstreams, type Upstream } from './upstream.js'
 import { compileRoutes, type RouteSpec, type RouteTable } from './router/index.js'
 import type { Store } from './store/types.js'
 
@@ -24,6 +24,10 @@ export interface CompiledRoute extends RouteSpec {
   readonly maxHeaderBytes: number
   readonly maxHeaderCount: number
   readonly preflightPublic: boolean
+  /** On a `preflight: public` route, what a CORS preflight runs: the steps that need no caller (rate limits by ip...). */
+  readonly preflightSteps: readonly Step[]
+  /** Headers a `Connection` token may not remove on this route: its credentials and rate-limit keys. */
+  readonly connectionProtected: ReadonlySet<string>
   readonly stripPrefix: string | undefined
 }
 
@@ -116,6 +120,8 @@ export class Runtime {
           maxHeaderBytes: parseSize(limits.maxHeaderBytes),
           maxHeaderCount: limits.maxHeaderCount ?? 200,
           preflightPublic: route.cors?.preflight === 'public',
+          preflightSteps: steps.filter((s) => s.kind === 'policy' && !s.authenticates && s.instance.anonymous === true),
+          connectionProtected: new Set(all.flatMap((i) => [...(i.credentialHeaders ?? []), ...(i.keyHeaders ?? [])])),
           stripPrefix: route.stripPrefix,
         })
       }

@@ -17,7 +17,7 @@ import type { IdentityConfig } from './config/types.js'
 import { parseDuration } from './config/units.js'
 import { ConfigError, StoreUnavailableError } from './errors.js'
 import type { Logger } from './log.js'
-import type { ForwardHooks } from './server.js'
+import type { DecideEnv } from './pipeline/decide.js'
 import type { Store } from './store/types.js'
 
 export type SignedIdentityConfig = NonNullable<IdentityConfig['signed']>
@@ -269,7 +269,7 @@ export class IdentitySigner {
  * The `RequestHandler.hooks.upstreamIdentity` hook: adds the signed identity for the route's upstream
  * (`aud` = the upstream name). It runs only for authenticated requests.
  */
-export function signedIdentityHook (signer: IdentitySigner, headerName: string = signer.header): NonNullable<ForwardHooks['upstreamIdentity']> {
+export function signedIdentityHook (signer: IdentitySigner, headerName: string = signer.header): NonNullable<DecideEnv['upstreamIdentity']> {
   const name = headerName.toLowerCase()
   return async (result, route, headers) => {
     headers[name] = await signer.sign(result.identity, route.upstream.name)

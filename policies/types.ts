@@ -83,6 +83,10 @@ export interface PolicyInstance {
   readonly credentialHeaders?: readonly string[]
   /** When true the chain buffers the body for this route before the policy runs. */
   readonly readsBody?: boolean
+  /** Needs no caller (a rate limit by ip, route or header): runs on a CORS preflight of a `preflight: public` route. */
+  readonly anonymous?: boolean
+  /** Lower-case request headers the decision rests on besides credentials (a rate-limit key): kept whatever Connection says. */
+  readonly keyHeaders?: readonly string[]
   evaluate (ctx: RequestContext): Promise<Outcome> | Outcome
   close? (): Promise<void> | void
 }

@@ -4,10 +4,9 @@
 import type { IncomingMessage } from 'node:http'
 import { BlockList } from 'node:net'
 import { addIdentity, connectionTokens, identityHeaders, HOP_BY_HOP } from '../../gateway/identity.js'
-import { upstreamHeaders } from '../../gateway/server.js'
+import { upstreamHeaders, type ForwardPeer } from '../../gateway/pipeline/forward-headers.js'
 import type { ChainResult } from '../../gateway/chain.js'
 import type { CompiledRoute, Runtime } from '../../gateway/runtime.js'
-import type { HttpRequestContext } from '../../gateway/context.js'
 import { bench, section } from './harness.js'
 
 const identity = identityHeaders({
@@ -15,7 +14,7 @@ const identity = identityHeaders({
   stripInbound: ['X-User-Id'],
 } as never)
 const runtime = { identity, trustsAnyProxy: false, trustProxies: new BlockList() } as unknown as Runtime
-const route = { consumed: new Set(['x-api-key']), upstream: { preserveHost: false, host: '127.0.0.1:9000' } } as unknown as CompiledRoute
+const route = { consumed: new Set(['x-api-key']), connectionProtected: new Set(['x-api-key']), upstream: { preserveHost: false, host: '127.0.0.1:9000' } } as unknown as CompiledRoute
 
 /** What a browser-ish client sends: 12 headers, one of them a credential and one a spoofed identity header. */
 const inbound = {
@@ -33,7 +32,7 @@ const inbound = {
   referer: 'https://app.example.com/',
 }
 const req = { headers: inbound } as unknown as IncomingMessage
-const ctx = { peerAddress: '10.1.2.3', scheme: 'https', authority: 'api.example.com' } as unknown as HttpRequestContext
+const ctx: ForwardPeer = { peerAddress: '10.1.2.3', scheme: 'https', authority: 'api.example.com', trustedPeer: false }
 const result: ChainResult = {
   identity: { subject: 'demo-client', client: 'demo-client', methods: ['apiKey'], scopes: ['read', 'write'], claims: {} },
   responseHeaders: {},

@@ -1,7 +1,7 @@
 /**
  * `authgate explain -c FILE METHOD URL [-H 'Name: value']...`: what the gateway would do with one request, without
- * serving it. The real code decides: the same normalization, route table, edge checks (server.ts `prepare`), policy
- * chain (signatures and tokens actually verified) and upstream header rewriting (`upstreamHeaders`). Store lookups
+ * serving it. The real code decides: the same normalization, route table, edge checks, policy chain (signatures
+ * and tokens actually verified) and upstream header rewriting: decide(), the one decision every front door uses. Store lookups
  * are read-only: nothing is written, no rate-limit token is spent, no nonce is remembered.
  *
  * This file is the decision: `explainRequest` runs the request path's own functions on a synthetic request and
@@ -9,16 +9,15 @@
  * text form (report.ts) and the read-only store (read-only-store.ts) live beside it.
  */
 import { Writable } from 'node:stream'
-import { challengesFor, credentialAbsent, formatChallenge, runChain, type ChainResult, type Step } from '../../gateway/chain.js'
+import { credentialAbsent, formatChallenge, type Step } from '../../gateway/chain.js'
 import type { LoadedConfig } from '../../gateway/config/types.js'
 import { parseDuration } from '../../gateway/config/units.js'
 import { GatewayError, Rejection } from '../../gateway/errors.js'
-import { PayloadTooLargeError } from '../../gateway/context.js'
 import { configuredCredentialHeaders } from '../../gateway/lint.js'
 import { ALWAYS_REDACTED_HEADERS, createLogger } from '../../gateway/log.js'
 import { normalizePath } from '../../gateway/router/index.js'
-import { Runtime } from '../../gateway/runtime.js'
-import { forwardTarget, prepare, upstreamHeaders, type ListenerRef } from '../../gateway/server.js'
+import { Runtime, type CompiledRoute } from '../../gateway/runtime.js'
+import { decide, type Decision, type ListenerRef } from '../../gateway/pipeline/decide.js'
 import { createStore } from '../../gateway/store/index.js'
 import type { PolicyInstance, Outcome, RequestContext } from '../../policies/types.js'
 import { ReadOnlyStore } from './read-only-store.js'
@@ -70,69 +69,65 @@ export async function explainRequest (config: LoadedConfig, method: string, url:
   let runtime: Runtime | undefined
   try {
     runtime = await Runtime.build(config, { store, log, now })
-    const prepared = prepare(runtime, listener, req, 'explain')
-    if (prepared instanceof Rejection) {
+    const reports = instrumentRoutes(runtime)
+    let decision: Decision
+    try {
+      decision = await decide(runtime, listener, req, 'explain', { now })
+    } catch (error) {
+      if (!(error instanceof GatewayError)) throw error
+      const route = runtime.table.match({ host: req.headers.host ?? '', path: normalized.ok ? normalized.path : '', method, listener: listener.name }).route
       return finish({
         ...base,
-        ...(prepared.code === 'no_route' && normalized.ok ? { misses: routeMisses(runtime.table.routes, req.headers.host ?? '', normalized.path, method, listener.name) } : {}),
-        steps: [],
-        decision: { forwarded: false, status: prepared.status, code: prepared.code, detail: prepared.detail },
+        ...(route ? { route: { name: route.name, upstream: route.upstream.name, public: route.public } } : {}),
+        steps: route ? reports.get(route)!.list() : [],
+        decision: { forwarded: false, status: error.status, code: error.code, detail: error.message },
       })
     }
-    const { route, ctx, hasBody } = prepared
+    if (!decision.allowed && decision.route === undefined) {
+      const refused = decision.problem
+      return finish({
+        ...base,
+        ...(refused.code === 'no_route' && normalized.ok ? { misses: routeMisses(runtime.table.routes, req.headers.host ?? '', normalized.path, method, listener.name) } : {}),
+        steps: [],
+        decision: { forwarded: false, status: refused.status, code: refused.code, detail: refused.detail },
+      })
+    }
+    const route = decision.route!
     const routeReport = { name: route.name, upstream: route.upstream.name, public: route.public }
-    const reject = (status: number, code: string, detail: string, steps: StepReport[], extra: { wwwAuthenticate?: string[], responseHeaders?: Record<string, string> } = {}): ExplainReport => finish({
-      ...base,
-      route: routeReport,
-      steps,
-      decision: { forwarded: false, status, code, detail, ...extra },
-    })
-
-    const declared = Number(req.headers['content-length'] ?? 0)
-    if (declared > route.maxBodyBytes) {
-      const r = Rejection.payloadTooLarge(route.maxBodyBytes)
-      return reject(r.status, r.code, r.detail, [])
-    }
-    const preflight = route.preflightPublic && method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined
     if (route.public) notes.push(`route "${route.name}" is public: true, so no credentials are required`)
-    if (preflight) notes.push('a CORS preflight on a route with cors.preflight: public passes without credentials')
+    const preflight = route.preflightPublic && method === 'OPTIONS' && req.headers.origin !== undefined &&
+      req.headers['access-control-request-method'] !== undefined && options.body === undefined
+    if (preflight) notes.push('a CORS preflight on a route with cors.preflight: public passes without credentials (its rate limits by ip, route or header still apply)')
+    const steps = reports.get(route)!.list()
 
-    const { steps, reports } = instrument(route.steps)
-    let result: ChainResult | undefined
-    if ((!route.public && !preflight) || (route.public && route.steps.length > 0)) {
-      try {
-        if (route.readsBody && hasBody) await ctx.body()
-        const outcome = await runChain(steps, ctx)
-        if ('rejection' in outcome) {
-          const r = outcome.rejection
-          const challenges = r.status === 401 && !route.public ? challengesFor(steps, outcome) : (r.status === 403 && r.challenge ? [r.challenge] : [])
-          const responseHeaders = { ...outcome.responseHeaders, ...r.headers }
-          return reject(r.status, r.code, r.detail, reports.list(), {
-            ...(challenges.length > 0 ? { wwwAuthenticate: challenges.map(formatChallenge) } : {}),
-            ...(Object.keys(responseHeaders).length > 0 ? { responseHeaders } : {}),
-          })
-        }
-        result = outcome
-      } catch (error) {
-        if (error instanceof PayloadTooLargeError) {
-          const r = Rejection.payloadTooLarge(error.limitBytes)
-          return reject(r.status, r.code, r.detail, reports.list())
-        }
-        if (error instanceof GatewayError) return reject(error.status, error.code, error.message, reports.list())
-        throw error
-      }
+    if (!decision.allowed) {
+      const refused = decision.problem
+      const responseHeaders = refused.headers ?? {}
+      return finish({
+        ...base,
+        route: routeReport,
+        steps,
+        decision: {
+          forwarded: false,
+          status: refused.status,
+          code: refused.code,
+          detail: refused.detail,
+          ...(refused.challenges && refused.challenges.length > 0 ? { wwwAuthenticate: refused.challenges.map(formatChallenge) } : {}),
+          ...(Object.keys(responseHeaders).length > 0 ? { responseHeaders: { ...responseHeaders } } : {}),
+        },
+      })
     }
 
-    const forwarded = upstreamHeaders(runtime, route, req, ctx, result)
+    const { result } = decision
+    const forwarded = decision.headers
     forwarded['x-request-id'] = '(a new request id)'
-    if (options.body !== undefined && route.readsBody && hasBody) forwarded['content-length'] = String(options.body.length)
     if (result && result.identity.methods.length > 0 && doc.identity.signed) {
       notes.push(`the upstream also receives ${doc.identity.signed.header}: a signed identity token (not shown)`)
     }
     return finish({
       ...base,
       route: routeReport,
-      steps: reports.list(),
+      steps,
       decision: {
         forwarded: true,
         ...(result && Object.keys(result.responseHeaders).length > 0 ? { responseHeaders: result.responseHeaders } : {}),
@@ -140,7 +135,7 @@ export async function explainRequest (config: LoadedConfig, method: string, url:
       upstream: {
         name: route.upstream.name,
         url: route.upstream.echo ? '(built-in echo)' : route.upstream.url ?? '',
-        target: route.upstream.basePath + forwardTarget(route, ctx.path, ctx.rawQuery),
+        target: route.upstream.basePath + decision.target,
         headers: redactHeaders(forwarded, credentialNames(config)),
       },
     })
@@ -153,7 +148,23 @@ export async function explainRequest (config: LoadedConfig, method: string, url:
 // --- the chain, observed ---------------------------------------------------------------------------------------
 
 /** Wraps each policy instance so that what it decided is recorded; the chain itself runs unchanged. */
+/**
+ * Every route's steps wrapped so that each policy's verdict is recorded, for the route decide() picks. The runtime is
+ * explain's own (built for this one request), so its routes are changed in place.
+ */
+function instrumentRoutes (runtime: Runtime): Map<CompiledRoute, { list (): StepReport[] }> {
+  const out = new Map<CompiledRoute, { list (): StepReport[] }>()
+  for (const route of runtime.table.routes) {
+    const { steps, reports, wrapped } = instrument(route.steps)
+    const preflightSteps = route.preflightSteps.map((step) => step.kind === 'policy' ? { ...step, instance: wrapped.get(step.instance)! } : step)
+    Object.assign(route, { steps, preflightSteps })
+    out.set(route, reports)
+  }
+  return out
+}
+
 function instrument (original: readonly Step[]) {
+  const wrapped = new Map<PolicyInstance, PolicyInstance>()
   const entries: StepReport[] = []
   const record = (index: number, outcome: Outcome, ctx: RequestContext) => {
     const entry = entries[index]!
@@ -174,7 +185,7 @@ function instrument (original: readonly Step[]) {
   const wrap = (key: string, instance: PolicyInstance, group?: number): PolicyInstance => {
     const index = entries.length
     entries.push({ policy: key, verdict: 'not run', ...(group !== undefined ? { anyOf: group } : {}) })
-    return {
+    const traced: PolicyInstance = {
       ...(instance.challenge ? { challenge: instance.challenge } : {}),
       ...(instance.credentialHeaders ? { credentialHeaders: instance.credentialHeaders } : {}),
       ...(instance.readsBody !== undefined ? { readsBody: instance.readsBody } : {}),
@@ -184,12 +195,15 @@ function instrument (original: readonly Step[]) {
         return outcome
       },
     }
+    wrapped.set(instance, traced)
+    return traced
   }
   const steps: Step[] = original.map((step, s) => step.kind === 'policy'
     ? { ...step, instance: wrap(step.key, step.instance) }
     : { kind: 'anyOf', members: step.members.map((m) => ({ key: m.key, instance: wrap(m.key, m.instance, s) })) })
   return {
     steps,
+    wrapped,
     reports: { list: (): StepReport[] => entries.map((e) => ({ ...e })) },
   }
 }

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { json, readJson, type AdminRoute } from '../../gateway/admin.js'
 import { StoreUnavailableError } from '../../gateway/errors.js'
-import { sendProblem } from '../../gateway/respond.js'
+import { sendProblem } from '../../gateway/problem.js'
 import { KeyRequestError, type KeyService } from './service.js'
 
 const ITEM = /^\/admin\/keys\/([^/]+)$/

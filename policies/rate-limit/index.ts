@@ -107,6 +107,9 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
     return {
       evaluate: (ctx) => member.evaluate(ctx),
       close: () => limiter.close(),
+      // Read when the route is compiled, once every step of the batch was added: the batch runs as one.
+      get anonymous () { return member.specs.every((s) => !needsIdentity(s.by)) },
+      keyHeaders: by.kind === 'header' ? [by.name] : [],
     }
   },
 }

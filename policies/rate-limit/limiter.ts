@@ -51,6 +51,8 @@ export interface LimitSpec {
 
 export interface Member {
   evaluate (ctx: RequestContext): Promise<Outcome>
+  /** Every limit of the member's batch (they run together). */
+  readonly specs: readonly LimitSpec[]
 }
 
 /** The per-instance counters used while the store is down and `store.onError` is `allow`. One per configuration generation. */
@@ -92,7 +94,7 @@ export class RouteLimiter {
     let members = this.#batches.get(batch)
     if (!members) this.#batches.set(batch, members = new Batch(this))
     members.specs.push(spec)
-    return { evaluate: (ctx) => members.evaluate(ctx) }
+    return { evaluate: (ctx) => members.evaluate(ctx), specs: members.specs }
   }
 
   get route (): string { return this.#route }

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { Readable } from 'node:stream'
 import { Pool } from 'undici'
-import { GatewayError, Rejection } from './errors.js'
+import { BodyTooLargeError, limitedBody } from './body.js'
+import { GatewayError } from './errors.js'
 import { connectionTokens, HOP_BY_HOP } from './identity.js'
 import { parseDuration } from './config/units.js'
 import type { UpstreamConfig } from './config/types.js'
@@ -18,6 +19,11 @@ export interface Upstream {
   readonly host: string
   readonly preserveHost: boolean
   readonly url: string | undefined
+  /** The CA bundle (PEM) an https upstream is verified against, when the configuration names one. */
+  readonly ca: Buffer | undefined
+  readonly connectTimeoutMs: number
+  /** How long the upstream may take to answer (headers, then between body chunks). */
+  readonly timeoutMs: number
 }
 
 /** Keep-alive pools, one per upstream, built once per configuration generation. */
@@ -25,11 +31,13 @@ export function createUpstreams (configs: Record<string, UpstreamConfig>, baseDi
   const upstreams = new Map<string, Upstream>()
   for (const [name, config] of Object.entries(configs)) {
     if (config.echo === true) {
-      upstreams.set(name, { name, echo: true, pool: undefined, basePath: '', host: '', preserveHost: true, url: undefined })
+      upstreams.set(name, { name, echo: true, pool: undefined, basePath: '', host: '', preserveHost: true, url: undefined, ca: undefined, connectTimeoutMs: 0, timeoutMs: 0 })
       continue
     }
     const url = new URL(config.url!)
     const timeoutMs = parseDuration(config.timeout)
+    const connectTimeoutMs = parseDuration(config.connectTimeout)
+    const ca = config.ca ? readFileSync(resolve(baseDir, config.ca)) : undefined
     const pool = new Pool(url.origin, {
       connections: config.connections,
       pipelining: config.pipelining,
@@ -37,8 +45,8 @@ export function createUpstreams (configs: Record<string, UpstreamConfig>, baseDi
       bodyTimeout: timeoutMs,
       keepAliveTimeout: 4_000,
       connect: {
-        timeout: parseDuration(config.connectTimeout),
-        ...(config.ca ? { ca: readFileSync(resolve(baseDir, config.ca)) } : {}),
+        timeout: connectTimeoutMs,
+        ...(ca ? { ca } : {}),
       },
     })
     upstreams.set(name, {
@@ -49,6 +57,9 @@ export function createUpstreams (configs: Record<string, UpstreamConfig>, baseDi
       host: url.host,
       preserveHost: config.preserveHost,
       url: url.origin,
+      ca,
+      connectTimeoutMs,
+      timeoutMs,
     })
   }
   return upstreams
@@ -63,11 +74,6 @@ export class ClientGoneError extends Error {
   constructor () { super('the client closed the connection') }
 }
 
-/** Thrown by the body stream when a chunked body passes maxBodyBytes. */
-export class BodyTooLargeError extends Error {
-  constructor (readonly limitBytes: number) { super('request body too large') }
-}
-
 /**
  * The client's body as undici reads it. With a Content-Length within the limit (Node's parser never delivers
  * more than it says), the request stream itself; a chunked body is counted as it streams and cut at the limit.
@@ -76,15 +82,6 @@ function requestBody (req: IncomingMessage, maxBytes: number): Readable {
   const length = req.headers['content-length']
   if (length !== undefined && req.headers['transfer-encoding'] === undefined && Number(length) <= maxBytes) return req
   return Readable.from(limitedBody(req, maxBytes), { objectMode: false })
-}
-
-async function * limitedBody (req: IncomingMessage, maxBytes: number): AsyncGenerator<Buffer> {
-  let total = 0
-  for await (const chunk of req) {
-    total += (chunk as Buffer).length
-    if (total > maxBytes) throw new BodyTooLargeError(maxBytes)
-    yield chunk as Buffer
-  }
 }
 
 export interface ForwardRequest {
@@ -104,7 +101,7 @@ export interface ForwardRequest {
 
 /**
  * Streams the request to the upstream and the answer back. Resolves with the upstream's status when the response is
- * finished; rejects with a GatewayError (502/504) or a 413 Rejection wrapped in RejectedError when nothing was sent yet.
+ * finished; rejects with a GatewayError (502/504), or BodyTooLargeError (413) when nothing was sent yet.
  */
 export function forward (upstream: Upstream, req: IncomingMessage, res: ServerResponse, request: ForwardRequest): Promise<number> {
   if (upstream.echo) return echo(req, res, request)
@@ -133,7 +130,7 @@ function addsHeader (added: Record<string, string>, lower: string): boolean {
 }
 
 /**
- * For the response's 'close' listener (server.ts, one listener per response for this and the access log): the
+ * For the response's 'close' listener (handler.ts, one listener per response for this and the access log): the
  * client went away before its response was finished, so the upstream request stops and frees its connection.
  */
 export function clientClosed (res: ServerResponse): void {
@@ -234,16 +231,11 @@ class UpstreamExchange {
   }
 }
 
-/** Carries a Rejection (413) out of the forwarding path. */
-export class RejectedError extends Error {
-  constructor (readonly rejection: Rejection) { super(rejection.detail) }
-}
-
 function upstreamError (error: unknown): Error {
   if (error instanceof ClientGoneError) return error
-  if (error instanceof BodyTooLargeError) return new RejectedError(Rejection.payloadTooLarge(error.limitBytes))
+  if (error instanceof BodyTooLargeError) return error
   const cause = error as { code?: string, name?: string, cause?: unknown }
-  if (cause.cause instanceof BodyTooLargeError) return new RejectedError(Rejection.payloadTooLarge(cause.cause.limitBytes))
+  if (cause.cause instanceof BodyTooLargeError) return cause.cause
   const code = cause.code ?? ''
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return new GatewayError(504, 'upstream_timeout', 'upstream did not answer in time', { cause: error })

@@ -2,11 +2,9 @@ import type { IncomingMessage } from 'node:http'
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls'
 import type { Identity } from '../policies/types.js'
 import type { ChainContext } from './chain.js'
+import { readBody } from './body.js'
 
-/** Thrown by body() when the buffered body passes the route's maxBodyBytes. */
-export class PayloadTooLargeError extends Error {
-  constructor (readonly limitBytes: number) { super('request body too large') }
-}
+const NO_VALUES: readonly string[] = Object.freeze([])
 
 /** The per-request view policies read. Query and body are computed only when asked for. */
 export class HttpRequestContext implements ChainContext {
@@ -38,7 +36,9 @@ export class HttpRequestContext implements ChainContext {
   }
 
   headerValues (name: string): readonly string[] {
-    return this.req.headersDistinct[name] ?? []
+    // A header the edge removed (gateway-owned, untrusted forwarding) is gone from this view too.
+    if (this.req.headers[name] === undefined) return NO_VALUES
+    return this.req.headersDistinct[name] ?? NO_VALUES
   }
 
   get query (): URLSearchParams {
@@ -95,30 +95,4 @@ function connectionPeer (socket: TLSSocket): PeerState {
     socket.once('secure', () => peerByConnection.delete(socket))
   }
   return state
-}
-
-function readBody (req: IncomingMessage, maxBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let total = 0
-    const onData = (chunk: Buffer) => {
-      total += chunk.length
-      if (total > maxBytes) {
-        cleanup()
-        reject(new PayloadTooLargeError(maxBytes))
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = () => { cleanup(); resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total)) }
-    const onError = (error: Error) => { cleanup(); reject(error) }
-    const onAborted = () => { cleanup(); reject(new Error('client aborted the request')) }
-    const cleanup = () => {
-      req.off('data', onData); req.off('end', onEnd); req.off('error', onError); req.off('aborted', onAborted)
-    }
-    req.on('data', onData)
-    req.once('end', onEnd)
-    req.once('error', onError)
-    req.once('aborted', onAborted)
-  })
 }
