@@ -173,6 +173,7 @@ export const introspection: PolicyDefinition<IntrospectionConfig> = {
     return {
       challenge: bearerChallenge(realm),
       credentialHeaders: config.passthrough ? [] : ['authorization'],
+      credential: 'bearer',
       async evaluate (ctx) {
         const token = readBearer(ctx, realm)
         if (isRejection(token)) return token

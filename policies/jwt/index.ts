@@ -44,6 +44,7 @@ export const jwt: PolicyDefinition<JwtPolicyConfig> = {
     return {
       challenge: bearerChallenge(realm),
       credentialHeaders: config.passthrough ? [] : ['authorization'],
+      credential: 'bearer',
       async evaluate (ctx) {
         const token = readBearer(ctx, realm)
         if (isRejection(token)) return token
