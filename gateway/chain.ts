@@ -1,5 +1,5 @@
 import { Rejection, type Challenge } from './errors.js'
-import type { Identity, PolicyInstance, RequestContext } from '../policies/types.js'
+import type { Identity, Outcome, PolicyInstance, RequestContext } from '../policies/types.js'
 
 /** A compiled step of a route's chain. */
 export type Step =
@@ -24,13 +24,16 @@ export interface ChainRejection {
 /** The context a chain runs with: the request plus the identity that grows as steps pass. */
 export interface ChainContext extends RequestContext { identity: Partial<Identity> }
 
-// Control characters, and characters above U+00FF, which no header value can carry (undici refuses them: a 502).
+// Control characters, characters above U+00FF, which no header value can carry (undici refuses them: a 502), and
+// whitespace at either end, which upstream parsers trim (" admin " would be read as "admin"). One test per value.
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f]|[^\u0000-\u00ff]/
+const UNSAFE = /[\u0000-\u001f\u007f]|[^\u0000-\u00ff]|^[ \u0085\u00a0]|[ \u0085\u00a0]$/
 
 /**
- * Runs steps in order (logical AND). In `anyOf`, a member whose credential is absent is skipped; a member
- * whose credential is present but invalid rejects at once: never fall through to a weaker method.
+ * Runs steps in order (logical AND). `anyOf` is order-free (DESIGN "anyOf, order-free"): every member is asked, in
+ * listed order; a member whose credential is absent is skipped, and any other refusal (401, 400, 429...) rejects,
+ * the first in listed order, even when another member passed: never fall through to a weaker method. The identity
+ * comes from the first member that passed; every member that passed is listed in `methods`.
  */
 export async function runChain (steps: readonly Step[], ctx: ChainContext): Promise<ChainResult | ChainRejection> {
   const identity: Identity = { subject: '', client: '', methods: [], scopes: [], claims: NO_CLAIMS }
@@ -42,43 +45,75 @@ export async function runChain (steps: readonly Step[], ctx: ChainContext): Prom
     if (step.kind === 'policy') {
       const outcome = await step.instance.evaluate(ctx)
       if (outcome instanceof Rejection) return rejected(result, outcome, step.instance, step.key)
-      if (apply(result, step.key, outcome, step.authenticates)) authenticated = true
+      if (apply(result, step.key, outcome, step.authenticates, true)) authenticated = true
       continue
     }
-    let passed = false
-    let firstMissing: { rejection: Rejection, by: PolicyInstance } | undefined
-    for (const member of step.members) {
+    // Sequential rather than concurrent: deterministic, and each present credential costs its verification anyway.
+    // Members see the identity of the steps before the group only: nothing of the group is applied until all answered.
+    const members = step.members
+    const outcomes: Outcome[] = new Array(members.length)
+    let asked = 0
+    let sharedRefused = false
+    while (asked < members.length) {
+      const member = members[asked]!
       const outcome = await member.instance.evaluate(ctx)
-      if (outcome instanceof Rejection) {
-        if (credentialAbsent(outcome, ctx)) { firstMissing ??= { rejection: outcome, by: member.instance }; continue }
-        return rejected(result, outcome, member.instance, member.key)
-      }
-      if (apply(result, member.key, outcome, true)) authenticated = true
-      passed = true
-      break
+      outcomes[asked++] = outcome
+      if (!(outcome instanceof Rejection) || credentialAbsent(outcome, ctx)) continue
+      // A refusal no other member can overrule decides the group, unless an earlier shared one may yet be overruled.
+      if (member.instance.credential === undefined && !sharedRefused) break
+      sharedRefused = true
     }
-    if (!passed) {
-      return rejected(result, Rejection.unauthenticated('missing_credentials', 'credentials required', firstMissing?.rejection.challenge ?? { scheme: 'Bearer', params: {} }), undefined, 'anyOf')
+    let first = -1
+    let firstMissing: Rejection | undefined
+    for (let i = 0; i < asked; i++) {
+      const outcome = outcomes[i]!
+      if (!(outcome instanceof Rejection)) { if (first < 0) first = i; continue }
+      if (credentialAbsent(outcome, ctx)) { firstMissing ??= outcome; continue }
+      if (acceptedByAnother(members, outcomes, asked, i)) continue
+      return rejected(result, outcome, members[i]!.instance, members[i]!.key)
+    }
+    if (first < 0) {
+      return rejected(result, Rejection.unauthenticated('missing_credentials', 'credentials required', firstMissing?.challenge ?? { scheme: 'Bearer', params: {} }), undefined, 'anyOf')
+    }
+    for (let i = first; i < asked; i++) {
+      const outcome = outcomes[i]!
+      if (!(outcome instanceof Rejection) && apply(result, members[i]!.key, outcome, true, i === first)) authenticated = true
     }
   }
 
   if (authenticated && !headerSafe(identity)) {
-    return rejected(result, Rejection.unauthenticated('invalid_credentials', 'identity contains control characters or characters a header cannot carry', { scheme: 'Bearer', params: {} }), undefined, undefined)
+    return rejected(result, Rejection.unauthenticated('invalid_credentials', 'identity contains control characters, leading or trailing whitespace, or characters a header cannot carry', { scheme: 'Bearer', params: {} }), undefined, undefined)
   }
   return result
+}
+
+/**
+ * Whether the credential that member `i` refused was accepted by another member reading the same one (two JWT
+ * providers, or jwt and introspection, for one bearer token): then it is a valid credential of another issuer.
+ */
+function acceptedByAnother (members: Extract<Step, { kind: 'anyOf' }>['members'], outcomes: readonly Outcome[], asked: number, i: number): boolean {
+  const credential = members[i]!.instance.credential
+  if (credential === undefined) return false
+  for (let j = 0; j < asked; j++) {
+    if (j !== i && members[j]!.instance.credential === credential && !(outcomes[j] instanceof Rejection)) return true
+  }
+  return false
 }
 
 const NO_CLAIMS: Identity['claims'] = Object.freeze({})
 
 type Passed = Exclude<Awaited<ReturnType<PolicyInstance['evaluate']>>, Rejection>
 
-/** Merges a passed step into the result; true when the step authenticated the caller. */
-function apply (result: ChainResult, key: string, outcome: Passed, authenticates: boolean): boolean {
+/**
+ * Merges a passed step into the result; true when the step authenticated the caller. Without `withIdentity` (an anyOf
+ * member after the first that passed) only its headers and its method are taken.
+ */
+function apply (result: ChainResult, key: string, outcome: Passed, authenticates: boolean, withIdentity: boolean): boolean {
   if (outcome.responseHeaders) Object.assign(result.responseHeaders, outcome.responseHeaders)
   if (outcome.upstreamHeaders) Object.assign(result.upstreamHeaders, outcome.upstreamHeaders)
   const identity = result.identity
   const update = outcome.identity
-  if (update) {
+  if (update && withIdentity) {
     // Later steps are the more specific credential: they win for each value they provide.
     if (update.subject !== undefined) identity.subject = update.subject
     if (update.client !== undefined) identity.client = update.client
@@ -99,15 +134,15 @@ function rejected (result: ChainResult, rejection: Rejection, by: PolicyInstance
   return { rejection, by, byKey, responseHeaders: result.responseHeaders, identity: result.identity }
 }
 
-/** Every identity value that becomes a header can be carried by one. */
+/** Every identity value that becomes a header can be carried by one, and reads the same after an upstream trims it. */
 function headerSafe (identity: Identity): boolean {
-  if (CONTROL.test(identity.subject) || CONTROL.test(identity.client) || CONTROL.test(identity.tier ?? '')) return false
-  for (const scope of identity.scopes) if (CONTROL.test(scope)) return false
+  if (UNSAFE.test(identity.subject) || UNSAFE.test(identity.client) || UNSAFE.test(identity.tier ?? '')) return false
+  for (const scope of identity.scopes) if (UNSAFE.test(scope)) return false
   return true
 }
 
 /**
- * An anyOf member's rejection that means "this credential was not sent": skipped, the next member is tried. No client
+ * An anyOf member's rejection that means "this credential was not sent": the member is skipped. No client
  * certificate at all counts too; an untrusted one was sent and is refused.
  */
 export function credentialAbsent (rejection: Rejection, ctx: RequestContext): boolean {

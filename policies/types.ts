@@ -81,6 +81,11 @@ export interface PolicyInstance {
   readonly challenge?: Challenge
   /** Lower-case header names holding this policy's credential; removed before forwarding unless passthrough. */
   readonly credentialHeaders?: readonly string[]
+  /**
+   * Names the credential when other methods read the same one (`bearer`: jwt, introspection). In `anyOf`, members
+   * naming the same credential are alternatives for it: it is refused only when none of them accepts it.
+   */
+  readonly credential?: string
   /** When true the chain buffers the body for this route before the policy runs. */
   readonly readsBody?: boolean
   /** Needs no caller (a rate limit by ip, route or header): runs on a CORS preflight of a `preflight: public` route. */

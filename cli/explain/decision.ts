@@ -188,6 +188,7 @@ function instrument (original: readonly Step[]) {
     const traced: PolicyInstance = {
       ...(instance.challenge ? { challenge: instance.challenge } : {}),
       ...(instance.credentialHeaders ? { credentialHeaders: instance.credentialHeaders } : {}),
+      ...(instance.credential !== undefined ? { credential: instance.credential } : {}),
       ...(instance.readsBody !== undefined ? { readsBody: instance.readsBody } : {}),
       async evaluate (ctx) {
         const outcome = await instance.evaluate(ctx)

@@ -13,7 +13,15 @@ export const INTROSPECTION_CACHE_MAX_ENTRIES = 10_000
 
 /** An introspection answer as the policy uses it. */
 export type Answer =
-  | { readonly active: true, readonly response: Readonly<Record<string, unknown>>, readonly identity: IdentityUpdate, readonly expMs: number | undefined }
+  | {
+    readonly active: true
+    readonly response: Readonly<Record<string, unknown>>
+    /** `client` is `client_id`, else the subject (when no earlier step of the chain provided a client). */
+    readonly identity: IdentityUpdate
+    /** After a step that provided a client: `client` only from `client_id` (else `identity` itself). */
+    readonly identityKeepingClient: IdentityUpdate
+    readonly expMs: number | undefined
+  }
   | { readonly active: false }
 
 interface Entry {
@@ -117,16 +125,18 @@ function toAnswer (response: Record<string, unknown>): Answer {
   if (subject === undefined) return INACTIVE
   const claims = Object.freeze({ ...response })
   const tier = typeof response.tier === 'string' ? response.tier : undefined
+  const keepingClient: IdentityUpdate = Object.freeze({
+    subject,
+    ...(clientId !== undefined ? { client: clientId } : {}),
+    scopes: readScopes(claims, 'scope'),
+    claims,
+    ...(tier !== undefined ? { tier } : {}),
+  })
   return Object.freeze({
     active: true as const,
     response: claims,
-    identity: Object.freeze({
-      subject,
-      client: clientId ?? subject,
-      scopes: readScopes(claims, 'scope'),
-      claims,
-      ...(tier !== undefined ? { tier } : {}),
-    }),
+    identity: clientId !== undefined ? keepingClient : Object.freeze({ ...keepingClient, client: subject }),
+    identityKeepingClient: keepingClient,
     expMs: typeof response.exp === 'number' ? response.exp * 1000 : undefined,
   })
 }
@@ -163,6 +173,7 @@ export const introspection: PolicyDefinition<IntrospectionConfig> = {
     return {
       challenge: bearerChallenge(realm),
       credentialHeaders: config.passthrough ? [] : ['authorization'],
+      credential: 'bearer',
       async evaluate (ctx) {
         const token = readBearer(ctx, realm)
         if (isRejection(token)) return token
@@ -178,7 +189,8 @@ export const introspection: PolicyDefinition<IntrospectionConfig> = {
         if (!answer.active) return invalidToken(realm, 'token not active')
         if (answer.expMs !== undefined && answer.expMs <= nowMs) return invalidToken(realm, 'token expired')
         if (audience !== undefined && !hasAudience(answer.response.aud, audience)) return invalidToken(realm, 'wrong audience')
-        return { identity: answer.identity }
+        // As for a JWT: without client_id, the subject becomes the client only if no earlier step named one.
+        return { identity: ctx.identity.client ? answer.identityKeepingClient : answer.identity }
       },
     }
   },

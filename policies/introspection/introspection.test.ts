@@ -84,6 +84,23 @@ test('an active token is accepted with identity from the answer; an unknown toke
   t.deepEqual((refused as Rejection).challenge, { scheme: 'Bearer', params: { realm: 'authgate', error: 'invalid_token', error_description: 'token not active' } })
 })
 
+test('an answer without client_id keeps the client of an earlier step (mtls); alone, the subject is the client', async (t) => {
+  const policy = await policyFor(t)
+  const token = newToken()
+  t.context.endpoint.answers.set(token, active(t, { sub: 'user-7', client_id: undefined }))
+  const afterCert = { ...bearer(token, t.context.clock), identity: { subject: 'billing-service', client: 'billing-service' } }
+  const kept = await policy.evaluate(afterCert)
+  t.false(isRejection(kept))
+  t.is((kept as { identity: { client?: string } }).identity.client, undefined)
+  t.like((kept as { identity: object }).identity, { subject: 'user-7' })
+  // The same cached answer, alone: the subject is the client.
+  t.like((await policy.evaluate(bearer(token, t.context.clock)) as { identity: object }).identity, { subject: 'user-7', client: 'user-7' })
+  // An answer that names its client (RFC 7662 client_id) overrides the earlier one.
+  const named = newToken()
+  t.context.endpoint.answers.set(named, active(t, { sub: 'user-7' }))
+  t.like((await policy.evaluate({ ...bearer(named, t.context.clock), identity: { client: 'billing-service' } }) as { identity: object }).identity, { client: 'app-1' })
+})
+
 test('client_secret_basic sends form-encoded credentials in Basic; client_secret_post sends them as form fields', async (t) => {
   const token = newToken()
   t.context.endpoint.answers.set(token, active(t))

@@ -12,8 +12,8 @@ export { revokeJti, tokensCommand } from './tokens.js'
 /**
  * `jwt: { provider, audience?, passthrough? }`: a bearer JWT from `Authorization`, verified with the
  * named provider's keys (jose), checked against its algorithm allow-list, `exp`/`nbf`/`iat`, issuer,
- * audience, max age, required claims, `typ` and revocation list. Identity: `sub`, `client_id`/`azp`,
- * scopes from `scope`/`scp`, every claim.
+ * audience, max age, required claims, `typ` and revocation list. Identity: `sub`, `client_id`/`azp` (else `sub`,
+ * unless an earlier step provided a client), scopes from `scope`/`scp`, every claim.
  */
 export const jwt: PolicyDefinition<JwtPolicyConfig> = {
   key: 'jwt',
@@ -52,12 +52,14 @@ export const jwt: PolicyDefinition<JwtPolicyConfig> = {
     return {
       challenge: bearerChallenge(realm),
       credentialHeaders: config.passthrough ? [] : ['authorization'],
+      credential: 'bearer',
       async evaluate (ctx) {
         const token = readBearer(ctx, realm)
         if (isRejection(token)) return token
         const result = await runtime.authenticate(token, ctx.now(), audience)
         if (!result.ok) return invalidToken(realm, result.detail)
-        return { identity: result.token.identity }
+        // DESIGN "JWT client": without client_id/azp, sub becomes the client only if no earlier step named one.
+        return { identity: ctx.identity.client ? result.token.identityKeepingClient : result.token.identity }
       },
     }
   },

@@ -17,7 +17,10 @@ export const TOKEN_CACHE_MAX_MS = 5 * 60_000
 
 export interface VerifiedToken {
   readonly payload: Readonly<JWTPayload>
+  /** The identity when no earlier step provided a client: `client` falls back to `sub` (DESIGN "JWT client"). */
   readonly identity: IdentityUpdate
+  /** The identity after a step that provided a client: `client` only from `client_id`/`azp` (else `identity` itself). */
+  readonly identityKeepingClient: IdentityUpdate
 }
 
 export type Verification =
@@ -131,19 +134,20 @@ export class ProviderRuntime {
     if (typeof payload.iat === 'number' && payload.iat * 1000 > nowMs + this.toleranceMs) return { ok: false, detail: 'token not yet valid' }
     if (payload.sub !== undefined && typeof payload.sub !== 'string') return { ok: false, detail: 'malformed token' }
     if (this.config.revocation && typeof payload.jti !== 'string') return { ok: false, detail: 'malformed token' }
-    const client = stringClaim(payload.client_id) ?? stringClaim(payload.azp) ?? payload.sub
+    const client = stringClaim(payload.client_id) ?? stringClaim(payload.azp)
     const subject = payload.sub ?? client
     if (subject === undefined || subject === '') return { ok: false, detail: 'missing sub' }
     const tier = stringClaim(payload.tier)
     deepFreeze(payload)
-    const identity: IdentityUpdate = {
+    const keepingClient: IdentityUpdate = {
       subject,
-      client: client ?? subject,
+      ...(client !== undefined ? { client } : {}),
       scopes: readScopes(payload, this.config.scopeClaim),
       claims: payload,
       ...(tier !== undefined ? { tier } : {}),
     }
-    return { ok: true, token: { payload, identity } }
+    const identity = client !== undefined ? keepingClient : { ...keepingClient, client: subject }
+    return { ok: true, token: { payload, identity, identityKeepingClient: keepingClient } }
   }
 
   /**
