@@ -14,6 +14,7 @@ import type { GatewayDocument, ListenerConfig, PolicyStep, RouteConfig } from '.
 import type { PathIssue } from './config/validate.js'
 import { parseSize } from './config/units.js'
 import { isLoopbackHost, parseAddress } from './net.js'
+import { methodRestrictedPaths } from './router/method-lint.js'
 
 /** A lint finding: a PathIssue that also names its rule. */
 export interface LintIssue extends PathIssue {
@@ -30,6 +31,7 @@ export type LintRule =
   | 'ip-limit-without-trust-proxies'
   | 'admin-exposed-without-token'
   | 'body-limit-too-large'
+  | 'method-restricted-path'
 
 /** Path segments that name something nobody outside should reach without credentials. */
 const PRIVATE_SEGMENTS = new Set(['admin', 'internal', 'private', 'debug', 'actuator', 'metrics', 'management', '.env', '.git'])
@@ -56,6 +58,7 @@ const RULES: readonly Rule[] = [
   ipLimitWithoutTrustProxies,
   adminExposedWithoutToken,
   bodyLimitTooLarge,
+  methodRestrictedPaths,
 ]
 
 function finding (rule: LintRule, severity: 'error' | 'warning', path: Array<string | number>, message: string, fix: string, keyName?: string): LintIssue {

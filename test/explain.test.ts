@@ -229,3 +229,28 @@ test('--cert presents a client certificate verified against the listener\'s clie
   const none = await report(file, ['GET', 'https://localhost:8443/billing/1'])
   t.like(none.report.decision, { status: 401, code: 'client_certificate_required' })
 })
+
+test('issue 14: explain answers a method the GET route refuses with 404 no_route, not the later public route; HEAD gets the GET route', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authgate-explain-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(file, stringify({
+    version: 1,
+    listeners: [{ name: 'local', address: '127.0.0.1:8080' }],
+    upstreams: { demo: { echo: true } },
+    routes: [
+      { name: 'orders-read', match: { path: '/v1/orders/**', methods: ['GET'] }, upstream: 'demo', policies: [{ apiKey: {} }] },
+      { name: 'public', match: { path: '/v1/**' }, upstream: 'demo', public: true },
+    ],
+  }))
+  const { report: deleted } = await report(file, ['DELETE', '/v1/orders/42'])
+  t.is(deleted.route, undefined)
+  t.like(deleted.decision, { forwarded: false, status: 404, code: 'no_route' })
+  t.deepEqual(deleted.misses, [{ route: 'orders-read', reason: 'method DELETE is not one of GET' }])
+  const { report: head } = await report(file, ['HEAD', '/v1/orders/42'])
+  t.like(head.route, { name: 'orders-read' })
+  t.like(head.decision, { forwarded: false, status: 401, code: 'missing_credentials' })
+  const { report: elsewhere } = await report(file, ['DELETE', '/v1/customers/42'])
+  t.like(elsewhere.route, { name: 'public' })
+  t.true(elsewhere.decision.forwarded)
+})

@@ -1,5 +1,5 @@
 export { normalizePath, type NormalizedTarget, type NormalizedPath, type PathRefusal } from './normalize.js'
 export {
-  compileRoutes, shadowedRoutes, pathPatternProblem, hostPatternProblem, requestHostname,
+  compileRoutes, shadowedRoutes, methodRestrictedOverlaps, pathPatternProblem, hostPatternProblem, requestHostname,
   type RouteSpec, type RouteTable, type MatchInput, type MatchResult,
 } from './match.js'

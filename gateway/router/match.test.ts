@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
-import { compileRoutes, hostPatternProblem, pathPatternProblem, requestHostname, shadowedRoutes, type RouteSpec } from './match.js'
+import { compileRoutes, hostPatternProblem, methodRestrictedOverlaps, pathPatternProblem, requestHostname, shadowedRoutes, type RouteSpec } from './match.js'
 
 type Spec = Omit<RouteSpec, 'index'>
 
@@ -108,9 +108,13 @@ test('file order is the index, whatever order the array is in', (t) => {
 })
 
 test('a catch-all route placed first takes requests from routes bucketed under their first segment', (t) => {
-  const routes = table({ name: 'all', path: '/**', methods: ['DELETE'] }, { name: 'v1', path: '/v1/**' })
-  t.is(routeFor(routes, '/v1/x', { method: 'DELETE' }), 'all')
-  t.is(routeFor(routes, '/v1/x', { method: 'GET' }), 'v1')
+  const routes = table({ name: 'all', path: '/**', hosts: ['a.example.com'] }, { name: 'v1', path: '/v1/**' })
+  t.is(routeFor(routes, '/v1/x', { host: 'a.example.com' }), 'all')
+  t.is(routeFor(routes, '/v1/x', { host: 'b.example.com' }), 'v1')
+  // A method-restricted catch-all placed first refuses the other methods everywhere (DESIGN.md, Method mismatch).
+  const deletes = table({ name: 'all', path: '/**', methods: ['DELETE'] }, { name: 'v1', path: '/v1/**' })
+  t.is(routeFor(deletes, '/v1/x', { method: 'DELETE' }), 'all')
+  t.deepEqual(deletes.match({ host: 'h', path: '/v1/x', method: 'GET', listener: 'public' }), { route: undefined, pathMatched: true })
 })
 
 test('hosts match case-insensitively, without the port or a trailing dot', (t) => {
@@ -160,14 +164,84 @@ test('methods restrict a route; a path match with another method is no route', (
 test('a method sent in lower case gets the route of its upper-case name, not a later one', (t) => {
   const routes = table({ name: 'protected', path: '/v1/**', methods: ['GET'] }, { name: 'open', path: '/**' })
   t.is(routeFor(routes, '/v1/x', { method: 'get' }), 'protected')
-  t.is(routeFor(routes, '/v1/x', { method: 'POST' }), 'open')
+  t.is(routeFor(routes, '/v1/x', { method: 'POST' }), undefined)
+  t.is(routeFor(routes, '/v2/x', { method: 'POST' }), 'open')
 })
 
-test('a method mismatch falls through to a later route that accepts the method', (t) => {
-  const routes = table({ name: 'write', path: '/v1/**', methods: ['POST'] }, { name: 'read', path: '/v1/**', methods: ['GET'] })
+test('issue 14: a method a restricted route refuses never falls through to a later public catch-all', (t) => {
+  const routes = table(
+    { name: 'orders-read', path: '/v1/orders/**', methods: ['GET'] },
+    { name: 'public', path: '/v1/**' },
+  )
+  for (const method of ['DELETE', 'POST', 'PUT', 'PATCH', 'OPTIONS', 'delete']) {
+    t.deepEqual(routes.match({ host: 'h', path: '/v1/orders/42', method, listener: 'public' }), { route: undefined, pathMatched: true }, method)
+  }
+  t.is(routeFor(routes, '/v1/orders/42', { method: 'GET' }), 'orders-read')
+  t.is(routeFor(routes, '/v1/orders', { method: 'DELETE' }), undefined)
+  // Outside the restricted route's paths the catch-all takes every method.
+  t.is(routeFor(routes, '/v1/ordersx', { method: 'DELETE' }), 'public')
+  t.is(routeFor(routes, '/v1/other/42', { method: 'DELETE' }), 'public')
+})
+
+test('HEAD is accepted wherever GET is, by the same route', (t) => {
+  const routes = table(
+    { name: 'orders-read', path: '/v1/orders/**', methods: ['GET'] },
+    { name: 'public', path: '/v1/**' },
+  )
+  t.is(routeFor(routes, '/v1/orders/42', { method: 'HEAD' }), 'orders-read')
+  t.is(routeFor(routes, '/v1/orders/42', { method: 'head' }), 'orders-read')
+  const posts = table({ name: 'write', path: '/v1/**', methods: ['POST'] })
+  t.is(routeFor(posts, '/v1/x', { method: 'HEAD' }), undefined)
+})
+
+test('routes of one path split by method each get their methods, whatever their hosts', (t) => {
+  const routes = table(
+    { name: 'write', path: '/v1/**', methods: ['POST'] },
+    { name: 'read', path: '/v1/**', methods: ['GET'] },
+    { name: 'admin', path: '/v1/**', methods: ['DELETE'], hosts: ['admin.example.com'] },
+  )
   t.is(routeFor(routes, '/v1/a', { method: 'POST' }), 'write')
   t.is(routeFor(routes, '/v1/a', { method: 'GET' }), 'read')
+  t.is(routeFor(routes, '/v1/a', { method: 'HEAD' }), 'read')
+  t.is(routeFor(routes, '/v1/a', { method: 'DELETE', host: 'admin.example.com' }), 'admin')
+  t.is(routeFor(routes, '/v1/a', { method: 'DELETE' }), undefined)
   t.is(routeFor(routes, '/v1/a', { method: 'PUT' }), undefined)
+})
+
+test('after a refusal, a later route of the same path pattern for every method takes the rest', (t) => {
+  const routes = table(
+    { name: 'read', path: '/v1/orders/**', methods: ['GET'] },
+    { name: 'catch-all', path: '/**' },
+    { name: 'rest', path: '/v1/orders/**' },
+  )
+  t.is(routeFor(routes, '/v1/orders/1', { method: 'GET' }), 'read')
+  t.is(routeFor(routes, '/v1/orders/1', { method: 'DELETE' }), 'rest')
+  t.is(routeFor(routes, '/v2', { method: 'DELETE' }), 'catch-all')
+})
+
+test('after a refusal, a later route that names the method takes it, whatever its pattern', (t) => {
+  // The layout `authgate init --scenario payments` writes: POST on the collection, GET on it and below.
+  const routes = table(
+    { name: 'payments-create', path: '/v1/payments', methods: ['POST'] },
+    { name: 'public', path: '/**' },
+    { name: 'payments-read', path: '/v1/payments/**', methods: ['GET'] },
+  )
+  t.is(routeFor(routes, '/v1/payments', { method: 'POST' }), 'payments-create')
+  t.is(routeFor(routes, '/v1/payments', { method: 'GET' }), 'payments-read')
+  t.is(routeFor(routes, '/v1/payments', { method: 'HEAD' }), 'payments-read')
+  t.is(routeFor(routes, '/v1/payments', { method: 'DELETE' }), undefined)
+  t.is(routeFor(routes, '/v1/payments/7', { method: 'DELETE' }), 'public')
+})
+
+test('a route whose host or listener does not match refuses nothing: the search goes on as before', (t) => {
+  const routes = table(
+    { name: 'other-host', path: '/v1/orders/**', methods: ['GET'], hosts: ['other.example.com'] },
+    { name: 'other-listener', path: '/v1/orders/**', methods: ['GET'], listeners: ['local'] },
+    { name: 'public', path: '/v1/**' },
+  )
+  t.is(routeFor(routes, '/v1/orders/1', { method: 'DELETE', host: 'api.example.com', listener: 'public' }), 'public')
+  t.is(routeFor(routes, '/v1/orders/1', { method: 'DELETE', host: 'other.example.com', listener: 'public' }), undefined)
+  t.is(routeFor(routes, '/v1/orders/1', { method: 'DELETE', host: 'api.example.com', listener: 'local' }), undefined)
 })
 
 test('listeners restrict a route to the named listeners', (t) => {
@@ -261,7 +335,11 @@ const shadowCases: Array<[string, Spec, Spec, boolean]> = [
   ['all methods before some', { name: 'a', path: '/v1/**' }, { name: 'b', path: '/v1/x', methods: ['GET'] }, true],
   ['more methods before fewer', { name: 'a', path: '/v1/**', methods: ['GET', 'post'] }, { name: 'b', path: '/v1/x', methods: ['POST'] }, true],
   ['fewer methods before more', { name: 'a', path: '/v1/**', methods: ['GET'] }, { name: 'b', path: '/v1/x', methods: ['GET', 'POST'] }, false],
-  ['some methods before all', { name: 'a', path: '/v1/**', methods: ['GET'] }, { name: 'b', path: '/v1/x' }, false],
+  // b takes every method, but a refuses all but GET on b's path and b has another pattern: b never gets a request.
+  ['some methods before all', { name: 'a', path: '/v1/**', methods: ['GET'] }, { name: 'b', path: '/v1/x' }, true],
+  ['some methods before all of the same pattern', { name: 'a', path: '/v1/**', methods: ['GET'] }, { name: 'b', path: '/v1/**' }, false],
+  ['GET before HEAD', { name: 'a', path: '/v1/**', methods: ['GET'] }, { name: 'b', path: '/v1/x', methods: ['HEAD'] }, true],
+  ['HEAD before GET', { name: 'a', path: '/v1/**', methods: ['HEAD'] }, { name: 'b', path: '/v1/x', methods: ['GET'] }, false],
   ['any host before one host', { name: 'a', path: '/**' }, { name: 'b', path: '/x', hosts: ['a.example.com'] }, true],
   ['one host before any host', { name: 'a', path: '/**', hosts: ['a.example.com'] }, { name: 'b', path: '/x' }, false],
   ['a wildcard host before a host under it', { name: 'a', path: '/**', hosts: ['*.example.com'] }, { name: 'b', path: '/x', hosts: ['A.example.com'] }, true],
@@ -299,6 +377,65 @@ test('a route covered only by two earlier routes together is not reported', (t) 
   t.deepEqual(found, [])
 })
 
+test('a route for every method does not shadow a later one that a refusal before it lets through', (t) => {
+  // POST /v1/x: `get` refuses it, `all` (another pattern, no methods) is passed over, `posts` names POST.
+  const named = shadowedRoutes([
+    { name: 'get', path: '/v1/x', methods: ['GET'], index: 0 },
+    { name: 'all', path: '/**', index: 1 },
+    { name: 'posts', path: '/v1/**', methods: ['POST'], index: 2 },
+  ])
+  t.deepEqual(named, [])
+  // A later route for every method is passed over too after that refusal: `all` takes everything else.
+  const unnamed = shadowedRoutes([
+    { name: 'get', path: '/v1/x', methods: ['GET'], index: 0 },
+    { name: 'all', path: '/**', index: 1 },
+    { name: 'v1', path: '/v1/**', index: 2 },
+  ])
+  t.deepEqual(unnamed, [{ route: 2, by: 1 }])
+})
+
+test('method-restricted routes that keep other methods from a later catch-all are listed once per catch-all', (t) => {
+  const found = methodRestrictedOverlaps([
+    { name: 'orders-read', path: '/v1/orders/**', methods: ['GET'], index: 0 },
+    { name: 'orders-write', path: '/v1/orders/**', methods: ['POST'], index: 1 },
+    { name: 'health', path: '/health', methods: ['GET'], index: 2 },
+    { name: 'public', path: '/v1/**', index: 3 },
+    { name: 'rest', path: '/**', index: 4 },
+  ])
+  t.deepEqual(found, [
+    { route: 3, by: 0, methods: ['GET', 'HEAD'] },
+    { route: 4, by: 0, methods: ['GET', 'HEAD'] },
+  ])
+})
+
+test('no method-restricted overlap where a route names its methods, another host applies, or a sibling takes the rest', (t) => {
+  const specs = (list: Spec[]) => list.map((spec, index) => ({ ...spec, index }))
+  // The later route names its methods: it gets them after the refusal (the payments layout).
+  t.deepEqual(methodRestrictedOverlaps(specs([
+    { name: 'create', path: '/v1/payments', methods: ['POST'] },
+    { name: 'read', path: '/v1/payments/**', methods: ['GET'] },
+  ])), [])
+  // Disjoint hosts, listeners or paths: no request meets both.
+  t.deepEqual(methodRestrictedOverlaps(specs([
+    { name: 'a', path: '/v1/**', methods: ['GET'], hosts: ['a.example.com'], listeners: ['local'] },
+    { name: 'b', path: '/v1/**', listeners: ['local'], hosts: ['*.b.example.com'] },
+    { name: 'c', path: '/v1/x/*', methods: ['GET'], listeners: ['public'] },
+    { name: 'd', path: '/v1/x/y/z/**', listeners: ['public'] },
+    { name: 'e', path: '/v2/**' },
+  ])), [])
+  // Same pattern: a method split of one path, not a catch-all.
+  t.deepEqual(methodRestrictedOverlaps(specs([
+    { name: 'read', path: '/v1/**', methods: ['GET'] },
+    { name: 'rest', path: '/v1/**' },
+  ])), [])
+  // A later sibling for every method takes what `read` refuses, so nothing there is a 404.
+  t.deepEqual(methodRestrictedOverlaps(specs([
+    { name: 'read', path: '/v1/orders/**', methods: ['GET'] },
+    { name: 'public', path: '/v1/**' },
+    { name: 'rest', path: '/v1/orders/**' },
+  ])), [])
+})
+
 // Random tables checked against a direct reading of the patterns (regular expressions, no buckets).
 const SEGMENTS = ['v1', 'v10', 'v2', 'a', 'orders', '']
 const segment = fc.constantFrom(...SEGMENTS)
@@ -320,7 +457,7 @@ const specArb = fc.record({
 const requestArb = fc.record({
   path: pathArb,
   host: hostArb,
-  method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE'),
+  method: fc.constantFrom('GET', 'HEAD', 'POST', 'PUT', 'DELETE'),
   listener: fc.constantFrom('public', 'local'),
 })
 
@@ -332,22 +469,52 @@ function patternRegex (pattern: string): RegExp {
   return new RegExp('^' + escape(pattern) + '$')
 }
 
-function directMatch (spec: Pick<RouteSpec, 'path' | 'hosts' | 'methods' | 'listeners'>, request: { path: string, host: string, method: string, listener: string }): boolean {
+type Probe = { path: string, host: string, method: string, listener: string }
+type Plain = Pick<RouteSpec, 'path' | 'hosts' | 'methods' | 'listeners'>
+
+/** Path, host and listener match. */
+function directPlace (spec: Plain, request: Probe): boolean {
   const hostOk = spec.hosts === undefined || spec.hosts.some((h) => h.startsWith('*.')
     ? request.host.endsWith(h.slice(1)) && request.host.length > h.length - 1
     : request.host === h)
   return patternRegex(spec.path).test(request.path) && hostOk &&
-    (spec.methods === undefined || spec.methods.includes(request.method)) &&
     (spec.listeners === undefined || spec.listeners.includes(request.listener))
+}
+
+/** The method is accepted: listed, or HEAD where GET is listed, or no list. */
+function directMethod (spec: Plain, method: string): boolean {
+  return spec.methods === undefined || spec.methods.includes(method) || (method === 'HEAD' && spec.methods.includes('GET'))
+}
+
+function directMatch (spec: Plain, request: Probe): boolean {
+  return directPlace(spec, request) && directMethod(spec, request.method)
+}
+
+/**
+ * DESIGN.md, Method mismatch, read directly: the first route in order that matches, except that after a route has
+ * matched path, host and listener but refused the method, a route without `methods` is taken only if its pattern is
+ * that of a refusing route. -1: no route.
+ */
+function directChoice (specs: readonly Plain[], request: Probe): number {
+  const refused: string[] = []
+  for (const [index, spec] of specs.entries()) {
+    if (!directPlace(spec, request)) continue
+    if (!directMethod(spec, request.method)) { refused.push(spec.path); continue }
+    if (refused.length === 0 || spec.methods !== undefined || refused.includes(spec.path)) return index
+  }
+  return -1
 }
 
 test('the compiled table picks the same route as trying every pattern in order', (t) => {
   holds(t, fc.property(fc.array(specArb, { minLength: 1, maxLength: 12 }), fc.array(requestArb, { minLength: 1, maxLength: 20 }), (specs, requests) => {
     const routes = compileRoutes(specs.map((spec, index) => ({ ...spec, name: `r${index}`, index })))
     return requests.every((request) => {
-      const expected = specs.findIndex((spec) => directMatch(spec, request))
-      const got = routes.match(request).route
-      return expected === -1 ? got === undefined : got?.index === expected
+      const expected = directChoice(specs, request)
+      const result = routes.match(request)
+      const refused = specs.some((spec) => directPlace(spec, request) && !directMethod(spec, request.method))
+      return expected === -1
+        ? result.route === undefined && result.pathMatched === refused
+        : result.route?.index === expected
     })
   }))
 })
@@ -362,22 +529,47 @@ function instancesOf (pattern: string): string[] {
   return [pattern]
 }
 
+const PROBE_HOSTS = ['a.example.com', 'b.example.com', 'x.a.example.com', 'example.com']
+const PROBE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE']
+const PROBE_LISTENERS = ['public', 'local']
+
+/** Requests on the paths of the given patterns, with every host, method and listener the generators use. */
+function probes (patterns: readonly string[]): Probe[] {
+  const out: Probe[] = []
+  for (const path of new Set(patterns.flatMap(instancesOf))) {
+    for (const host of PROBE_HOSTS) {
+      for (const method of PROBE_METHODS) for (const listener of PROBE_LISTENERS) out.push({ path, host, method, listener })
+    }
+  }
+  return out
+}
+
 test('a route reported as shadowed is never the route a request gets', (t) => {
-  const hosts = ['a.example.com', 'b.example.com', 'x.a.example.com', 'example.com']
-  const methods = ['GET', 'POST', 'PUT', 'DELETE']
-  const listeners = ['public', 'local']
   let pairs = 0
   holds(t, fc.property(fc.array(specArb, { minLength: 2, maxLength: 8 }), (specs) => {
     const indexed = specs.map((spec, index) => ({ ...spec, name: `r${index}`, index }))
-    // Each pair: every request the later route matches on its own, the earlier one matches too.
-    return shadowedRoutes(indexed).every(({ route, by }) => {
-      pairs++
-      return instancesOf(specs[route]!.path).every((path) => hosts.every((host) => methods.every((method) =>
-        listeners.every((listener) => {
-          const request = { path, host, method, listener }
-          return !directMatch(specs[route]!, request) || directMatch(specs[by]!, request)
-        }))))
-    })
+    const reported = shadowedRoutes(indexed)
+    pairs += reported.length
+    if (reported.length === 0) return true
+    // Every request on the shadowed routes' paths: none is given to a shadowed route.
+    const shadowed = new Set(reported.map(({ route }) => route))
+    return probes(reported.map(({ route }) => specs[route]!.path)).every((request) => !shadowed.has(directChoice(specs, request)))
   }), { numRuns: 3000 })
   t.true(pairs > 100, `only ${pairs} shadowed pairs were generated`)
+})
+
+test('where a request is 404 that a later route would match on its own, check reports that route', (t) => {
+  let cases = 0
+  holds(t, fc.property(fc.array(specArb, { minLength: 2, maxLength: 8 }), (specs) => {
+    const indexed = specs.map((spec, index) => ({ ...spec, name: `r${index}`, index }))
+    const reported = new Set([...shadowedRoutes(indexed), ...methodRestrictedOverlaps(indexed)].map(({ route }) => route))
+    return probes(specs.map((spec) => spec.path)).every((request) => {
+      if (directChoice(specs, request) !== -1) return true
+      const wouldMatch = specs.findIndex((spec) => directMatch(spec, request))
+      if (wouldMatch === -1) return true
+      cases++
+      return reported.has(wouldMatch)
+    })
+  }), { numRuns: 1000 })
+  t.true(cases > 100, `only ${cases} refused requests were generated`)
 })

@@ -10,11 +10,15 @@
  * itself. No `hosts`: any host (including a request without Host).
  *
  * Methods: upper case; a request method is compared as sent and, failing that, upper-cased (so `get` gets the
- * protections of a GET route rather than falling through to a later one). No `methods`: every method.
- * Listeners: listener names; no `listeners`: every listener.
+ * protections of a GET route rather than falling through to a later one). `HEAD` is accepted wherever `GET` is.
+ * No `methods`: every method. Listeners: listener names; no `listeners`: every listener.
  *
- * The first matching route in file order wins. A route whose path, host and listener match but whose methods do not
- * is no match (404 `no_route`); the result says so in `pathMatched` (for logs and metrics).
+ * The first matching route in file order wins, with one limit (DESIGN.md, Method mismatch): once a route has matched
+ * the path, host and listener but refused the method, a later route may take the request only if it names that
+ * method in its own `methods`, or has the same path pattern as a route that refused it (`orders-read` GET and
+ * `orders-write` POST on one path). A later route for every method with another pattern (a public `/v1/**` after a
+ * GET-only `/v1/orders/**`) never gets what a method-restricted route refused: that is 404 `no_route`, and
+ * `pathMatched` in the result says so (for logs and metrics).
  */
 import { normalizePath } from './normalize.js'
 
@@ -169,12 +173,23 @@ function compileNames (names: readonly string[] | undefined, what: string, upper
   return new Set(upper ? names.map((name) => name.toUpperCase()) : names)
 }
 
+/** The methods a route accepts: its list upper-cased, with `HEAD` wherever `GET` is (DESIGN.md, Method mismatch). */
+function compileMethods (methods: readonly string[] | undefined): ReadonlySet<string> | undefined {
+  const set = compileNames(methods, 'methods', true)
+  if (set === undefined || !set.has('GET') || set.has('HEAD')) return set
+  return new Set([...set, 'HEAD'])
+}
+
+function samePattern (a: PathPattern, b: PathPattern): boolean {
+  return a.kind === b.kind && a.literal === b.literal
+}
+
 function compileRoute<R extends RouteSpec> (spec: R): CompiledRoute<R> {
   return {
     spec,
     pattern: compilePathPattern(spec.path),
     hosts: compileHosts(spec.hosts),
-    methods: compileNames(spec.methods, 'methods', true),
+    methods: compileMethods(spec.methods),
     listeners: compileNames(spec.listeners, 'listeners', false),
   }
 }
@@ -264,7 +279,8 @@ export function compileRoutes<R extends RouteSpec> (routes: readonly R[]): Route
         hostname = lastHostname
       }
       let upperMethod: string | undefined
-      let pathMatched = false
+      // Patterns of the routes that matched path, host and listener but refused the method; rarely any.
+      let refusedBy: PathPattern[] | undefined
       for (let i = 0; i < candidates.length; i++) {
         const route = candidates[i]!
         if (!matchesPath(route.pattern, path)) continue
@@ -273,13 +289,16 @@ export function compileRoutes<R extends RouteSpec> (routes: readonly R[]): Route
         if (route.methods !== undefined && !route.methods.has(method)) {
           upperMethod ??= method.toUpperCase()
           if (upperMethod === method || !route.methods.has(upperMethod)) {
-            pathMatched = true
+            (refusedBy ??= []).push(route.pattern)
             continue
           }
         }
+        // After a refusal only a route that names the method, or a sibling of the same path, may take the request:
+        // a catch-all behind a method-restricted route must not serve the methods that route left out.
+        if (refusedBy !== undefined && route.methods === undefined && !refusedBy.some((p) => samePattern(p, route.pattern))) continue
         return { route: route.spec }
       }
-      return { route: undefined, pathMatched }
+      return { route: undefined, pathMatched: refusedBy !== undefined }
     },
   }
 }
@@ -303,12 +322,34 @@ function pathCovers (outer: PathPattern, inner: PathPattern): boolean {
   }
 }
 
+/** Some path matches both patterns. */
+function pathsOverlap (a: PathPattern, b: PathPattern): boolean {
+  if (a.kind === EXACT) return matchesPath(b, a.literal)
+  if (b.kind === EXACT) return matchesPath(a, b.literal)
+  if (a.kind === ONE_SEGMENT && b.kind === ONE_SEGMENT) return a.literal === b.literal
+  if (a.kind === ANY_DEPTH && b.kind === ANY_DEPTH) {
+    return a.literal === b.literal || a.literal.startsWith(b.literal + '/') || b.literal.startsWith(a.literal + '/')
+  }
+  const [one, any] = a.kind === ONE_SEGMENT ? [a, b] : [b, a]
+  // `/p/x` (one segment after `/p/`) is the base of `/p/x/**` or lies below a base that `/p/` is under.
+  const rest = any.literal.slice(one.literal.length)
+  return one.literal.startsWith(any.literal + '/') ||
+    (any.literal.startsWith(one.literal) && rest !== '' && !rest.includes('/'))
+}
+
 function hostCovers (outer: HostPattern | undefined, inner: HostPattern | undefined): boolean {
   if (outer === undefined) return true
   if (inner === undefined) return false
   const coversName = (name: string) => matchesHost(outer, name)
   const coversSuffix = (suffix: string) => outer.suffixes.some((s) => suffix === s || suffix.endsWith(s))
   return inner.exact.every(coversName) && inner.suffixes.every(coversSuffix)
+}
+
+/** Some host matches both. */
+function hostsOverlap (a: HostPattern | undefined, b: HostPattern | undefined): boolean {
+  if (a === undefined || b === undefined) return true
+  return a.exact.some((name) => matchesHost(b, name)) || b.exact.some((name) => matchesHost(a, name)) ||
+    a.suffixes.some((x) => b.suffixes.some((y) => x.endsWith(y) || y.endsWith(x)))
 }
 
 function setCovers (outer: ReadonlySet<string> | undefined, inner: ReadonlySet<string> | undefined): boolean {
@@ -318,13 +359,18 @@ function setCovers (outer: ReadonlySet<string> | undefined, inner: ReadonlySet<s
   return true
 }
 
-/**
- * Routes that can never match because an earlier route (in `index` order) matches every request they would: its
- * path pattern, hosts, methods and listeners each cover the later route's. Conservative: it reports a pair only when
- * that is certain (a route shadowed only by several earlier routes together is not reported). Each shadowed route is
- * reported once, with the first route that shadows it. Routes with invalid patterns are skipped.
- */
-export function shadowedRoutes (routes: readonly RouteSpec[]): Array<{ route: number, by: number }> {
+function setsOverlap (a: ReadonlySet<string> | undefined, b: ReadonlySet<string> | undefined): boolean {
+  if (a === undefined || b === undefined) return true
+  for (const name of a) if (b.has(name)) return true
+  return false
+}
+
+/** Some request matches the path, host and listener of both routes. */
+function placesOverlap (a: CompiledRoute<RouteSpec>, b: CompiledRoute<RouteSpec>): boolean {
+  return pathsOverlap(a.pattern, b.pattern) && hostsOverlap(a.hosts, b.hosts) && setsOverlap(a.listeners, b.listeners)
+}
+
+function compileValid (routes: readonly RouteSpec[]): CompiledRoute<RouteSpec>[] {
   const compiled: CompiledRoute<RouteSpec>[] = []
   for (const spec of [...routes].sort((a, b) => a.index - b.index)) {
     try {
@@ -333,17 +379,77 @@ export function shadowedRoutes (routes: readonly RouteSpec[]): Array<{ route: nu
       // reported by the config validation, not here
     }
   }
+  return compiled
+}
+
+/**
+ * Whether `compiled[i]` takes every request `compiled[j]` (j > i) would, under the matching rule of compileRoutes,
+ * given that i's path, hosts and listeners cover j's.
+ */
+function takesAll (compiled: readonly CompiledRoute<RouteSpec>[], i: number, j: number): boolean {
+  const outer = compiled[i]!
+  const inner = compiled[j]!
+  // inner, a route for every method, is passed over after any refusal unless a refusing route has its pattern.
+  const innerIgnoredAfterRefusal = inner.methods === undefined &&
+    !compiled.slice(0, j).some((route) => samePattern(route.pattern, inner.pattern))
+  if (outer.methods !== undefined) {
+    // outer names each method inner accepts, so it is never passed over; what it refuses, inner cannot take either.
+    return inner.methods === undefined ? innerIgnoredAfterRefusal : setCovers(outer.methods, inner.methods)
+  }
+  // outer takes every method unless an earlier route refused the request first; then it may be passed over.
+  const earlierRefusal = compiled.slice(0, i).some((route) => route.methods !== undefined && placesOverlap(route, inner))
+  return !earlierRefusal || innerIgnoredAfterRefusal
+}
+
+/**
+ * Routes that can never match because an earlier route (in `index` order) takes every request they would: its path
+ * pattern, hosts and listeners cover the later route's, and the methods rule of compileRoutes gives it every method
+ * the later route accepts. Conservative: it reports a pair only when that is certain (a route shadowed only by
+ * several earlier routes together is not reported). Each shadowed route is reported once, with the first route that
+ * shadows it. Routes with invalid patterns are skipped.
+ */
+export function shadowedRoutes (routes: readonly RouteSpec[]): Array<{ route: number, by: number }> {
+  const compiled = compileValid(routes)
   const shadowed: Array<{ route: number, by: number }> = []
   for (let j = 1; j < compiled.length; j++) {
     const inner = compiled[j]!
     for (let i = 0; i < j; i++) {
       const outer = compiled[i]!
       if (pathCovers(outer.pattern, inner.pattern) && hostCovers(outer.hosts, inner.hosts) &&
-        setCovers(outer.methods, inner.methods) && setCovers(outer.listeners, inner.listeners)) {
+        setCovers(outer.listeners, inner.listeners) && takesAll(compiled, i, j)) {
         shadowed.push({ route: inner.spec.index, by: outer.spec.index })
         break
       }
     }
   }
   return shadowed
+}
+
+/**
+ * Where a method-restricted route keeps requests from a later route for every method, for `authgate check`: `by`
+ * has `methods`, `route` has none and another path pattern, some request matches the path, host and listener of
+ * both, and no route of `by`'s pattern after it takes every method. Requests there with a method `by` does not
+ * accept never reach `route` (DESIGN.md, Method mismatch): they get 404 `no_route`, unless a later route names
+ * their method. Each route is reported once, with the first such `by`; routes shadowedRoutes reports are left out.
+ * `methods`: what `by` accepts, `HEAD` included where `GET` is.
+ */
+export function methodRestrictedOverlaps (routes: readonly RouteSpec[]): Array<{ route: number, by: number, methods: string[] }> {
+  const compiled = compileValid(routes)
+  const shadowed = new Set(shadowedRoutes(routes).map(({ route }) => route))
+  const found: Array<{ route: number, by: number, methods: string[] }> = []
+  for (let j = 1; j < compiled.length; j++) {
+    const inner = compiled[j]!
+    if (inner.methods !== undefined || shadowed.has(inner.spec.index)) continue
+    for (let i = 0; i < j; i++) {
+      const outer = compiled[i]!
+      if (outer.methods === undefined || samePattern(outer.pattern, inner.pattern) || !placesOverlap(outer, inner)) continue
+      // A later route of the same pattern for every method, wherever outer applies, takes what outer refuses.
+      const sibling = compiled.slice(i + 1).some((route) => route.methods === undefined && samePattern(route.pattern, outer.pattern) &&
+        hostCovers(route.hosts, outer.hosts) && setCovers(route.listeners, outer.listeners))
+      if (sibling) continue
+      found.push({ route: inner.spec.index, by: outer.spec.index, methods: [...outer.methods] })
+      break
+    }
+  }
+  return found
 }

@@ -21,6 +21,17 @@ const accepted: Array<[string, string, string?]> = [
   ['/%41%5a%30%39%2d%5f%7e', '/AZ09-_~'],
   ['/%2561', '/%2561'],
   ['/%25', '/%25'],
+  // An escaped % is an ordinary character unless the next decoding would give a refused escape.
+  ['/files/100%25', '/files/100%25'],
+  ['/files/100%25/x', '/files/100%25/x'],
+  ['/a/%2520b', '/a/%2520b'],
+  ['/a/%25%32%30', '/a/%2520'],
+  ['/a/%2525', '/a/%2525'],
+  ['/a/%252', '/a/%252'],
+  ['/a/%2541', '/a/%2541'],
+  // Non-ASCII whose compatibility form is no path syntax: full-width A, the euro sign.
+  ['/a/%EF%BC%A1', '/a/%EF%BC%A1'],
+  ['/a/%e2%82%ac', '/a/%E2%82%AC'],
   ['//v1//x', '/v1/x'],
   ['///', '/'],
   ['/v1//', '/v1/'],
@@ -101,6 +112,33 @@ const refused: Array<[string, string]> = [
   ['/a/%e9', 'percent-encoded bytes in path are not UTF-8'],
   ['/a/%c3', 'percent-encoded bytes in path are not UTF-8'],
   ['/a/%ed%a0%80', 'percent-encoded bytes in path are not UTF-8'],
+  ['/public/%252e%252e/admin', 'double-encoded character in path'],
+  ['/a/%252E', 'double-encoded character in path'],
+  ['/a/%252f', 'double-encoded character in path'],
+  ['/a/%252F', 'double-encoded character in path'],
+  ['/a/%255c', 'double-encoded character in path'],
+  ['/a/%255C', 'double-encoded character in path'],
+  ['/a/%253b', 'double-encoded character in path'],
+  ['/a/%2500', 'double-encoded character in path'],
+  ['/a/%250a', 'double-encoded character in path'],
+  ['/a/%257F', 'double-encoded character in path'],
+  ['/a/%25%32%65', 'double-encoded character in path'],
+  ['/a/%25%32e', 'double-encoded character in path'],
+  ['/a/%25252e', 'double-encoded character in path'],
+  ['/a/%252525%32%66', 'double-encoded character in path'],
+  ['/a/%25%252e', 'double-encoded character in path'],
+  ['/a/%EF%BC%8E%EF%BC%8E/admin', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%ef%bc%8fadmin', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%EF%BC%BC', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%EF%B9%A8', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%EF%BC%9B', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%EF%BC%85%32%65', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%EF%BC%9Fx', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%EF%BC%83x', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%E2%80%A4%E2%80%A4', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%E2%80%A5', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/%EF%B9%92', 'full-width or compatibility form of . / \\ ; % ? # in path'],
+  ['/a/\uff0e\uff0e/admin', 'non-ASCII character in path (percent-encode it)'],
   ['/a?b c', 'invalid character in query'],
   ['/a?b\u0000', 'invalid character in query'],
   ['/a?é', 'invalid character in query'],
@@ -133,6 +171,8 @@ const PIECES = [
   '%61', '%41', '%61dmin', '%64%6d%69%6e', '%2561', '%252e', '%252f', '%25', '%', '%zz', '%4', '%6',
   '%00', '%0a', '%0D', '%09', '%7f', '%7F', '\u0000', '\t', '\n', ' ', '%20', '#', '%23', '?', '?x=1', '%3f',
   'é', '%c3%a9', '%C3%A9', '%c0%ae', '%c0%af', '%e0%80%ae', '~', '%7e', '-', '_', '%5f', '%2d', '@', ':', '+',
+  '%252E', '%255c', '%255C', '%253b', '%2500', '%250a', '%2525', '%25%32%65', '%25%32', '%32%65', '%2520', '%2541',
+  '%EF%BC%8E', '%ef%bc%8f', '%EF%BC%BC', '%EF%BC%85', '%EF%BC%A1', '%E2%80%A4', '%E2%80%A5', '%EF%B9%92', '\uff0e',
 ]
 const tricky = fc.array(fc.constantFrom(...PIECES), { maxLength: 12 }).map((parts) => parts.join(''))
 const trickyTarget = fc.oneof(
@@ -235,6 +275,44 @@ test('an upstream reading the forwarded path sees what a lenient reading of the 
     const result = normalizePath(raw)
     if (!result.ok) return true
     return lenientView(result.path) === lenientView(raw)
+  }), { numRuns: 5000 })
+})
+
+/** Every escape decoded once, as bytes read as UTF-8 (lenient: invalid sequences become U+FFFD). */
+function decodeOnce (path: string): string {
+  const bytes: number[] = []
+  for (let i = 0; i < path.length; i++) {
+    if (path[i] === '%' && /^[0-9a-f]{2}$/i.test(path.slice(i + 1, i + 3))) {
+      bytes.push(parseInt(path.slice(i + 1, i + 3), 16))
+      i += 2
+    } else {
+      bytes.push(...Buffer.from(path[i]!, 'utf8'))
+    }
+  }
+  return Buffer.from(bytes).toString('utf8')
+}
+
+test('an upstream that decodes the forwarded path twice finds no escape a path may not carry', (t) => {
+  holds(t, fc.property(anyTarget, (raw) => {
+    const result = normalizePath(raw)
+    if (!result.ok) return true
+    let once = decodeOnce(result.path)
+    // however many times: `%25` decoded again is `%`, which must never start a refused escape
+    for (let level = 0; level < 4; level++) {
+      if (/%(2e|2f|5c|3b|[01][0-9a-f]|7f)/i.test(once)) return false
+      once = decodeOnce(once)
+    }
+    return true
+  }), { numRuns: 5000 })
+})
+
+test('an upstream that applies NFKC to the decoded path finds no more . / \\ ; % ? # than were there', (t) => {
+  const structural = (text: string) => text.match(/[./\\;%?#]/g)?.length ?? 0
+  holds(t, fc.property(anyTarget, (raw) => {
+    const result = normalizePath(raw)
+    if (!result.ok) return true
+    const decoded = decodeOnce(result.path)
+    return structural(decoded.normalize('NFKC')) === structural(decoded)
   }), { numRuns: 5000 })
 })
 

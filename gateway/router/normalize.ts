@@ -6,6 +6,10 @@
  * - Runs of `/` are merged into one; the trailing slash is kept (it is significant).
  * - Refused: `.`/`..` segments, encoded `.` `/` `\` `;`, raw `\` `;`, NUL and other control characters (raw or
  *   encoded), raw spaces and non-ASCII characters, malformed escapes, escapes that are not UTF-8, a `#` anywhere.
+ * - Refused too, for upstreams that decode twice or apply Unicode compatibility normalization (NFKC): an escaped `%`
+ *   whose next decoding is one of the escapes above (`%252e`, `%252F`, `%255c`, `%25%32%65`, `%25252e`), and an
+ *   escaped character whose NFKC form adds `.` `/` `\` `;` `%` `?` or `#` (full-width `%EF%BC%8E` U+FF0E, U+FF0F,
+ *   U+FF3C, and the like). `%25` before anything else (`/files/100%25`) is an ordinary character and passes.
  *
  * Normalization is idempotent: normalizing an accepted path returns it unchanged.
  */
@@ -146,6 +150,7 @@ function normalizeRange (source: string, from: number, to: number): string | Pat
   let segmentLength = 0
   let segmentDots = 0
   let highEscapes = false
+  let percentEscapes = false
 
   for (let i = from; i < to; i++) {
     const c = source.charCodeAt(i)
@@ -187,6 +192,7 @@ function normalizeRange (source: string, from: number, to: number): string | Pat
           copiedTo = i + 3
         } else {
           if (b >= 128) highEscapes = true
+          else if (b === PERCENT) percentEscapes = true
           if (c1 >= 0x61 || c2 >= 0x61) { // lower-case hex digit: RFC 3986 §6.2.2.1 prefers upper case
             out = (out ?? '') + source.slice(copiedTo, i) + UPPER_ESCAPE[b]!
             copiedTo = i + 3
@@ -210,9 +216,49 @@ function normalizeRange (source: string, from: number, to: number): string | Pat
   if (segmentDots === segmentLength && segmentLength > 0 && segmentLength <= 2) return fail('dot segment in path')
 
   const path = out === undefined ? source.slice(from, to) : out + source.slice(copiedTo, to)
-  // Escaped bytes must form UTF-8: lenient decoders read overlong forms such as %C0%AE as `.`.
-  if (highEscapes && !isUtf8(decodeEscapes(path))) return fail('percent-encoded bytes in path are not UTF-8')
+  if (percentEscapes && hidesRefusedEscape(path)) return fail('double-encoded character in path')
+  if (highEscapes) {
+    const bytes = decodeEscapes(path)
+    // Escaped bytes must form UTF-8: lenient decoders read overlong forms such as %C0%AE as `.`.
+    if (!isUtf8(bytes)) return fail('percent-encoded bytes in path are not UTF-8')
+    if (hidesStructure(bytes.toString('utf8'))) return fail('full-width or compatibility form of . / \\ ; % ? # in path')
+  }
   return path
+}
+
+/** A byte whose escape a path may not carry: `.` `/` `\` `;`, NUL and control characters. */
+function isRefusedEscape (b: number): boolean {
+  return b === DOT || b === SLASH || b === 0x5c || b === 0x3b || b < 0x20 || b === 0x7f
+}
+
+/**
+ * `%25` (an escaped `%`), possibly repeated as `%2525...`, followed by the hex digits of a refused escape: what an
+ * upstream that decodes twice (or more) would read as `.` `/` `\` `;` or a control character. `path` is normalized,
+ * so unreserved escapes are already decoded (`%25%32%65` arrives here as `%252e`).
+ */
+function hidesRefusedEscape (path: string): boolean {
+  for (let i = path.indexOf('%25'); i !== -1; i = path.indexOf('%25', i + 3)) {
+    let j = i + 3
+    while (path.charCodeAt(j) === 0x32 && path.charCodeAt(j + 1) === 0x35) j += 2 // `25`: one more level of `%`
+    const c1 = path.charCodeAt(j)
+    const c2 = path.charCodeAt(j + 1)
+    const h1 = c1 < 128 ? HEX[c1]! : -1
+    const h2 = c2 < 128 ? HEX[c2]! : -1
+    if (h1 >= 0 && h2 >= 0 && isRefusedEscape(h1 * 16 + h2)) return true
+  }
+  return false
+}
+
+const STRUCTURAL = /[./\\;%?#]/g
+const NON_ASCII = /[^\x00-\x7f]/
+
+/**
+ * Whether NFKC adds a `.` `/` `\` `;` `%` `?` or `#` to the decoded path: full-width U+FF0E U+FF0F U+FF3C, one dot
+ * leader U+2024, small full stop U+FE52 and the like would become path syntax at an upstream that normalizes.
+ */
+function hidesStructure (decoded: string): boolean {
+  if (!NON_ASCII.test(decoded)) return false
+  return (decoded.normalize('NFKC').match(STRUCTURAL)?.length ?? 0) !== (decoded.match(STRUCTURAL)?.length ?? 0)
 }
 
 /** The bytes a path stands for, every escape decoded once. Only for paths normalizePath accepted. */

@@ -263,3 +263,17 @@ test('a route shadowed by an earlier one is one warning; in the right order it i
   t.deepEqual(shadowed.map((i) => [i.severity, i.path.join('.')]), [['warning', 'routes.1.match']])
   t.deepEqual(await checkText(t, { routes: [narrow, broad] }), [])
 })
+
+test('a method-restricted route before a catch-all over its paths is a warning saying the other methods get 404; a method split of one path is not', (t) => {
+  const read = { name: 'orders-read', match: { path: '/v1/orders/**', methods: ['GET'] }, upstream: 'demo', policies: [{ apiKey: {} }] }
+  const open = { name: 'public', match: { path: '/v1/**' }, upstream: 'demo', public: true }
+  const found = lintConfig(documentOf({ routes: [read, open] }))
+  t.deepEqual(found.map((i) => [i.rule, i.severity, i.path.join('.')]), [['method-restricted-path', 'warning', 'routes.0.match.methods']])
+  t.regex(found[0]!.message, /^route "orders-read" accepts only GET, HEAD on \/v1\/orders\/\*\*: other methods there get 404 no_route and never reach the later route "public" \(\/v1\/\*\*\).* \[method-restricted-path\]$/)
+  t.regex(found[0]!.fix ?? '', /add a route for \/v1\/orders\/\*\* that lists them/)
+  // Twins: the same path split by method, the catch-all naming its methods, or paths that do not meet.
+  const write = { name: 'orders-write', match: { path: '/v1/orders/**', methods: ['POST'] }, upstream: 'demo', policies: [{ apiKey: {} }] }
+  t.deepEqual(rulesOf({ routes: [read, write] }), [])
+  t.deepEqual(rulesOf({ routes: [read, { ...open, match: { path: '/v1/**', methods: ['GET', 'POST'] } }] }), [])
+  t.deepEqual(rulesOf({ routes: [read, { ...open, match: { path: '/v2/**' } }] }), [])
+})
