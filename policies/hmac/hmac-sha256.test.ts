@@ -236,3 +236,13 @@ test('hmac-sha256: a store failure propagates as StoreUnavailableError, never as
   await t.throwsAsync(instance.evaluate(makeContext(signed({ body: 'while down' }))) as Promise<Outcome>, { instanceOf: StoreUnavailableError })
   down.resume()
 })
+
+test('hmac-sha256: an X-Key-Id named like an Object.prototype property is an unknown key id', async (t) => {
+  const instance = await policy({})
+  for (const keyId of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+    const rejection = rejected(t, await run(instance, signed({ keyId })))
+    t.is(rejection.code, 'invalid_signature', keyId)
+    t.is(rejection.detail, 'unknown key id')
+  }
+  passed(t, await run(instance, signed({})))
+})

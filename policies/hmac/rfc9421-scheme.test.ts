@@ -268,3 +268,44 @@ test('rfc9421 vectors: B.2.1 covers no components, so the default requirements r
     ['Signature', 'sig-b21=:d2pmTvmbncD3xQm8E9ZV2828BjQWGgiwAaw5bAkgibUopemLJcWDy/lkbbHAve4cRAtx31Iq786U7it++wgGxbtRxf8Udx7zFZsckzXaJMkA7ChG52eSkFxykJeNqsrWH5S+oxNFlD4dzVuwe8DhTSja8xxbR/Z2cOGdCbzR72rgFWhzx2VjBqJzsPLMIQKhO4DGezXehhWwE56YCE+O6c0mKZsfxVrogUvA4HELjVKWmAvtl6UnCh8jYzuVG5WSb/QEVPnP5TmcAnLH1g+s++v6d4s8m0gCw1fV5/SITLq9mhho8K3+7EPYTU8IU1bLhdxO5Nyt8C8ssinQ98Xw9Q==:']] }))
   t.is(rejection.detail, 'signature must cover "@method"')
 })
+
+// Names a client chooses are never looked up on a plain object: Object.prototype names are unknown, not 500s
+
+test('rfc9421: Content-Digest: constructor=:AAAA: is 401 invalid_signature, the real digest passes', async (t) => {
+  const instance = await policy({ scheme: 'rfc9421' })
+  const digest = 'constructor=:AAAA:'
+  const request = {
+    ...signed9421({ headers: { 'content-digest': digest }, extraHeaders: [['Content-Digest', digest]], components: ['@method', '@target-uri', 'content-digest'] }),
+    body: 'x',
+  }
+  const rejection = rejected(t, await run(instance, request))
+  t.is(rejection.status, 401)
+  t.is(rejection.code, 'invalid_signature')
+  t.is(rejection.detail, 'Content-Digest has no supported algorithm (sha-256, sha-512)')
+  passed(t, await run(instance, signed9421({ body: 'x' })))
+})
+
+test('rfc9421: keyid, alg, label, covered field, dictionary key and query parameter named like Object.prototype properties are unknown or absent', async (t) => {
+  const instance = await policy({ scheme: 'rfc9421', replay: false })
+  t.is(rejected(t, await run(await policy({ scheme: 'rfc9421', label: 'constructor' }), signed9421({}))).detail, 'no signature labelled constructor')
+  for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf']) {
+    t.is(rejected(t, await run(instance, signed9421({ keyId: name }))).detail, 'unknown key id', `keyid ${name}`)
+    const alg = signed9421({})
+    const relabelled = { ...alg, headers: alg.headers.map(([n, v]): [string, string] => [n, n === 'Signature-Input' ? v.replace('alg="hmac-sha256"', `alg="${name}"`) : v]) }
+    t.is(rejected(t, await run(instance, relabelled)).detail, 'alg parameter does not match the key\'s algorithm', `alg ${name}`)
+    // a covered field the signer was given and the request does not carry
+    const field = name.toLowerCase()
+    const absent = rejected(t, await run(instance, signed9421({ headers: { [field]: 'v' }, components: ['@method', '@target-uri', `"${field}"`] })))
+    t.is(absent.code, 'invalid_signature', `field ${field}`)
+    t.is(absent.detail, `covered field ${field} is absent`)
+    // a dictionary member by key
+    const member = signed9421({ headers: { 'x-dict': 'a=1' }, extraHeaders: [['X-Dict', 'a=1']], components: ['@method', '@target-uri', '"x-dict";key="a"'] })
+    const noMember = { ...member, headers: member.headers.map(([n, v]): [string, string] => [n, n === 'Signature-Input' ? v.replace('key="a"', `key="${field}"`) : v]) }
+    t.is(rejected(t, await run(instance, noMember)).detail, `field x-dict has no member ${field}`)
+    // a query parameter by name: absent is refused, present passes
+    const components = ['@method', '@target-uri', `"@query-param";name="${name}"`]
+    const withParam = signed9421({ target: `/v1/payments?${name}=1`, components })
+    passed(t, await run(instance, withParam))
+    t.is(rejected(t, await run(instance, { ...withParam, target: '/v1/payments?id=1' })).detail, `query parameter ${name} is absent`)
+  }
+})

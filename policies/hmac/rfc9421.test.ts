@@ -444,3 +444,19 @@ test('a Signature-Input member with bad parameter types or no matching signature
   t.deepEqual(parsed.value.map((entry) => entry.ok), [false, false, false, false, false])
   t.deepEqual(parsed.value.map((entry) => entry.label), ['a', 'b', 'c', 'd', 'e'])
 })
+
+test('Content-Digest: a member named like an Object.prototype property is an unknown algorithm, never a hash name', (t) => {
+  const body = Buffer.from('payload')
+  // `constructor` is the one such name RFC 8941 lets a dictionary key spell (lower-case); `__proto__` is not a key.
+  t.deepEqual(verifyContentDigest(['constructor=:AAAA:'], body), { ok: false, reason: 'Content-Digest has no supported algorithm (sha-256, sha-512)' })
+  t.deepEqual(verifyContentDigest([`constructor=:AAAA:, ${createContentDigest(body)}`], body), { ok: true })
+  t.false(verifyContentDigest(['__proto__=:AAAA:'], body).ok)
+  t.deepEqual(verifyContentDigest([createContentDigest(body)], body), { ok: true })
+})
+
+test('createContentDigest refuses an algorithm it does not know, also one named like an Object.prototype property', (t) => {
+  for (const name of ['constructor', 'toString', '__proto__', 'md5']) {
+    t.throws(() => createContentDigest('x', name as 'sha-256'), { instanceOf: TypeError, message: /sha-256 or sha-512/ }, name)
+  }
+  t.is(createContentDigest('x', 'sha-256'), `sha-256=:${Buffer.from('2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881', 'hex').toString('base64')}:`)
+})

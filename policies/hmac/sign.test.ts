@@ -143,3 +143,22 @@ test('signRequest refuses to sign without key material or with an absent covered
   t.truthy(signRequest({ scheme: 'rfc9421', keyId: 'k', secret: 's', components: ['date'], headers: { Date: 'now' }, method: 'GET', url: 'https://x.example/' }).Signature)
   t.truthy(signRequest({ scheme: 'rfc9421', keyId: 'k', privateKey: createPrivateKey(ed.privateKey.export({ type: 'pkcs8', format: 'pem' })), method: 'GET', url: 'https://x.example/' }).Signature)
 })
+
+test('signingInterceptor: headers named like Object.prototype properties are sent once, as given, and signed', async (t) => {
+  const server = await recordingServer(t)
+  const agent = new Agent().compose(signingInterceptor({ scheme: 'rfc9421', keyId: 'billing', secret: billingSecret, now: () => NOW, components: ['@method', '@target-uri', 'constructor', 'tostring'] }))
+  t.teardown(() => agent.close())
+  await (await undiciRequest(`${server.url}/v1/payments`, { method: 'GET', headers: { constructor: 'c', toString: 't' }, dispatcher: agent })).body.text()
+  const received = server.received[0]!
+  t.deepEqual(received.headers.filter(([name]) => /^(constructor|tostring)$/i.test(name)).map(([name, value]) => [name.toLowerCase(), value]), [['constructor', 'c'], ['tostring', 't']])
+  passed(t, await run(await policy({ scheme: 'rfc9421' }), asFakeRequest(received)))
+})
+
+test('authgate sign: --secret-env naming an Object.prototype property is an unset variable, not a secret', async (t) => {
+  for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+    const { out, err, io } = captureIo({ S: billingSecret })
+    t.is(await signCommand(['--key-id', 'k', '--secret-env', name, 'POST', 'https://x.example/'], io), 2, name)
+    t.regex(err.join(''), new RegExp(`environment variable ${name} is not set`))
+    t.is(out.join(''), '')
+  }
+})

@@ -55,3 +55,10 @@ test('stripe: missing, duplicated and malformed Stripe-Signature headers', async
   }
   passed(t, await run(instance, request))
 })
+
+test('stripe: Stripe-Signature members named like Object.prototype properties are ignored, not looked up', async (t) => {
+  const instance = await policy({ scheme: 'stripe', secret: stripeSecret })
+  passed(t, await run(instance, stripeRequest('{"id":"evt_7"}', NOW_SEC, { extra: ',constructor=1,__proto__=2,toString=3' })))
+  const onlyProto = { now: NOW, body: 'x', headers: [['Stripe-Signature', 'constructor=1,__proto__=2']] as Array<[string, string]> }
+  t.is(rejected(t, await run(instance, onlyProto)).code, 'invalid_signature')
+})
