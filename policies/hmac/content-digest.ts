@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { isInnerList, joinFieldLines, parseDictionary, serializeDictionary, type Dictionary } from './structured-fields.js'
+import { isInnerList, joinFieldLines, parseDictionary, serializeDictionary, type Dictionary, type ParseResult } from './structured-fields.js'
 
 /** The Content-Digest algorithms (RFC 9530 §5) this gateway checks; others (md5, sha, unixsum...) are ignored. */
 export type DigestAlgorithm = 'sha-256' | 'sha-512'
@@ -21,11 +21,12 @@ export function createContentDigest (body: Buffer | string, algorithm: DigestAlg
 /**
  * Checks every Content-Digest field line against the buffered body (RFC 9530 §2: the digest is of the
  * content, after any transfer coding is removed, which Node has done). Each supported algorithm present
- * must match; at least one supported algorithm is required. Comparison is constant-time.
+ * must match; at least one supported algorithm is required. Comparison is constant-time. `parsed` is the
+ * field already parsed as a Dictionary with duplicates refused, when the caller has it (one parse per request).
  */
-export function verifyContentDigest (lines: readonly string[], body: Buffer): DigestCheck {
+export function verifyContentDigest (lines: readonly string[], body: Buffer, parsed?: ParseResult<Dictionary>): DigestCheck {
   if (lines.length === 0) return { ok: false, reason: 'Content-Digest header missing' }
-  const parsed = parseDictionary(joinFieldLines(lines), { duplicates: 'error' })
+  parsed ??= parseDictionary(joinFieldLines(lines), { duplicates: 'error' })
   if (!parsed.ok) return { ok: false, reason: 'Content-Digest header is malformed' }
   let checked = 0
   for (const [algorithm, member] of parsed.value) {

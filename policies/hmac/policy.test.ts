@@ -85,3 +85,15 @@ test('the schema refuses unknown fields and schemes, and fills the defaults', (t
   t.like(withSchemaDefaults(signingClientsSectionSchema, [{ keyId: 'k', secret: 's' }])[0], { secretEncoding: 'utf8', algorithm: 'hmac-sha256', scopes: [] })
   t.true((schema.properties.secret as { sensitive?: boolean }).sensitive)
 })
+
+test('hmac check: more required rfc9421 components than a signature may cover is an error; 32 is fine', (t) => {
+  const check = (components: string[]) =>
+    hmac.check!(withSchemaDefaults(schema, { scheme: 'rfc9421', components }) as HmacPolicyConfig, { config: document, route: { name: 'r', upstream: 'demo', listeners: [], maxBodyBytes: 1024 } })
+      .filter((issue) => issue.severity === 'error')
+  const fields = (count: number) => ['@method', '@target-uri', ...Array.from({ length: count - 2 }, (_, i) => `x-h${i}`)]
+  t.deepEqual(check(fields(32)), [])
+  const issues = check(fields(33))
+  t.is(issues.length, 1)
+  t.deepEqual(issues[0]!.path, ['components'])
+  t.regex(issues[0]!.message, /33 required components: a signature may cover at most 32/)
+})

@@ -2,7 +2,8 @@
 import anyTest, { type TestFn } from 'ava'
 import { createSigner } from 'http-message-signatures'
 import { uniquePrefix } from '../../test/helpers/redis.js'
-import type { FakeRequest } from './fixtures/context.js'
+import type { Outcome, PolicyInstance } from '../types.js'
+import { makeContext, type FakeRequest } from './fixtures/context.js'
 import {
   NOW, asymmetric, billingSecret, ec, ed, libraryDigest, librarySign, otherKeys, passed, policy, redisStore, rejected, run, setup,
   signed9421, type Signed,
@@ -308,4 +309,60 @@ test('rfc9421: keyid, alg, label, covered field, dictionary key and query parame
     passed(t, await run(instance, withParam))
     t.is(rejected(t, await run(instance, { ...withParam, target: '/v1/payments?id=1' })).detail, `query parameter ${name} is absent`)
   }
+})
+
+// Bounds (DESIGN, "Signature bases are bounded")
+
+/** A request signed over @method, @target-uri, `keys` members of X-Dict and `params` query parameters. */
+function signedOverMany (keys: number, params: number, extra: string[] = []): Signed {
+  const components = ['@method', '@target-uri', ...extra]
+  for (let i = 1; i <= keys; i++) components.push(`"x-dict";key="k${i}"`)
+  for (let i = 1; i <= params; i++) components.push(`"@query-param";name="p${i}"`)
+  const dict = Array.from({ length: keys }, (_, i) => `k${i + 1}=${i + 1}`).join(', ')
+  const target = `/v1/payments?${Array.from({ length: params }, (_, i) => `p${i + 1}=${i + 1}`).join('&')}`
+  return signed9421({ method: 'GET', target, components, headers: { 'x-dict': dict }, extraHeaders: [['X-Dict', dict]] })
+}
+
+/** Runs a request and counts the field reads the policy makes, by name. */
+async function runCounting (instance: PolicyInstance, request: FakeRequest): Promise<{ outcome: Outcome, reads: Map<string, number> }> {
+  const ctx = makeContext(request)
+  const reads = new Map<string, number>()
+  const outcome = await instance.evaluate({
+    ...ctx,
+    headerValues: (name: string) => {
+      reads.set(name, (reads.get(name) ?? 0) + 1)
+      return ctx.headerValues(name)
+    },
+  })
+  return { outcome, reads }
+}
+
+test('rfc9421: a signature covering 33 components is 401 invalid_signature before any base is built; 32 pass, each field read once', async (t) => {
+  const instance = await policy({ scheme: 'rfc9421', replay: false })
+  const at32 = await runCounting(instance, signedOverMany(15, 15))
+  passed(t, at32.outcome)
+  t.is(at32.reads.get('x-dict'), 1, 'X-Dict read (and parsed) once for 15 key= components')
+
+  const over = await runCounting(instance, signedOverMany(15, 15, ['@path']))
+  const rejection = rejected(t, over.outcome)
+  t.is(rejection.status, 401)
+  t.is(rejection.code, 'invalid_signature')
+  t.is(rejection.detail, 'Signature-Input sig1 covers 33 components; at most 32 are accepted')
+  t.is(over.reads.get('x-dict'), undefined, 'no component value was computed')
+
+  const flood = rejected(t, (await runCounting(instance, signedOverMany(300, 300))).outcome)
+  t.is(flood.detail, 'Signature-Input sig1 covers 602 components; at most 32 are accepted')
+})
+
+test('rfc9421: more than 8 signatures in Signature-Input is 401 invalid_signature; 8 pass', async (t) => {
+  const instance = await policy({ scheme: 'rfc9421', replay: false })
+  const combine = (count: number): Signed => {
+    const all = Array.from({ length: count }, (_, i) => signed9421({ label: `s${i}`, method: 'GET' }))
+    const joined = (name: string) => all.map((one) => one.headers.find(([n]) => n === name)![1]).join(', ')
+    return { ...all[0]!, headers: [['Signature-Input', joined('Signature-Input')], ['Signature', joined('Signature')]] }
+  }
+  passed(t, await run(instance, combine(8)))
+  const rejection = rejected(t, await run(instance, combine(9)))
+  t.is(rejection.code, 'invalid_signature')
+  t.is(rejection.detail, 'Signature-Input has 9 signatures; at most 8 are accepted')
 })
