@@ -355,6 +355,7 @@ export function normalizeAuthority (authority: string, scheme: string): string {
 
 /** RFC 9421 §2.2.8: the application/x-www-form-urlencoded percent-encode set, with %20 for space. */
 function formEncode (text: string): string {
+  if (/^[A-Za-z0-9*\-._]*$/.test(text)) return text
   let out = ''
   for (const byte of Buffer.from(text, 'utf8')) {
     const c = String.fromCharCode(byte)
