@@ -1,7 +1,7 @@
 import type { ConfigIssue } from '../../gateway/errors.js'
 import { parseDuration } from '../../gateway/config/units.js'
 import type { PolicyDefinition, SectionDefinition } from '../types.js'
-import { componentIdProblem, parseComponentId } from './rfc9421.js'
+import { componentIdProblem, MAX_COVERED_COMPONENTS, parseComponentId } from './rfc9421.js'
 import { schema, signingClientsSectionSchema, type HmacPolicyConfig, type SigningClientConfig } from './schema.js'
 import { createScheme } from './schemes.js'
 import { buildSigningKeys, checkSigningClients } from './signing-clients.js'
@@ -78,6 +78,9 @@ function checkPolicy (config: HmacPolicyConfig, document: Readonly<Record<string
   }
 
   if (scheme === 'rfc9421') {
+    if ((config.components?.length ?? 0) > MAX_COVERED_COMPONENTS) {
+      error(['components'], `${config.components!.length} required components: a signature may cover at most ${MAX_COVERED_COMPONENTS}, so no request could pass`, `require at most ${MAX_COVERED_COMPONENTS} components`)
+    }
     (config.components ?? []).forEach((text, i) => {
       const id = parseComponentId(text)
       if (!id.ok) {

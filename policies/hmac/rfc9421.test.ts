@@ -1,10 +1,12 @@
 import test from 'ava'
 import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto'
 import {
-  buildSignatureBase, componentValues, keyFitsAlgorithm, parseComponentId, parseSignatureFields, requestMessage,
-  responseMessage, signRfc9421, verifySignatureBytes, type HttpMessage, type SignatureAlgorithm, type SignatureEntry,
+  buildSignatureBase, componentValues, keyFitsAlgorithm, MAX_COVERED_COMPONENTS, MAX_SIGNATURES, MessageComponents, parseComponentId,
+  parseSignatureFields, requestMessage, responseMessage, signRfc9421, verifySignatureBytes, type HttpMessage, type SignatureAlgorithm,
+  type SignatureEntry,
 } from './rfc9421.js'
 import { createContentDigest, verifyContentDigest } from './content-digest.js'
+import { isInnerList, parseDictionary, type InnerList } from './structured-fields.js'
 import {
   ECC_P256_PRIVATE, ECC_P256_PUBLIC, ED25519_PRIVATE, ED25519_PUBLIC, RSA_PSS_PRIVATE, RSA_PSS_PUBLIC, SHARED_SECRET_BASE64,
 } from './fixtures/rfc9421-keys.js'
@@ -316,8 +318,18 @@ test('@signature-params listed as a covered component is an error', (t) => {
   t.true(buildSignatureBase(testRequest, entryOf('sig=("@method");created=1', 'sig=:AAAA:').input).ok)
 })
 
+/** The inner list of a Signature-Input member, without the checks that make an entry usable. */
+function innerListOf (signatureInput: string): InnerList {
+  const parsed = parseDictionary(signatureInput)
+  const member = parsed.ok ? parsed.value.values().next().value : undefined
+  if (member === undefined || !isInnerList(member)) throw new Error('not an inner list')
+  return member
+}
+
 test('a component covered twice is an error, distinct parameters are distinct components', (t) => {
-  t.false(buildSignatureBase(testRequest, entryOf('sig=("@method" "date" "@method");created=1', 'sig=:AAAA:').input).ok)
+  t.false(buildSignatureBase(testRequest, innerListOf('sig=("@method" "date" "@method");created=1')).ok)
+  const parsed = parseSignatureFields('sig=("@method" "date" "@method");created=1', 'sig=:AAAA:')
+  t.deepEqual(parsed.ok && parsed.value[0], { label: 'sig', ok: false, error: 'Signature-Input sig covers "@method" twice' }, 'refused before any base is built')
   const twoParams = buildSignatureBase(testRequest, entryOf('sig=("@query-param";name="Pet" "@query-param";name="param");created=1', 'sig=:AAAA:').input)
   t.true(twoParams.ok)
 })
@@ -443,4 +455,96 @@ test('a Signature-Input member with bad parameter types or no matching signature
   if (!parsed.ok) return t.fail(parsed.error)
   t.deepEqual(parsed.value.map((entry) => entry.ok), [false, false, false, false, false])
   t.deepEqual(parsed.value.map((entry) => entry.label), ['a', 'b', 'c', 'd', 'e'])
+})
+
+test('Content-Digest: a member named like an Object.prototype property is an unknown algorithm, never a hash name', (t) => {
+  const body = Buffer.from('payload')
+  // `constructor` is the one such name RFC 8941 lets a dictionary key spell (lower-case); `__proto__` is not a key.
+  t.deepEqual(verifyContentDigest(['constructor=:AAAA:'], body), { ok: false, reason: 'Content-Digest has no supported algorithm (sha-256, sha-512)' })
+  t.deepEqual(verifyContentDigest([`constructor=:AAAA:, ${createContentDigest(body)}`], body), { ok: true })
+  t.false(verifyContentDigest(['__proto__=:AAAA:'], body).ok)
+  t.deepEqual(verifyContentDigest([createContentDigest(body)], body), { ok: true })
+})
+
+test('createContentDigest refuses an algorithm it does not know, also one named like an Object.prototype property', (t) => {
+  for (const name of ['constructor', 'toString', '__proto__', 'md5']) {
+    t.throws(() => createContentDigest('x', name as 'sha-256'), { instanceOf: TypeError, message: /sha-256 or sha-512/ }, name)
+  }
+  t.is(createContentDigest('x', 'sha-256'), `sha-256=:${Buffer.from('2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881', 'hex').toString('base64')}:`)
+})
+
+// Bounds (DESIGN, "Signature bases are bounded")
+
+/** @method, @target-uri, `keys` members of X-Dict and `params` query parameters: 2 + keys + params components. */
+function manyComponents (keys: number, params: number): { components: string[], target: string, dict: string } {
+  const components = ['@method', '@target-uri']
+  for (let i = 1; i <= keys; i++) components.push(`"x-dict";key="k${i}"`)
+  for (let i = 1; i <= params; i++) components.push(`"@query-param";name="p${i}"`)
+  const target = `/v1/payments?${Array.from({ length: params }, (_, i) => `p${i + 1}=${i + 1}`).join('&')}`
+  const dict = Array.from({ length: keys }, (_, i) => `k${i + 1}=${i + 1}`).join(', ')
+  return { components, target, dict }
+}
+
+test('a base over many key= and @query-param components reads and parses the field and the query once', (t) => {
+  const { components, target, dict } = manyComponents(14, 14)
+  components.push('"x-dict";sf', '"x-dict"')
+  const reads = { fields: new Map<string, number>(), target: 0 }
+  const inner = requestMessage('GET', `https://example.com${target}`, { 'x-dict': dict })
+  const counting: HttpMessage = {
+    kind: 'request',
+    method: inner.method!,
+    scheme: inner.scheme!,
+    authority: inner.authority!,
+    get target () {
+      reads.target++
+      return inner.target
+    },
+    fieldLines (name) {
+      reads.fields.set(name, (reads.fields.get(name) ?? 0) + 1)
+      return inner.fieldLines(name)
+    },
+  }
+  const items = components.map((text) => {
+    const id = parseComponentId(text)
+    if (!id.ok) throw new Error(id.error)
+    return id.value
+  })
+  t.is(items.length, MAX_COVERED_COMPONENTS)
+  const source = new MessageComponents(counting)
+  const base = buildSignatureBase(source, { items, params: new Map([['created', 1]]) })
+  if (!base.ok) return t.fail(base.error)
+  t.is(base.value.split('\n').length, MAX_COVERED_COMPONENTS + 1)
+  t.regex(base.value, /^"x-dict";key="k14": 14$/m)
+  t.regex(base.value, /^"@query-param";name="p14": 14$/m)
+  t.deepEqual([...reads.fields], [['x-dict', 1]])
+  t.is(reads.target, 1)
+  t.is(source.parses, 2, 'one dictionary parse of X-Dict (key= and sf share it), one parse of the query')
+  // a fresh message without MessageComponents still reads each once within one base
+  reads.fields.clear()
+  reads.target = 0
+  t.true(buildSignatureBase(counting, { items, params: new Map() }).ok)
+  t.deepEqual([...reads.fields], [['x-dict', 1]])
+  t.is(reads.target, 1)
+})
+
+test('a Signature-Input member covering more than 32 components is unusable before any base is built; 32 is fine', (t) => {
+  const entry = (count: number) => {
+    const components = Array.from({ length: count }, (_, i) => `"x-h${i}"`).join(' ')
+    const parsed = parseSignatureFields(`sig=(${components});created=1;keyid="k"`, 'sig=:AAAA:')
+    if (!parsed.ok) throw new Error(parsed.error)
+    return parsed.value[0]!
+  }
+  t.true(entry(32).ok)
+  t.deepEqual(entry(33), { label: 'sig', ok: false, error: 'Signature-Input sig covers 33 components; at most 32 are accepted' })
+  t.false(entry(600).ok)
+})
+
+test('a Signature-Input with more than 8 signatures is refused as a whole; 8 parse', (t) => {
+  const fields = (count: number) => {
+    const labels = Array.from({ length: count }, (_, i) => `s${i}`)
+    return parseSignatureFields(labels.map((l) => `${l}=("@method");created=1`).join(', '), labels.map((l) => `${l}=:AAAA:`).join(', '))
+  }
+  const eight = fields(MAX_SIGNATURES)
+  t.true(eight.ok && eight.value.length === 8 && eight.value.every((entry) => entry.ok))
+  t.deepEqual(fields(9), { ok: false, error: 'Signature-Input has 9 signatures; at most 8 are accepted' })
 })

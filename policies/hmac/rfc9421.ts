@@ -6,7 +6,8 @@
 import { constants, createHmac, sign as cryptoSign, timingSafeEqual, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 import {
   isInnerList, joinFieldLines, parseDictionary, parseItem, parseList, serializeDictionary, serializeInnerList,
-  serializeItem, serializeMember, type BareItem, type InnerList, type Item, type Member, type Parameters, type ParseResult,
+  serializeItem, serializeMember, type BareItem, type Dictionary, type InnerList, type Item, type Member, type Parameters,
+  type ParseResult,
 } from './structured-fields.js'
 
 export type Result<T> = ParseResult<T>
@@ -57,6 +58,13 @@ export function responseMessage (status: number, headers: Readonly<Record<string
   for (const [name, value] of Object.entries(headers)) lines.set(name.toLowerCase(), typeof value === 'string' ? [value] : value)
   return { kind: 'response', status, fieldLines: (name) => lines.get(name) ?? [] }
 }
+
+// Bounds: the work a request can ask for before any signature is checked (DESIGN, "Signature bases are bounded")
+
+/** Covered components per signature; a Signature-Input member covering more is unusable (401 invalid_signature). */
+export const MAX_COVERED_COMPONENTS = 32
+/** Signatures (labels) in one Signature-Input; more fails the field as a whole. */
+export const MAX_SIGNATURES = 8
 
 // Component identifiers
 
@@ -121,16 +129,130 @@ const DICTIONARY_FIELDS = new Set([
 ])
 const LIST_FIELDS = new Set(['accept-ch', 'cache-status', 'proxy-status', 'example-list'])
 
+/**
+ * One message's component sources, each read and parsed at most once however many components use it:
+ * a field's lines and joined value, its dictionary (`key`, `sf`), its strict re-serialization (`sf`), and
+ * the target's path and query parameters (`@query-param`). Make one per message (per request).
+ */
+export class MessageComponents {
+  /** Field and query parses so far: at most one per field and kind, and one of the query, per message. */
+  parses = 0
+  readonly message: HttpMessage
+  private readonly lines = new Map<string, { readonly lines: readonly string[], readonly joined: string }>()
+  private readonly dictionaries = new Map<string, { readonly strict: Result<Dictionary>, loose?: Result<Dictionary> }>()
+  private readonly structured = new Map<string, string | undefined>()
+  private targetParts: { readonly target: string, readonly path: string, readonly query: string | undefined } | undefined
+  private queryParams: Map<string, string[]> | undefined
+
+  constructor (message: HttpMessage) {
+    this.message = message
+  }
+
+  static of (message: HttpMessage | MessageComponents): MessageComponents {
+    return message instanceof MessageComponents ? message : new MessageComponents(message)
+  }
+
+  fieldLines (name: string): readonly string[] {
+    return this.field(name).lines
+  }
+
+  /** The field lines trimmed and joined with ", " (RFC 9421 §2.1). */
+  joined (name: string): string {
+    return this.field(name).joined
+  }
+
+  /**
+   * The field as a Dictionary. `strict` refuses a key given twice (fields carrying credentials); `loose` is
+   * RFC 8941's "last wins". One parse serves both unless the field repeats a key or is malformed.
+   */
+  dictionary (name: string, mode: 'strict' | 'loose'): Result<Dictionary> {
+    let entry = this.dictionaries.get(name)
+    if (entry === undefined) {
+      this.parses++
+      entry = { strict: parseDictionary(this.joined(name), { duplicates: 'error' }) }
+      this.dictionaries.set(name, entry)
+    }
+    if (mode === 'strict' || entry.strict.ok) return entry.strict
+    if (entry.loose === undefined) {
+      this.parses++
+      entry.loose = parseDictionary(this.joined(name))
+    }
+    return entry.loose
+  }
+
+  /**
+   * RFC 9421 §2.1.1 (`sf`): the field re-serialized, undefined when it is not a structured field. Known
+   * dictionaries and lists by name; otherwise the first of dictionary, list, item that parses (the
+   * dictionary parse is the one `key` uses).
+   */
+  reserialized (name: string): string | undefined {
+    if (!this.structured.has(name)) this.structured.set(name, this.reserialize(name))
+    return this.structured.get(name)
+  }
+
+  private reserialize (name: string): string | undefined {
+    if (LIST_FIELDS.has(name)) {
+      this.parses++
+      const list = parseList(this.joined(name))
+      return list.ok ? list.value.map(serializeMember).join(', ') : undefined
+    }
+    const dict = this.dictionary(name, 'loose')
+    if (dict.ok) return serializeDictionary(dict.value)
+    if (DICTIONARY_FIELDS.has(name)) return undefined
+    this.parses++
+    const list = parseList(this.joined(name))
+    if (list.ok) return list.value.map(serializeMember).join(', ')
+    const item = parseItem(this.joined(name))
+    return item.ok ? serializeItem(item.value) : undefined
+  }
+
+  target (): { readonly target: string, readonly path: string, readonly query: string | undefined } {
+    if (this.targetParts === undefined) {
+      const target = this.message.target ?? ''
+      this.targetParts = { target, ...splitTarget(target) }
+    }
+    return this.targetParts
+  }
+
+  /** Every value of a query parameter by its form-encoded name, form-encoded (RFC 9421 §2.2.8), in order. */
+  queryParam (encodedName: string): readonly string[] {
+    if (this.queryParams === undefined) {
+      this.parses++
+      const params = new Map<string, string[]>()
+      for (const [key, value] of new URLSearchParams(this.target().query ?? '')) {
+        const name = formEncode(key)
+        const values = params.get(name)
+        if (values === undefined) params.set(name, [formEncode(value)])
+        else values.push(formEncode(value))
+      }
+      this.queryParams = params
+    }
+    return this.queryParams.get(encodedName) ?? []
+  }
+
+  private field (name: string): { readonly lines: readonly string[], readonly joined: string } {
+    let entry = this.lines.get(name)
+    if (entry === undefined) {
+      const lines = this.message.fieldLines(name)
+      entry = { lines, joined: joinFieldLines(lines) }
+      this.lines.set(name, entry)
+    }
+    return entry
+  }
+}
+
 /** The component values of one identifier (several only for a repeated `@query-param`). */
-export function componentValues (message: HttpMessage, id: Item): Result<string[]> {
+export function componentValues (message: HttpMessage | MessageComponents, id: Item): Result<string[]> {
   const name = id.value
   if (typeof name !== 'string') return { ok: false, error: 'component identifier must be a string' }
   if (name === '@signature-params') return { ok: false, error: '@signature-params must not be a covered component' }
-  if (name.startsWith('@')) return derivedValue(message, name, id.params)
-  return fieldValue(message, name, id.params)
+  const source = MessageComponents.of(message)
+  if (name.startsWith('@')) return derivedValue(source, name, id.params)
+  return fieldValue(source, name, id.params)
 }
 
-function derivedValue (message: HttpMessage, name: string, params: Parameters): Result<string[]> {
+function derivedValue (source: MessageComponents, name: string, params: Parameters): Result<string[]> {
+  const message = source.message
   if (!DERIVED_NAME.test(name)) return { ok: false, error: `unknown derived component ${name}` }
   if (params.has('req')) return { ok: false, error: `the req parameter is not supported (${name})` }
   for (const key of params.keys()) {
@@ -141,13 +263,12 @@ function derivedValue (message: HttpMessage, name: string, params: Parameters): 
     return { ok: true, value: [String(message.status)] }
   }
   if (message.kind !== 'request') return { ok: false, error: `${name} is only for requests` }
-  const target = message.target ?? ''
-  const { path, query } = splitTarget(target)
+  const { target, path, query } = source.target()
   switch (name) {
     case '@method':
       return message.method ? { ok: true, value: [message.method] } : { ok: false, error: 'no method' }
     case '@target-uri':
-      return { ok: true, value: [targetUri(message)] }
+      return { ok: true, value: [targetUri(message, target)] }
     case '@authority':
       return { ok: true, value: [normalizeAuthority(message.authority ?? '', message.scheme ?? '')] }
     case '@scheme':
@@ -161,19 +282,16 @@ function derivedValue (message: HttpMessage, name: string, params: Parameters): 
     case '@query-param': {
       const wanted = params.get('name')
       if (typeof wanted !== 'string') return { ok: false, error: '@query-param needs a string name parameter' }
-      const values: string[] = []
-      for (const [key, value] of new URLSearchParams(query ?? '')) {
-        if (formEncode(key) === wanted) values.push(formEncode(value))
-      }
+      const values = source.queryParam(wanted)
       if (values.length === 0) return { ok: false, error: `query parameter ${wanted} is absent` }
-      return { ok: true, value: values }
+      return { ok: true, value: [...values] }
     }
     default:
       return { ok: false, error: `unknown derived component ${name}` }
   }
 }
 
-function fieldValue (message: HttpMessage, name: string, params: Parameters): Result<string[]> {
+function fieldValue (source: MessageComponents, name: string, params: Parameters): Result<string[]> {
   if (!FIELD_NAME.test(name)) return { ok: false, error: `component name ${JSON.stringify(name)} must be a lower-case field name` }
   for (const [key, value] of params) {
     if (key === 'req' || key === 'tr') return { ok: false, error: `the ${key} parameter is not supported (${name})` }
@@ -186,42 +304,26 @@ function fieldValue (message: HttpMessage, name: string, params: Parameters): Re
     }
   }
   if (params.has('bs') && (params.has('sf') || params.has('key'))) return { ok: false, error: `bs cannot be combined with sf or key (${name})` }
-  const lines = message.fieldLines(name)
+  const lines = source.fieldLines(name)
   if (lines.length === 0) return { ok: false, error: `covered field ${name} is absent` }
 
   // RFC 9421 §2.1: each field line trimmed, then joined with ", ".
   if (params.has('bs')) {
     return { ok: true, value: [lines.map((line) => `:${Buffer.from(line.trim(), 'latin1').toString('base64')}:`).join(', ')] }
   }
-  const joined = joinFieldLines(lines)
   const dictKey = params.get('key')
   if (typeof dictKey === 'string') {
-    const dict = parseDictionary(joined)
+    const dict = source.dictionary(name, 'loose')
     if (!dict.ok) return { ok: false, error: `field ${name} is not a dictionary` }
     const member = dict.value.get(dictKey)
     if (member === undefined) return { ok: false, error: `field ${name} has no member ${dictKey}` }
     return { ok: true, value: [serializeMember(member)] }
   }
   if (params.has('sf')) {
-    const strict = reserializeStructured(name, joined)
+    const strict = source.reserialized(name)
     return strict === undefined ? { ok: false, error: `field ${name} is not a structured field` } : { ok: true, value: [strict] }
   }
-  return { ok: true, value: [joined] }
-}
-
-/** RFC 9421 §2.1.1: known dictionaries and lists by name; otherwise the first of dictionary, list, item that parses. */
-function reserializeStructured (name: string, value: string): string | undefined {
-  if (DICTIONARY_FIELDS.has(name)) {
-    const dict = parseDictionary(value)
-    return dict.ok ? serializeDictionary(dict.value) : undefined
-  }
-  const list = parseList(value)
-  if (LIST_FIELDS.has(name)) return list.ok ? list.value.map(serializeMember).join(', ') : undefined
-  const dict = parseDictionary(value)
-  if (dict.ok) return serializeDictionary(dict.value)
-  if (list.ok) return list.value.map(serializeMember).join(', ')
-  const item = parseItem(value)
-  return item.ok ? serializeItem(item.value) : undefined
+  return { ok: true, value: [source.joined(name)] }
 }
 
 /** Path and query of a request-target, without decoding (origin-form or absolute-form). */
@@ -233,8 +335,7 @@ function splitTarget (target: string): { path: string, query: string | undefined
   return q === -1 ? { path: rest, query: undefined } : { path: rest.slice(0, q), query: rest.slice(q + 1) }
 }
 
-function targetUri (message: HttpMessage): string {
-  const target = message.target ?? ''
+function targetUri (message: HttpMessage, target: string): string {
   if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target)) return target
   const scheme = (message.scheme ?? '').toLowerCase()
   return `${scheme}://${normalizeAuthority(message.authority ?? '', scheme)}${target === '*' ? '' : target}`
@@ -254,6 +355,7 @@ export function normalizeAuthority (authority: string, scheme: string): string {
 
 /** RFC 9421 §2.2.8: the application/x-www-form-urlencoded percent-encode set, with %20 for space. */
 function formEncode (text: string): string {
+  if (/^[A-Za-z0-9*\-._]*$/.test(text)) return text
   let out = ''
   for (const byte of Buffer.from(text, 'utf8')) {
     const c = String.fromCharCode(byte)
@@ -267,9 +369,11 @@ function formEncode (text: string): string {
 /**
  * The signature base for one signature: a line per covered component, then `"@signature-params": ...`,
  * joined with LF and no trailing LF. Fails on a duplicated or `@signature-params` component, an absent
- * field, an unknown parameter, or a non-ASCII value.
+ * field, an unknown parameter, or a non-ASCII value. Pass the request's MessageComponents to share its
+ * parses with other work on the same request.
  */
-export function buildSignatureBase (message: HttpMessage, signatureParams: InnerList): Result<string> {
+export function buildSignatureBase (message: HttpMessage | MessageComponents, signatureParams: InnerList): Result<string> {
+  const source = MessageComponents.of(message)
   const lines: string[] = []
   const seen = new Set<string>()
   for (const id of signatureParams.items) {
@@ -277,7 +381,7 @@ export function buildSignatureBase (message: HttpMessage, signatureParams: Inner
     const key = componentKey(id)
     if (seen.has(key)) return { ok: false, error: `component ${key} is covered twice` }
     seen.add(key)
-    const values = componentValues(message, id)
+    const values = componentValues(source, id)
     if (!values.ok) return values
     for (const value of values.value) lines.push(`${key}: ${value}`)
   }
@@ -327,12 +431,14 @@ export function readSignatureParams (params: Parameters): Result<SignatureParams
 
 /**
  * Parses Signature-Input and Signature (each the joined field lines). A field that is not a valid
- * dictionary, or names a label twice, fails as a whole; otherwise each Signature-Input label gives an
- * entry or the reason it cannot be used, in field order.
+ * dictionary, or names a label twice, or a Signature-Input with more than MAX_SIGNATURES labels, fails as
+ * a whole; otherwise each Signature-Input label gives an entry or the reason it cannot be used (more than
+ * MAX_COVERED_COMPONENTS components, one covered twice, ...), in field order. No base is built here.
  */
 export function parseSignatureFields (signatureInput: string, signature: string): Result<LabeledEntry[]> {
   const inputs = parseDictionary(signatureInput, { duplicates: 'error' })
   if (!inputs.ok) return { ok: false, error: `Signature-Input is malformed: ${inputs.error}` }
+  if (inputs.value.size > MAX_SIGNATURES) return { ok: false, error: `Signature-Input has ${inputs.value.size} signatures; at most ${MAX_SIGNATURES} are accepted` }
   const signatures = parseDictionary(signature, { duplicates: 'error' })
   if (!signatures.ok) return { ok: false, error: `Signature is malformed: ${signatures.error}` }
   const entries: LabeledEntry[] = []
@@ -342,7 +448,16 @@ export function parseSignatureFields (signatureInput: string, signature: string)
 
 function readEntry (label: string, input: Member, signature: Member | undefined): LabeledEntry {
   if (!isInnerList(input)) return { label, ok: false, error: `Signature-Input ${label} is not an inner list` }
+  if (input.items.length > MAX_COVERED_COMPONENTS) {
+    return { label, ok: false, error: `Signature-Input ${label} covers ${input.items.length} components; at most ${MAX_COVERED_COMPONENTS} are accepted` }
+  }
   if (input.items.some((item) => typeof item.value !== 'string')) return { label, ok: false, error: `Signature-Input ${label} lists a non-string component` }
+  const covered = new Set<string>()
+  for (const item of input.items) {
+    const key = componentKey(item)
+    if (covered.has(key)) return { label, ok: false, error: `Signature-Input ${label} covers ${key} twice` }
+    covered.add(key)
+  }
   if (signature === undefined) return { label, ok: false, error: `Signature has no ${label} member` }
   if (isInnerList(signature) || !Buffer.isBuffer(signature.value)) return { label, ok: false, error: `Signature ${label} is not a byte sequence` }
   const params = readSignatureParams(input.params)

@@ -10,7 +10,7 @@ import type { Store } from '../../gateway/store/types.js'
 import type { IdentityUpdate, Outcome, RequestContext } from '../types.js'
 import { verifyContentDigest } from './content-digest.js'
 import {
-  acceptSignature, buildSignatureBase, componentKey, parseComponentId, parseSignatureFields, verifySignatureBytes,
+  acceptSignature, buildSignatureBase, componentKey, MessageComponents, parseComponentId, parseSignatureFields, verifySignatureBytes,
   type HttpMessage, type LabeledEntry, type SignatureEntry,
 } from './rfc9421.js'
 import type { HmacPolicyConfig } from './schema.js'
@@ -199,12 +199,15 @@ function rfc9421Scheme (config: HmacPolicyConfig, deps: SchemeDeps, windowMs: nu
       if (inputLines.length === 0) return reject('invalid_signature', 'Signature-Input header missing', body)
       if (signatureLines.length === 0) return reject('invalid_signature', 'Signature header missing', body)
       // Several field lines are one dictionary (RFC 8941 §4.2); a label or parameter given twice is ambiguous.
+      // Parsed once; only a field that fails is parsed again, to tell ambiguous (400) from malformed (401).
       const inputText = joinFieldLines(inputLines)
       const signatureText = joinFieldLines(signatureLines)
-      if (isAmbiguous(inputText)) return Rejection.badRequest('Signature-Input names a label or parameter twice')
-      if (isAmbiguous(signatureText)) return Rejection.badRequest('Signature names a label twice')
       const parsed = parseSignatureFields(inputText, signatureText)
-      if (!parsed.ok) return reject('invalid_signature', parsed.error, body)
+      if (!parsed.ok) {
+        if (isAmbiguous(inputText)) return Rejection.badRequest('Signature-Input names a label or parameter twice')
+        if (isAmbiguous(signatureText)) return Rejection.badRequest('Signature names a label twice')
+        return reject('invalid_signature', parsed.error, body)
+      }
 
       const candidates = label === undefined ? parsed.value : parsed.value.filter((entry) => entry.label === label)
       if (candidates.length === 0) return reject('invalid_signature', `no signature labelled ${label}`, body)
@@ -228,10 +231,14 @@ function rfc9421Scheme (config: HmacPolicyConfig, deps: SchemeDeps, windowMs: nu
       if (created < nowSec - windowSec) return reject('invalid_signature', `signature too old (created more than ${windowSec} s ago)`, body)
       if (params.expires !== undefined && nowSec > params.expires) return reject('invalid_signature', 'signature expired', body)
 
-      const base = buildSignatureBase(requestFromContext(ctx), chosen.input)
+      // One MessageComponents per request: each field and the query are parsed at most once, however many
+      // components (at most MAX_COVERED_COMPONENTS, checked by parseSignatureFields) refer to them.
+      const source = new MessageComponents(requestFromContext(ctx))
+      const base = buildSignatureBase(source, chosen.input)
       if (!base.ok) return reject('invalid_signature', base.error.slice(0, 200), body)
       if (chosen.input.items.some(isDigest)) {
-        const digest = verifyContentDigest(ctx.headerValues('content-digest'), await readBody(ctx))
+        const digestLines = source.fieldLines('content-digest')
+        const digest = verifyContentDigest(digestLines, await readBody(ctx), digestLines.length > 0 ? source.dictionary('content-digest', 'strict') : undefined)
         if (!digest.ok) return reject('invalid_signature', digest.reason, body)
       }
       if (!verifySignatureBytes(key.algorithm, key.key, Buffer.from(base.value, 'ascii'), chosen.signature)) {
@@ -251,7 +258,7 @@ function rfc9421Scheme (config: HmacPolicyConfig, deps: SchemeDeps, windowMs: nu
   }
 }
 
-/** Parses with RFC 8941's "later wins" but not with "twice is an error": a key or parameter was repeated. */
+/** For a field that failed the strict parse: parses with RFC 8941's "later wins", so a key or parameter was repeated. */
 function isAmbiguous (text: string): boolean {
   return parseDictionary(text).ok && !parseDictionary(text, { duplicates: 'error' }).ok
 }

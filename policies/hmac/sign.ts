@@ -139,7 +139,8 @@ type Headers = Record<string, string | string[]>
 
 /** Any undici header shape (object, flat array, iterable of pairs) as a plain object with lower-case names. */
 function normalizeHeaders (headers: Dispatcher.DispatchOptions['headers']): Headers {
-  const out: Headers = {}
+  // No prototype: a header named `constructor` or `__proto__` is a header, not an inherited property.
+  const out: Headers = Object.create(null) as Headers
   const add = (name: string, value: unknown) => {
     if (value === undefined || value === null) return
     const key = name.toLowerCase()
@@ -292,7 +293,8 @@ export async function signCommand (args: readonly string[], io: SignCommandIo): 
     if (keyFile !== undefined && scheme !== 'rfc9421') throw new UsageError('--key-file needs --scheme rfc9421 (hmac-sha256 uses a shared secret)')
     let secret: string | undefined
     if (secretEnv !== undefined) {
-      secret = env[secretEnv]
+      // Own variables only: `--secret-env constructor` must not find Object.prototype.constructor.
+      secret = Object.hasOwn(env, secretEnv) ? env[secretEnv] : undefined
       if (secret === undefined || secret === '') throw new UsageError(`environment variable ${secretEnv} is not set`)
     }
 

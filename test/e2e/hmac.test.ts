@@ -170,6 +170,21 @@ test('rfc9421: a body changed after signing fails the Content-Digest check', asy
   t.is((await t.context.gw.fetch('/v2/orders', { method: 'POST', headers, body: 'original' })).status, 200)
 })
 
+test('rfc9421: Content-Digest: constructor=:AAAA: is 401 invalid_signature (not a 500), the real digest passes', async (t) => {
+  const url = `${t.context.gw.url}/v2/orders`
+  const digest = 'constructor=:AAAA:'
+  const headers = signRequest({
+    scheme: 'rfc9421', keyId: 'partner-ed', privateKey: partner.privateKey, method: 'POST', url,
+    headers: { 'content-digest': digest }, components: ['@method', '@target-uri', 'content-digest'],
+  })
+  const res = await t.context.gw.fetch('/v2/orders', { method: 'POST', headers: { ...headers, 'content-digest': digest }, body: 'x' })
+  const problem = await assertProblem(t, res, 401, 'invalid_signature')
+  t.is(problem.detail, 'Content-Digest has no supported algorithm (sha-256, sha-512)')
+  t.is(res.headers.get('www-authenticate'), 'Signature realm="authgate"')
+  const valid = signRequest({ scheme: 'rfc9421', keyId: 'partner-ed', privateKey: partner.privateKey, method: 'POST', url, body: 'x' })
+  t.is((await t.context.gw.fetch('/v2/orders', { method: 'POST', headers: valid, body: 'x' })).status, 200)
+})
+
 test('github: a delivery signed with the secret from the environment passes as the route; a forged one does not; the secret is never logged', async (t) => {
   const body = '{"action":"opened"}'
   const signature = `sha256=${createHmac('sha256', githubSecret).update(body).digest('hex')}`
