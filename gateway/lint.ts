@@ -10,6 +10,7 @@
  * - `basic` reachable on a plain-HTTP listener without `allowInsecure`: the basic policy's check;
  * - an admin API without a token under NODE_ENV=production: gateway/config/production.ts.
  */
+import { isIP } from 'node:net'
 import type { GatewayDocument, ListenerConfig, PolicyStep, RouteConfig } from './config/types.js'
 import type { PathIssue } from './config/validate.js'
 import { parseSize } from './config/units.js'
@@ -32,6 +33,9 @@ export type LintRule =
   | 'admin-exposed-without-token'
   | 'body-limit-too-large'
   | 'method-restricted-path'
+  | 'workers-without-shared-store'
+  | 'trust-proxies-too-broad'
+  | 'rate-limit-reserved-header'
 
 /** Path segments that name something nobody outside should reach without credentials. */
 const PRIVATE_SEGMENTS = new Set(['admin', 'internal', 'private', 'debug', 'actuator', 'metrics', 'management', '.env', '.git'])
@@ -59,6 +63,9 @@ const RULES: readonly Rule[] = [
   adminExposedWithoutToken,
   bodyLimitTooLarge,
   methodRestrictedPaths,
+  workersWithoutSharedStore,
+  trustProxiesTooBroad,
+  rateLimitReservedHeader,
 ]
 
 function finding (rule: LintRule, severity: 'error' | 'warning', path: Array<string | number>, message: string, fix: string, keyName?: string): LintIssue {
@@ -181,7 +188,8 @@ function credentialHeaders (step: StepRef): Array<{ name: string, path: Array<st
   return out
 }
 
-function credentialHeaderStripped (doc: GatewayDocument): LintIssue[] {
+/** Gateway-owned headers (lower-case) -> what owns them: stripped from every request before any policy runs. */
+function ownedHeaders (doc: GatewayDocument): Map<string, string> {
   const identity = doc.identity
   const owned = new Map<string, string>()
   for (const [field, name] of Object.entries(identity.headers)) owned.set(name.toLowerCase(), `identity.headers.${field}`)
@@ -189,25 +197,48 @@ function credentialHeaderStripped (doc: GatewayDocument): LintIssue[] {
   for (const name of identity.stripInbound) owned.set(name.toLowerCase(), 'identity.stripInbound')
   owned.set('x-forwarded-client-cert', 'the mtls certificate header')
   owned.set('x-auth-identity', 'the signed identity header')
+  return owned
+}
+
+/** Forwarding headers that any client can send (DESIGN.md "What policies see"), besides every `X-Forwarded-*`. */
+const FORWARDING_HEADERS = new Set(['forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip', 'x-original-forwarded-for', 'cf-connecting-ip', 'fastly-client-ip'])
+
+/** Whether `name` (any case) is a forwarding header that policies never read from an untrusted peer. */
+export function isForwardingHeader (name: string): boolean {
+  const lower = name.toLowerCase()
+  return lower.startsWith('x-forwarded-') || FORWARDING_HEADERS.has(lower)
+}
+
+function credentialHeaderStripped (doc: GatewayDocument): LintIssue[] {
+  const owned = ownedHeaders(doc)
   const issues: LintIssue[] = []
   doc.routes.forEach((route, r) => {
     for (const step of stepsOf(route, r)) {
       for (const header of credentialHeaders(step)) {
         const by = owned.get(header.name.toLowerCase())
-        if (by === undefined) continue
-        issues.push(finding('credential-header-stripped', 'error', header.path,
-          `the ${step.key} header ${header.name} is also ${by}, which the gateway strips from every request before any policy runs: every request would be refused`,
-          'use another header name for the credential'))
+        if (by !== undefined) {
+          issues.push(finding('credential-header-stripped', 'error', header.path,
+            `the ${step.key} header ${header.name} is also ${by}, which the gateway strips from every request before any policy runs: every request would be refused`,
+            'use another header name for the credential'))
+        } else if (isForwardingHeader(header.name)) {
+          issues.push(finding('credential-header-stripped', 'error', header.path,
+            `the ${step.key} header ${header.name} is a forwarding header, which the gateway removes before any policy runs unless a trusted proxy sent it: requests would be refused`,
+            'use another header name for the credential'))
+        }
       }
     }
   })
   return issues
 }
 
-function storeAllowWithoutLimit (doc: GatewayDocument): LintIssue[] {
+/** Whether the store is Redis (an empty URL, e.g. an unset `${env:REDIS_URL:-}`, is the in-process store). */
+function usesRedis (doc: GatewayDocument): boolean {
   const redis = doc.store.redis
-  const usesRedis = typeof redis === 'string' ? redis !== '' : redis !== undefined
-  if (doc.store.onError !== 'allow' || !usesRedis) return []
+  return typeof redis === 'string' ? redis !== '' : redis !== undefined
+}
+
+function storeAllowWithoutLimit (doc: GatewayDocument): LintIssue[] {
+  if (doc.store.onError !== 'allow' || !usesRedis(doc)) return []
   const unlimited = doc.routes.filter((route, r) => !stepsOf(route, r).some((s) => s.key === 'rateLimit'))
   if (unlimited.length === 0) return []
   const names = unlimited.slice(0, 5).map((route) => `"${route.name}"`).join(', ') + (unlimited.length > 5 ? ` and ${unlimited.length - 5} more` : '')
@@ -259,6 +290,103 @@ function bodyLimitTooLarge (doc: GatewayDocument): LintIssue[] {
   }
   check(doc.limits.maxBodyBytes, ['limits', 'maxBodyBytes'], 'the global')
   doc.routes.forEach((route, r) => check(route.limits?.maxBodyBytes, ['routes', r, 'limits', 'maxBodyBytes'], `route "${route.name}"'s`))
+  return issues
+}
+
+function workersWithoutSharedStore (doc: GatewayDocument): LintIssue[] {
+  const workers = doc.workers ?? 1
+  if (workers === 1 || usesRedis(doc)) return []
+  const what = workers === 'auto' ? 'auto (one process per core)' : String(workers)
+  return [finding('workers-without-shared-store', 'error', ['workers'],
+    `${what} workers with the in-process store each keep their own replay nonces, rate-limit counters, failed-attempt lockouts and admin-created keys: one signature is accepted once per worker, a limit lets each worker's share through, and a key created on one worker is unknown to the others`,
+    'set store.redis (e.g. redis: ${env:REDIS_URL}) so every worker shares one store, or use workers: 1')]
+}
+
+/** The address as a 128-bit number (IPv4-mapped and embedded IPv4 tails included); undefined if it does not parse. */
+function ipv6Bits (address: string): bigint | undefined {
+  const text = address.replace(/%.*$/, '') // a zone id names an interface, not bits
+  const halves = text.split('::')
+  if (halves.length > 2) return undefined
+  const groupsOf = (part: string): number[] | undefined => {
+    if (part === '') return []
+    const out: number[] = []
+    for (const group of part.split(':')) {
+      if (group.includes('.')) {
+        if (isIP(group) !== 4) return undefined
+        const [a, b, c, d] = group.split('.').map(Number) as [number, number, number, number]
+        out.push((a << 8) | b, (c << 8) | d)
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(group)) {
+        out.push(parseInt(group, 16))
+      } else {
+        return undefined
+      }
+    }
+    return out
+  }
+  const head = groupsOf(halves[0]!)
+  const tail = halves.length === 2 ? groupsOf(halves[1]!) : []
+  if (head === undefined || tail === undefined) return undefined
+  const missing = 8 - head.length - tail.length
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined
+  return [...head, ...new Array<number>(missing).fill(0), ...tail].reduce((bits, group) => (bits << 16n) | BigInt(group), 0n)
+}
+
+/** `::ffff:0:0/96`: IPv4 addresses seen on a dual-stack socket (isTrusted checks IPv4 peers against it too). */
+const IPV4_MAPPED = 0xffffn << 32n
+
+/** Why a trustProxies entry is too broad (its IPv4 or IPv6 prefix, as "/N of IPv4"), or undefined when it is not. */
+function tooBroad (cidr: string): string | undefined {
+  const [address = '', prefixText] = cidr.split('/')
+  const family = isIP(address.replace(/%.*$/, ''))
+  const max = family === 6 ? 128 : 32
+  const prefix = prefixText === undefined ? max : Number(prefixText)
+  if (family === 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > max) return undefined // parseCidrs reports it
+  if (family === 4) return prefix < 8 ? `an IPv4 /${prefix}` : undefined
+  const bits = ipv6Bits(address)
+  if (bits === undefined) return prefix < 32 ? `an IPv6 /${prefix}` : undefined
+  // A range that holds IPv4-mapped addresses trusts the IPv4 addresses they map (::ffff:0:0/96 is all of IPv4).
+  const allOfIpv4 = prefix <= 96 && bits >> BigInt(128 - prefix) === IPV4_MAPPED >> BigInt(128 - prefix)
+  if (prefix < 32) return `an IPv6 /${prefix}${allOfIpv4 ? ' and all of IPv4 (as IPv4-mapped addresses)' : ''}`
+  if (allOfIpv4) return 'all of IPv4 (as IPv4-mapped addresses, ::ffff:0:0/96)'
+  if (prefix > 96 && bits >> 32n === 0xffffn && prefix - 96 < 8) return `an IPv4 /${prefix - 96} (as IPv4-mapped addresses)`
+  return undefined
+}
+
+function trustProxiesTooBroad (doc: GatewayDocument): LintIssue[] {
+  const issues: LintIssue[] = []
+  doc.trustProxies.forEach((cidr, i) => {
+    const what = tooBroad(cidr)
+    if (what === undefined) return
+    issues.push(finding('trust-proxies-too-broad', 'error', ['trustProxies', i],
+      `trustProxies entry ${cidr} trusts ${what}: any client in it can set X-Forwarded-For and pick the address that rate limits, lockouts and logs see`,
+      'list only your load balancers\' addresses or subnets (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/48): IPv4 /8 or longer, IPv6 /32 or longer'))
+  })
+  return issues
+}
+
+/** The `by` values of a rateLimit step: a string, or a list when the policy accepts several keys. */
+function byValues (config: Record<string, unknown>): string[] {
+  return [config.by].flat().filter((by): by is string => typeof by === 'string')
+}
+
+function rateLimitReservedHeader (doc: GatewayDocument): LintIssue[] {
+  const owned = ownedHeaders(doc)
+  const issues: LintIssue[] = []
+  doc.routes.forEach((route, r) => {
+    for (const step of stepsOf(route, r)) {
+      if (step.key !== 'rateLimit') continue
+      for (const by of byValues(step.config)) {
+        if (!by.startsWith('header:')) continue
+        const name = by.slice('header:'.length)
+        const owner = owned.get(name.toLowerCase())
+        const what = owner !== undefined ? `a gateway-owned header (${owner})` : isForwardingHeader(name) ? 'a forwarding header any client can send' : undefined
+        if (what === undefined) continue
+        issues.push(finding('rate-limit-reserved-header', 'error', [...step.path, 'by'],
+          `route "${route.name}" limits by the ${name} header, ${what}: the client chooses the value it is counted under (a new one per request escapes the limit), and the gateway removes the header before policies run`,
+          'limit by client, subject or claim:NAME for a verified identity, or by ip for the address (with trustProxies listing your load balancers)'))
+      }
+    }
+  })
   return issues
 }
 

@@ -8,8 +8,17 @@ export const ALWAYS_REDACTED_HEADERS = [
   'x-signature', 'signature', 'x-hub-signature-256', 'stripe-signature', 'x-auth-identity',
 ]
 
-/** Query parameter names whose values look like secrets. */
-const SECRET_QUERY = /^(access_token|id_token|refresh_token|token|api_key|apikey|x-api-key|key|sig|signature|secret|password|passwd|client_secret|code)$/i
+/**
+ * Query parameter names whose values are redacted, tested on the name percent-decoded, lower-cased and stripped of
+ * everything but letters and digits (`X-Auth-Token`, `auth_token` and `authToken` are all `authtoken`): any name
+ * containing token, secret, passw, passphrase, pwd, signature, session, sessid, jwt, credential, assertion, bearer,
+ * authorization, verifier, saml or hmac; any name ending in key or sig (api-key, x-amz-signature, sig); and the
+ * names pass, auth, code, sid, otp and ticket.
+ */
+const SECRET_NAME = /token|secret|passw|passphrase|pwd|signature|session|sessid|jwt|credential|assertion|bearer|authorization|verifier|saml|hmac|(?:key|sig)$|^(?:pass|auth|code|sid|otp|ticket)$/
+
+/** A value that is a secret under any name: a JWT (JWS or JWE compact form: `eyJ`, then at least two dots) or an API key. */
+const SECRET_VALUE = /eyJ[\w-]*\.[\w-]*\.|[aA][gG][kK]_/
 
 export interface LoggerOptions {
   level?: string
@@ -33,22 +42,62 @@ export function createLogger (options: LoggerOptions = {}): Logger {
   }, options.destination ?? pino.destination({ sync: true }))
 }
 
-/** A path and query safe to log: secret-looking parameter values and `agk_` values replaced, control characters escaped. */
+/**
+ * A path and query safe to log: control characters escaped, and the value of every query parameter whose name looks
+ * secret (SECRET_NAME), or whose value is a JWT or an `agk_` key under any name, replaced by `[redacted]`
+ * (`agk_...` or a JWT as a parameter name: the whole parameter). Both `&` and `;` separate parameters (some
+ * upstreams split on `;`); names and values are read percent-decoded too, so `%74oken=` and `x=%65yJ...` are caught.
+ * Without a query this is escapeControl alone; a query with nothing to redact is returned as it is, not rebuilt.
+ */
 export function redactTarget (target: string): string {
   const q = target.indexOf('?')
-  const path = q === -1 ? target : target.slice(0, q)
-  if (q === -1) return escapeControl(path)
-  const parts = target.slice(q + 1).split('&').map((pair) => {
-    const eq = pair.indexOf('=')
-    const name = eq === -1 ? pair : pair.slice(0, eq)
-    const value = eq === -1 ? '' : pair.slice(eq + 1)
-    // Decoded as the gateway reads queries (URLSearchParams: lenient), so `agk%5F...` or `%61gk_...` is caught too.
-    const [decodedName, decodedValue] = new URLSearchParams(pair).entries().next().value ?? [name, value]
-    if (/agk_/i.test(decodedName)) return '[redacted]'
-    if (eq !== -1 && (SECRET_QUERY.test(decodedName) || /agk_/i.test(value) || /agk_/i.test(decodedValue))) return `${name}=[redacted]`
-    return pair
-  })
-  return escapeControl(`${path}?${parts.join('&')}`)
+  if (q === -1) return escapeControl(target)
+  let out = ''
+  // target[kept..] has not been copied to `out` yet; 0 while nothing was redacted.
+  let kept = 0
+  for (let start = q + 1; start <= target.length;) {
+    let end = start
+    while (end < target.length) {
+      const c = target.charCodeAt(end)
+      if (c === 38 || c === 59) break // & ;
+      end++
+    }
+    if (end > start) {
+      const pair = target.slice(start, end)
+      const safe = redactParameter(pair)
+      if (safe !== pair) {
+        out += target.slice(kept, start) + safe
+        kept = end
+      }
+    }
+    start = end + 1
+  }
+  return escapeControl(kept === 0 ? target : out + target.slice(kept))
+}
+
+/** One `name=value` (or bare `name`), redacted when it holds a secret. */
+function redactParameter (pair: string): string {
+  const eq = pair.indexOf('=')
+  const rawName = eq === -1 ? pair : pair.slice(0, eq)
+  const name = decodeQueryText(rawName)
+  if (SECRET_VALUE.test(name)) return '[redacted]'
+  if (eq === -1 || eq === pair.length - 1) return pair
+  if (SECRET_NAME.test(name.toLowerCase().replace(/[^a-z0-9]/g, ''))) return `${rawName}=[redacted]`
+  const value = pair.slice(eq + 1)
+  if (SECRET_VALUE.test(value) || SECRET_VALUE.test(decodeQueryText(value))) return `${rawName}=[redacted]`
+  return pair
+}
+
+const ENCODED = /[%+]/
+
+/** Percent-decoded as the gateway reads queries (URLSearchParams: `+` is a space; a malformed escape stays as it is). */
+function decodeQueryText (text: string): string {
+  if (!ENCODED.test(text)) return text
+  try {
+    return decodeURIComponent(text.replace(/\+/g, ' '))
+  } catch {
+    return new URLSearchParams(`x=${text}`).get('x') ?? text
+  }
 }
 
 // eslint-disable-next-line no-control-regex

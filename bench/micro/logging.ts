@@ -14,6 +14,8 @@ const withSecret = '/v1/orders?access_token=eyJhbGciOi.abc.def&limit=10'
 bench('redactTarget: path only', 1_000_000, () => redactTarget(plain))
 bench('redactTarget: path + 3 query parameters', 1_000_000, () => redactTarget(withQuery))
 bench('redactTarget: path + a secret parameter', 1_000_000, () => redactTarget(withSecret))
+bench('redactTarget: path + 2 parameters, one percent-encoded', 1_000_000, () => redactTarget('/v1/search?q=caf%C3%A9&sort=name'))
+bench('redactTarget: path + a JWT under an unlisted name', 1_000_000, () => redactTarget('/v1/orders?x=eyJhbGciOi.eyJzdWIiOi.c2ln&limit=10'))
 bench('escapeControl: clean method', 2_000_000, () => escapeControl('GET'))
 bench('escapeControl: clean 22-char path', 2_000_000, () => escapeControl(plain))
 

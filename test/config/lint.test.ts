@@ -10,6 +10,7 @@ import { positionOf } from '../../gateway/config/positions.js'
 import { validate } from '../../gateway/config/validate.js'
 import type { GatewayDocument } from '../../gateway/config/types.js'
 import { configuredCredentialHeaders, lintConfig, type LintRule } from '../../gateway/lint.js'
+import { runCli } from '../helpers/child.js'
 
 // The rules read the validated document as plain objects. Policy-owned sections and policy blocks are accepted as
 // they are here, so each rule is tested whether or not the policy modules it talks about are registered yet.
@@ -262,6 +263,109 @@ test('a route shadowed by an earlier one is one warning; in the right order it i
   const shadowed = await checkText(t, { routes: [broad, narrow] })
   t.deepEqual(shadowed.map((i) => [i.severity, i.path.join('.')]), [['warning', 'routes.1.match']])
   t.deepEqual(await checkText(t, { routes: [narrow, broad] }), [])
+})
+
+// Issue 14: workers without a shared store, trust lists that trust the internet, rate limits by a header the client
+// controls.
+
+test('workers > 1 (or auto) with the in-process store is an error; with Redis or one worker it is not', (t) => {
+  const routes = [keyed([{ apiKey: {} }])]
+  for (const workers of [2, 8, 'auto']) {
+    const found = lintConfig(documentOf({ workers, routes }))
+    t.deepEqual(found.map((i) => [i.rule, i.severity]), [['workers-without-shared-store', 'error']], String(workers))
+    t.deepEqual(found[0]!.path, ['workers'])
+    t.regex(found[0]!.message, /in-process store .+ \[workers-without-shared-store\]$/)
+    t.regex(found[0]!.fix ?? '', /store\.redis/)
+  }
+  // ${env:REDIS_URL:-} unset interpolates to '': the in-process store.
+  t.deepEqual(rulesOf({ workers: 2, store: { redis: '' }, routes }), ['workers-without-shared-store'])
+  t.deepEqual(rulesOf({ workers: 2, store: { redis: 'redis://127.0.0.1:6379' }, routes }), [])
+  t.deepEqual(rulesOf({ workers: 'auto', store: { redis: { cluster: ['redis://10.0.0.1:6379'] } }, routes }), [])
+  t.deepEqual(rulesOf({ workers: 1, routes }), [])
+  t.deepEqual(rulesOf({ routes }), [])
+})
+
+test('a trustProxies prefix shorter than /8 (IPv4) or /32 (IPv6), IPv4-mapped forms included, is an error at that entry', (t) => {
+  const routes = [keyed([{ apiKey: {} }])]
+  const broad = ['0.0.0.0/0', '0.0.0.0/1', '10.0.0.0/7', '::/0', '2000::/3', 'fc00::/7', '::ffff:0:0/96', '::ffff:0.0.0.0/96', '::/80', '::ffff:10.0.0.0/100', '::FFFF:0:0/97']
+  for (const cidr of broad) {
+    const found = lintConfig(documentOf({ trustProxies: ['10.1.0.0/16', cidr], routes }))
+    t.deepEqual(found.map((i) => [i.rule, i.severity]), [['trust-proxies-too-broad', 'error']], cidr)
+    t.deepEqual(found[0]!.path, ['trustProxies', 1], cidr)
+    t.true(found[0]!.message.includes(cidr) && /X-Forwarded-For/.test(found[0]!.message), cidr)
+  }
+  const narrow = ['10.0.0.0/8', '192.0.2.7', '192.0.2.0/24', '::1', '2001:db8::/32', '2001:db8:1::/48', '::ffff:10.0.0.0/104', '::ffff:192.0.2.7', '::/96', 'fe80::1%eth0']
+  t.deepEqual(rulesOf({ trustProxies: narrow, routes }), [])
+})
+
+test('rateLimit by a header the gateway owns or a forwarding header is an error; by an ordinary header it is not', (t) => {
+  const limited = (by: string) => [keyed([{ apiKey: {} }, { rateLimit: { by, limit: '3/min' } }])]
+  const identity = { headers: { subject: 'X-Gw-Sub' }, signed: { header: 'X-Gw-Identity' }, stripInbound: ['X-User-Id'] }
+  const reserved = [
+    'header:X-Auth-Client', 'header:x-auth-client', 'header:X-Auth-Tier', 'header:X-Gw-Sub', 'header:X-Gw-Identity', 'header:x-user-id',
+    'header:X-Auth-Identity', 'header:X-Forwarded-Client-Cert',
+    'header:Forwarded', 'header:X-Forwarded-For', 'header:x-forwarded-host', 'header:X-Real-IP', 'header:X-Client-IP',
+    'header:True-Client-IP', 'header:X-Original-Forwarded-For', 'header:CF-Connecting-IP', 'header:Fastly-Client-IP',
+  ]
+  for (const by of reserved) {
+    const found = lintConfig(documentOf({ identity, routes: limited(by) }))
+    t.deepEqual(found.map((i) => [i.rule, i.severity]), [['rate-limit-reserved-header', 'error']], by)
+    t.deepEqual(found[0]!.path, ['routes', 0, 'policies', 1, 'rateLimit', 'by'], by)
+  }
+  for (const by of ['header:X-Tenant', 'header:X-Forwarded', 'client', 'ip', 'claim:tenant']) {
+    t.deepEqual(rulesOf({ identity, trustProxies: ['10.0.0.0/8'], routes: limited(by) }), [], by)
+  }
+})
+
+test('a credential header that is a forwarding header is an error like a gateway-owned one', (t) => {
+  for (const header of ['X-Real-IP', 'X-Forwarded-Key', 'CF-Connecting-IP']) {
+    const found = lintConfig(documentOf({ routes: [keyed([{ apiKey: { header } }])] }))
+    t.deepEqual(found.map((i) => [i.rule, i.severity, i.path.join('.')]), [['credential-header-stripped', 'error', 'routes.0.policies.0.apiKey.header']], header)
+  }
+  t.deepEqual(rulesOf({ routes: [keyed([{ hmac: { headers: { keyId: 'Forwarded' } } }])] }), ['credential-header-stripped'])
+})
+
+test('check prints the issue-14 errors at their line and column with a fix, and refuses the file', async (t) => {
+  const config = {
+    workers: 2,
+    trustProxies: ['0.0.0.0/0'],
+    routes: [{ name: 'api', match: { path: '/v1/**' }, upstream: 'demo', policies: [{ apiKey: {} }, { rateLimit: { by: 'header:X-Auth-Client', limit: '3/min' } }] }],
+  }
+  const issues = await checkText(t, config)
+  // checkText writes exactly this text.
+  const lines = stringify({ version: 1, listeners: [{ name: 'local', address: '127.0.0.1:8080' }], upstreams: { demo: { echo: true } }, ...config }).split('\n')
+  const at = (key: string, value: string) => {
+    const line = lines.findIndex((l) => l.includes(key + value))
+    return [line + 1, lines[line]!.indexOf(key + value) + key.length + 1]
+  }
+  const lint = issues.filter((i) => /\[(workers-without-shared-store|trust-proxies-too-broad|rate-limit-reserved-header)\]$/.test(i.message))
+  t.deepEqual(lint.map((i) => [i.severity, i.path.join('.'), i.line, i.col]).sort(), [
+    ['error', 'trustProxies.0', ...at('- ', '0.0.0.0/0')],
+    ['error', 'routes.0.policies.1.rateLimit.by', ...at('by: ', 'header:X-Auth-Client')],
+    ['error', 'workers', ...at('workers: ', '2')],
+  ].sort())
+  t.true(lint.every((i) => (i.fix ?? '').length > 10 && i.file !== undefined))
+  const { config: loaded } = checkConfig(lint[0]!.file!, { env: {} })
+  t.is(loaded, undefined, 'errors block loading (and so start and reload)')
+})
+
+test('authgate start refuses workers: 2 with the in-process store and exits 1 with the positioned error', async (t) => {
+  t.timeout(60_000)
+  const dir = await mkdtemp(join(tmpdir(), 'authgate-lint-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(file, stringify({
+    version: 1,
+    workers: 2,
+    listeners: [{ name: 'local', address: '127.0.0.1:0' }],
+    upstreams: { demo: { echo: true } },
+    routes: [{ name: 'echo', match: { path: '/**' }, upstream: 'demo', public: true }],
+  }))
+  const child = runCli(['start', '-c', file])
+  t.teardown(() => { child.process.kill('SIGKILL') })
+  const code = await Promise.race([child.exited, new Promise((resolve) => setTimeout(resolve, 45_000, 'still running'))])
+  t.is(code, 1, child.output())
+  t.regex(child.output(), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: error: workers: .+\\[workers-without-shared-store\\]\\n    fix: `))
 })
 
 test('a method-restricted route before a catch-all over its paths is a warning saying the other methods get 404; a method split of one path is not', (t) => {

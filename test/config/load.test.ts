@@ -277,7 +277,7 @@ routes: [{ name: open, match: { path: /x }, upstream: demo, public: true }]
     '4:41 trustProxies.2: not an IP address or CIDR',
     '4:54 trustProxies.3: not an IP address or CIDR',
   ])
-  t.deepEqual((await check(text('10.0.0.0/8, 192.0.2.7, "::1/128", "fd00::/8"'))).issues, [])
+  t.deepEqual((await check(text('10.0.0.0/8, 192.0.2.7, "::1/128", "fd00::/32"'))).issues, [])
 })
 
 test('duplicate route names are an error at the second name', async (t) => {

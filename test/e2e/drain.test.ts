@@ -14,6 +14,7 @@ import { stringify } from 'yaml'
 import { startGateway } from '../helpers/gateway.js'
 import { freePort, probe, recordingUpstream, type RecordingUpstream } from './support.js'
 import { killChildren, runCli, type Child } from '../helpers/child.js'
+import { startRedis, uniquePrefix } from '../helpers/redis.js'
 
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
@@ -240,9 +241,12 @@ test('workers: 2 serves requests, reloads every worker on SIGHUP to the primary,
   t.timeout(180_000)
   const upstream = await slowUpstream()
   const [port, adminPort] = [await freePort(), await freePort()]
+  // Workers need a shared store (`check` refuses workers > 1 with the in-process one).
+  const redis = await startRedis()
   const base = {
     version: 1,
     workers: 2,
+    store: { redis: redis.url, prefix: uniquePrefix('drain-workers') },
     listeners: [{ name: 'local', address: `127.0.0.1:${port}` }],
     admin: { address: `127.0.0.1:${adminPort}` },
     upstreams: { app: { url: upstream.url } },
@@ -284,6 +288,7 @@ test('workers: 2 serves requests, reloads every worker on SIGHUP to the primary,
   } finally {
     child.process.kill('SIGKILL')
     await upstream.close()
+    await redis.stop()
     await rm(dir, { recursive: true, force: true })
   }
 })
@@ -291,9 +296,11 @@ test('workers: 2 serves requests, reloads every worker on SIGHUP to the primary,
 test('workers: 2 told to stop while a worker is still starting exits 0 all the same', async (t) => {
   t.timeout(180_000)
   const [port, adminPort] = [await freePort(), await freePort()]
+  const redis = await startRedis()
   const { dir, file } = await childConfig({
     version: 1,
     workers: 2,
+    store: { redis: redis.url, prefix: uniquePrefix('drain-workers') },
     listeners: [{ name: 'local', address: `127.0.0.1:${port}` }],
     admin: { address: `127.0.0.1:${adminPort}` },
     upstreams: { demo: { echo: true } },
@@ -308,6 +315,7 @@ test('workers: 2 told to stop while a worker is still starting exits 0 all the s
     t.is(await connect(`http://127.0.0.1:${port}`), 'ECONNREFUSED')
   } finally {
     child.process.kill('SIGKILL')
+    await redis.stop()
     await rm(dir, { recursive: true, force: true })
   }
 })
