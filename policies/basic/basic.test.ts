@@ -29,7 +29,11 @@ test.before(async (t) => {
   await writeFile(join(t.context.dir, 'users.htpasswd'), t.context.htpasswd)
   t.context.redis = await startRedis()
 })
+// Each setup has its own password pool (worker threads): closed at the end.
+const policies: PolicyInstance[] = []
+
 test.after.always(async (t) => {
+  await Promise.all(policies.map(async (policy) => await policy.close?.()))
   await rm(t.context.dir, { recursive: true, force: true })
   await t.context.redis?.stop()
 })
@@ -51,6 +55,7 @@ async function setup (dir: string, options: { config?: Partial<BasicConfig>, sto
   const store = options.store ?? countingStore(new MemoryStore({ now: clock.now }))
   const deps = makeDeps({ clock, store, baseDir: dir, config: { users: options.users ?? { htpasswd: 'users.htpasswd' }, store: { onError: options.onError ?? 'deny' } } })
   const policy = await basic.create(withDefaults<BasicConfig>(schema, { allowInsecure: true, ...options.config }), deps)
+  policies.push(policy)
   const send = async (authorization: string | string[] | undefined, from = '127.0.0.1') => {
     const values = authorization === undefined ? [] : [authorization].flat()
     return await policy.evaluate(makeContext({ clock, remoteAddress: from, headers: values.map((v) => ['authorization', v] as [string, string]) }))
