@@ -6,7 +6,7 @@ import type { PolicyDefinition, SectionDefinition } from '../types.js'
 import { parseBasic } from './credentials.js'
 import { FailureCounters, type FailureLimits } from './failures.js'
 import { schema, usersSectionSchema, type BasicConfig, type UsersSection } from './schema.js'
-import { PasswordPool, PoolFullError } from './password-pool.js'
+import { PoolFullError, acquirePool } from './password-pool.js'
 import { checkUsers, loadUsers, poolCheck } from './users.js'
 
 export { passwordChecks } from './users.js'
@@ -77,14 +77,16 @@ export const basic: PolicyDefinition<BasicConfig> = {
     const cacheTtlMs = parseDuration(config.cacheTtl)
     const challenge = { scheme: 'Basic', params: { realm: deps.realm, charset: 'UTF-8' } }
     const concurrency = config.maxConcurrentChecks ?? availableParallelism()
-    const pool = deps.shared(`basic:pool:${concurrency}`, () => new PasswordPool(concurrency))
+    // One holder per config generation; the generation's close (every basic instance calls it) lets go.
+    const lease = deps.shared(`basic:pool:${concurrency}`, () => acquirePool(concurrency))
+    const pool = lease.pool
     const check = poolCheck(pool)
     const lockedOut = (ms: number) => Rejection.tooManyRequests('too many failed attempts; try again later', { 'Retry-After': String(Math.max(1, Math.ceil(ms / 1000))) })
     const busy = () => Rejection.tooManyRequests('too many password checks in progress; try again shortly', { 'Retry-After': '1' })
 
     return {
       challenge,
-      close: async () => await pool.close(),
+      close: async () => await lease.release(),
       credentialHeaders: ['authorization'],
       async evaluate (ctx) {
         const values = ctx.headerValues('authorization')

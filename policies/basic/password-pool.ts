@@ -134,3 +134,28 @@ export class PasswordPool {
     this.#idle.push(worker)
   }
 }
+
+const shared = new Map<number, { readonly pool: PasswordPool, holders: number }>()
+
+/**
+ * The process's pool of this size, shared by every basic route and every config generation that asks for it: a
+ * reload keeps the warm workers, and the bound holds for the process. Each `release()` (idempotent) drops one
+ * holder; the last one closes the pool.
+ */
+export function acquirePool (concurrency: number): { readonly pool: PasswordPool, release (): Promise<void> } {
+  let entry = shared.get(concurrency)
+  if (!entry) shared.set(concurrency, entry = { pool: new PasswordPool(concurrency), holders: 0 })
+  const held = entry
+  held.holders++
+  let released = false
+  return {
+    pool: held.pool,
+    async release () {
+      if (released) return
+      released = true
+      if (--held.holders > 0) return
+      if (shared.get(concurrency) === held) shared.delete(concurrency)
+      await held.pool.close()
+    },
+  }
+}
