@@ -190,8 +190,13 @@ test('anyOf with apiKey: a Bearer or API-key request is not taken for bad Basic 
 
 // Issue 14: lockout races and bcrypt on the event loop, over HTTP, on both stores.
 for (const kind of ['memory', 'redis'] as const) {
-  const on = (t: import('ava').ExecutionContext<{ redis: RedisServer, htpasswd: string, gateways: TestGateway[] }>, basic: Record<string, unknown>) =>
-    kind === 'memory' ? start(t, config(basic)) : start(t, config(basic, { store: { prefix: uniquePrefix('basic-race') } }), { redis: t.context.redis.url })
+  // bcrypt cost 10 as in production (the dummy hash copies it): a hash takes long enough for requests to overlap.
+  const on = async (t: import('ava').ExecutionContext<{ redis: RedisServer, htpasswd: string, gateways: TestGateway[] }>, basic: Record<string, unknown>) => {
+    const files = { 'users.htpasswd': `alice:${await bcryptHash(ALICE, 10)}\nbob:${await bcryptHash(BOB, 10)}\n` }
+    return kind === 'memory'
+      ? await start(t, config(basic), { files })
+      : await start(t, config(basic, { store: { prefix: uniquePrefix('basic-race') } }), { redis: t.context.redis.url, files })
+  }
 
   test.serial(`${kind}: 30 concurrent guesses for one user, the right password 26th: no 200, 429 past the limit, and 200 once the window is over`, async (t) => {
     // Workers and queue enough for all 30 (10 + 40): only the lockout refuses.
