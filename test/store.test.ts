@@ -177,6 +177,39 @@ for (const kind of kinds) {
     t.true(fresh.resetMs > 750)
   })
 
+  test(title('reserve: of 30 concurrent reservations on two connections exactly limit are granted; release takes one back'), async (t) => {
+    const store = kind.make()
+    const peer = kind.peer(store)
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? store : peer).reserve('fail:user:alice', 10, 60_000)))
+    t.is(results.filter((r) => r.granted).length, 10, 'never past the limit, however many race')
+    t.deepEqual(results.filter((r) => r.granted).map((r) => r.count).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    for (const refused of results.filter((r) => !r.granted)) {
+      t.is(refused.count, 10)
+      t.true(refused.resetMs > 0 && refused.resetMs <= 60_000)
+    }
+    const first = results.find((r) => r.count === 1)!
+    await store.release('fail:user:alice')
+    const again = await peer.reserve('fail:user:alice', 10, 60_000)
+    t.like(again, { granted: true, count: 10 })
+    t.true(again.resetMs <= first.resetMs, 'a release and a new reservation do not extend the window')
+    t.false((await store.reserve('fail:user:alice', 10, 60_000)).granted)
+    t.is(await store.get('fail:user:alice'), '10', 'a refused reservation changes nothing')
+  })
+
+  test(title('release never goes below zero nor creates a counter; at zero the window is gone'), async (t) => {
+    const store = kind.make()
+    await store.release('fail:user:nobody')
+    t.is(await store.get('fail:user:nobody'), null)
+    t.like(await store.reserve('fail:user:bob', 3, 60_000), { granted: true, count: 1 })
+    await store.release('fail:user:bob')
+    await store.release('fail:user:bob')
+    t.is(await store.get('fail:user:bob'), null)
+    const fresh = await store.reserve('fail:user:bob', 3, 5_000)
+    t.like(fresh, { granted: true, count: 1 })
+    t.true(fresh.resetMs > 4_000 && fresh.resetMs <= 5_000, 'the next reservation starts a new window')
+    await t.throwsAsync(store.reserve('fail:user:bob', 0, 5_000), { instanceOf: RangeError })
+  })
+
   test(title('with 10/min ten requests at once pass and the eleventh must wait about 6 s'), async (t) => {
     const store = kind.make()
     const check = perMinute('rl:{orders}:client:shop', 10)

@@ -5,7 +5,7 @@ import type { GcraCheck, GcraResult, Store } from '../../gateway/store/types.js'
 /**
  * Reads go to the real store; writes are skipped and recorded. `setIfAbsent` answers as SET NX would without
  * setting (a nonce already stored is a replay), `rateLimit` evaluates GCRA on the stored state without spending,
- * `increment` reports the count the request would reach.
+ * `increment` and `reserve` report the count the request would reach.
  */
 export class ReadOnlyStore implements Store {
   readonly skipped: string[] = []
@@ -41,6 +41,15 @@ export class ReadOnlyStore implements Store {
     const current = Number(await this.inner.get(key))
     return { count: (Number.isFinite(current) ? current : 0) + 1, resetMs: windowMs }
   }
+
+  async reserve (key: string, limit: number, windowMs: number): Promise<{ granted: boolean, count: number, resetMs: number }> {
+    this.note('reserve (attempt counter)')
+    const stored = Number(await this.inner.get(key))
+    const current = Number.isFinite(stored) ? stored : 0
+    return current >= limit ? { granted: false, count: current, resetMs: windowMs } : { granted: true, count: current + 1, resetMs: windowMs }
+  }
+
+  async release (_key: string) { this.note('release (attempt counter)') }
 
   async rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> {
     this.note('rateLimit (token not spent)')

@@ -34,6 +34,8 @@ export class InstrumentedStore implements Store {
   removeFromSet (key: string, member: string) { return this.timed('removeFromSet', () => this.inner.removeFromSet(key, member)) }
   members (key: string) { return this.timed('members', () => this.inner.members(key)) }
   increment (key: string, windowMs: number) { return this.timed('increment', () => this.inner.increment(key, windowMs)) }
+  reserve (key: string, limit: number, windowMs: number) { return this.timed('reserve', () => this.inner.reserve(key, limit, windowMs)) }
+  release (key: string) { return this.timed('release', () => this.inner.release(key)) }
   rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> { return this.timed('rateLimit', () => this.inner.rateLimit(checks)) }
   publish (channel: string, message: string) { return this.timed('publish', () => this.inner.publish(channel, message)) }
   subscribe (channel: string, handler: (message: string) => void) { return this.inner.subscribe(channel, handler) }

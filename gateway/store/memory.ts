@@ -56,6 +56,11 @@ export function assertValidChecks (checks: readonly GcraCheck[]): void {
   }
 }
 
+/** A reservation limit is a whole number >= 1 (a programming mistake otherwise, raised before any state is read). */
+export function assertValidLimit (limit: number): void {
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`limit must be an integer >= 1, got ${limit}`)
+}
+
 /** TTLs are whole positive milliseconds, as Redis PX takes them. */
 export function toTtlMs (ttlMs: number): number {
   if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive number, got ${ttlMs}`)
@@ -176,6 +181,33 @@ export class MemoryStore implements Store {
     const count = toCount(entry.value) + 1
     entry.value = String(count)
     return { count, resetMs: entry.expiresAt - now }
+  }
+
+  async reserve (key: string, limit: number, windowMs: number): Promise<{ granted: boolean, count: number, resetMs: number }> {
+    assertValidLimit(limit)
+    const window = toTtlMs(windowMs)
+    const entry = this.#read(key, 'string')
+    const now = this.#now()
+    const count = entry ? toCount(entry.value) : 0
+    if (entry && count >= limit) {
+      // As the Lua script: a counter left without expiry gets one rather than locking out for ever.
+      if (entry.expiresAt === undefined) entry.expiresAt = now + window
+      return { granted: false, count, resetMs: entry.expiresAt - now }
+    }
+    if (!entry || entry.expiresAt === undefined) {
+      this.#entries.set(key, { kind: 'string', value: String(count + 1), expiresAt: now + window })
+      return { granted: true, count: count + 1, resetMs: window }
+    }
+    entry.value = String(count + 1)
+    return { granted: true, count: count + 1, resetMs: entry.expiresAt - now }
+  }
+
+  async release (key: string): Promise<void> {
+    const entry = this.#read(key, 'string')
+    if (!entry) return
+    const count = toCount(entry.value)
+    if (count <= 1) this.#entries.delete(key)
+    else entry.value = String(count - 1)
   }
 
   async rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> {

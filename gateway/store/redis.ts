@@ -1,7 +1,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import { StoreUnavailableError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { assertValidChecks, toTtlMs } from './memory.js'
+import { assertValidChecks, assertValidLimit, toTtlMs } from './memory.js'
 import type { GcraCheck, GcraResult, Store } from './types.js'
 
 /** A single node URL (`redis://` or `rediss://`), or the seed URLs of a Redis Cluster. */
@@ -20,6 +20,8 @@ type Client = Redis | Cluster
 interface ScriptedClient {
   authgateGcra (numKeys: number, ...args: Array<string | number>): Promise<Array<[number, number, number, number, number]>>
   authgateIncrement (key: string, windowMs: number): Promise<[number, number]>
+  authgateReserve (key: string, limit: number, windowMs: number): Promise<[number, number, number]>
+  authgateRelease (key: string): Promise<number>
 }
 
 /**
@@ -82,6 +84,42 @@ if count == 1 or ttl < 0 then
   ttl = tonumber(ARGV[1])
 end
 return { count, ttl }
+`
+
+/**
+ * One attempt reserved in a fixed window, atomically: below the limit INCR (the first one starts the window), at
+ * the limit nothing changes. ARGV: limit, windowMs. Reply: { granted 1|0, count, ms until the window ends }.
+ */
+const RESERVE_LUA = `
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count == nil then return redis.error_reply('ERR value is not an integer or out of range') end
+local ttl = redis.call('PTTL', KEYS[1])
+if count >= tonumber(ARGV[1]) then
+  if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    ttl = tonumber(ARGV[2])
+  end
+  return { 0, count, ttl }
+end
+count = redis.call('INCR', KEYS[1])
+if count == 1 or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+return { 1, count, ttl }
+`
+
+/** Takes one reservation back: DECR keeps the window's TTL; at 0 the key goes; a missing key stays missing. */
+const RELEASE_LUA = `
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local count = tonumber(value)
+if count == nil then return redis.error_reply('ERR value is not an integer or out of range') end
+if count <= 1 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+return redis.call('DECR', KEYS[1])
 `
 
 /**
@@ -185,6 +223,17 @@ export class RedisStore implements Store {
     const window = toTtlMs(windowMs)
     const [count, resetMs] = await this.#run('INCR', (c) => scripted(c).authgateIncrement(this.#key(key), window))
     return { count: Number(count), resetMs: Number(resetMs) }
+  }
+
+  async reserve (key: string, limit: number, windowMs: number): Promise<{ granted: boolean, count: number, resetMs: number }> {
+    assertValidLimit(limit)
+    const window = toTtlMs(windowMs)
+    const [granted, count, resetMs] = await this.#run('reserve', (c) => scripted(c).authgateReserve(this.#key(key), limit, window))
+    return { granted: Number(granted) === 1, count: Number(count), resetMs: Number(resetMs) }
+  }
+
+  async release (key: string): Promise<void> {
+    await this.#run('release', (c) => scripted(c).authgateRelease(this.#key(key)))
   }
 
   async rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> {
@@ -361,6 +410,8 @@ function defineScripts (client: Client): void {
   // ioredis runs EVALSHA and falls back to EVAL on NOSCRIPT (after a restart or failover).
   client.defineCommand('authgateGcra', { lua: GCRA_LUA })
   client.defineCommand('authgateIncrement', { lua: INCREMENT_LUA, numberOfKeys: 1 })
+  client.defineCommand('authgateReserve', { lua: RESERVE_LUA, numberOfKeys: 1 })
+  client.defineCommand('authgateRelease', { lua: RELEASE_LUA, numberOfKeys: 1 })
 }
 
 function checkReplies (replies: Array<[Error | null, unknown]> | null): void {

@@ -62,6 +62,16 @@ export interface Store {
   increment (key: string, windowMs: number): Promise<{ count: number, resetMs: number }>
 
   /**
+   * Reserves one attempt in a fixed-window counter, atomically (failed-attempt limits counted before the work):
+   * below `limit` the count goes up by one (the first reservation starts a window of `windowMs`) and `granted` is
+   * true; at `limit` nothing changes and `granted` is false. Concurrent calls never take the count past `limit`.
+   * `count` is the count after the call; `resetMs` the ms until the window ends.
+   */
+  reserve (key: string, limit: number, windowMs: number): Promise<{ granted: boolean, count: number, resetMs: number }>
+  /** Takes one reservation back: decrements an existing counter (deleted at 0); never creates or extends a window. */
+  release (key: string): Promise<void>
+
+  /**
    * GCRA for all limits of one request in one atomic step (one Lua script in Redis).
    * When any check fails, no check's state is changed (a rejected request costs nothing).
    * A check with `upTo` takes as many cells as conform now, up to `upTo` (rate-limit leases, policies/rate-limit).

@@ -12,6 +12,7 @@ import type { Continue, ListenerInfo, PolicyInstance } from '../types.js'
 import { startRedis, uniquePrefix, type RedisServer } from '../../test/helpers/redis.js'
 import { FakeClock, countingStore, makeContext, makeDeps, withDefaults, type CountingStore } from '../api-key/fixtures/harness.js'
 import { basic, usersSection } from './index.js'
+import { ipKey, userKey } from './failures.js'
 import { parseBasic } from './credentials.js'
 import { passwdCommand, type PasswordInput } from './cli.js'
 import { schema, type BasicConfig } from './schema.js'
@@ -29,7 +30,11 @@ test.before(async (t) => {
   await writeFile(join(t.context.dir, 'users.htpasswd'), t.context.htpasswd)
   t.context.redis = await startRedis()
 })
+// Setups with the same maxConcurrentChecks share the process's password pool (worker threads): released at the end.
+const policies: PolicyInstance[] = []
+
 test.after.always(async (t) => {
+  await Promise.all(policies.map(async (policy) => await policy.close?.()))
   await rm(t.context.dir, { recursive: true, force: true })
   await t.context.redis?.stop()
 })
@@ -51,6 +56,7 @@ async function setup (dir: string, options: { config?: Partial<BasicConfig>, sto
   const store = options.store ?? countingStore(new MemoryStore({ now: clock.now }))
   const deps = makeDeps({ clock, store, baseDir: dir, config: { users: options.users ?? { htpasswd: 'users.htpasswd' }, store: { onError: options.onError ?? 'deny' } } })
   const policy = await basic.create(withDefaults<BasicConfig>(schema, { allowInsecure: true, ...options.config }), deps)
+  policies.push(policy)
   const send = async (authorization: string | string[] | undefined, from = '127.0.0.1') => {
     const values = authorization === undefined ? [] : [authorization].flat()
     return await policy.evaluate(makeContext({ clock, remoteAddress: from, headers: values.map((v) => ['authorization', v] as [string, string]) }))
@@ -175,6 +181,79 @@ test.serial('after maxFailuresPerUser failures even the right password is 429 wi
   t.is(rejected(t, await send(basicHeader('alice', ALICE_PASSWORD)), 429, 'rate_limited').headers['Retry-After'], '180')
   clock.advance(180_000)
   accepted(t, await send(basicHeader('alice', ALICE_PASSWORD)), 'alice')
+})
+
+// Issue 14: the counters were read before hashing and written after, so concurrent guesses all saw a count under
+// the limit. Each store gets the same races; Redis runs the new Lua reservation.
+for (const kind of ['memory', 'redis'] as const) {
+  const storeFor = (t: import('ava').ExecutionContext<{ redis: RedisServer }>, clock: FakeClock): CountingStore => {
+    if (kind === 'memory') return countingStore(new MemoryStore({ now: clock.now }))
+    const store = countingStore(new RedisStore(t.context.redis.url, { prefix: uniquePrefix('basic-race'), timeoutMs: 3000 }))
+    t.teardown(async () => await store.close())
+    return store
+  }
+
+  test.serial(`${kind}: of 30 concurrent guesses for one user from one IP only maxFailuresPerUser are checked; the right password 26th is 429, and 200 once the window is over`, async (t) => {
+    const clock = new FakeClock()
+    const store = storeFor(t, clock)
+    // 10 workers and a queue of 40: only the lockout may refuse here (and in the next test, 50 fit exactly).
+    const { send } = await setup(t.context.dir, { clock, store, config: { maxFailuresPerUser: 10, failureWindow: '5m', maxConcurrentChecks: 10 } })
+    const before = passwordChecks.count
+    const outcomes = await Promise.all(Array.from({ length: 30 }, (_, i) => send(basicHeader('alice', i === 25 ? ALICE_PASSWORD : `guess-${i}`), '192.0.2.10')))
+    const statuses = outcomes.map((o) => isRejection(o) ? o.status : 200)
+    t.is(statuses.filter((s) => s === 200).length, 0, 'the right password does not get through past the limit')
+    t.is(statuses.filter((s) => s === 401).length, 10)
+    t.is(statuses.filter((s) => s === 429).length, 20)
+    const late = rejected(t, outcomes[25]!, 429, 'rate_limited')
+    const retry = Number(late.headers['Retry-After'])
+    t.true(retry > 290 && retry <= 300, `Retry-After ${retry}`)
+    t.is(passwordChecks.count - before, 10, 'refused attempts cost no hash')
+    t.is(await store.get(userKey('alice')), '10')
+    if (kind === 'memory') {
+      clock.advance(5 * 60_000)
+    } else {
+      // Redis keeps server time: stand in for the window's end by removing the counters.
+      await store.delete(userKey('alice'))
+      await store.delete(ipKey('192.0.2.10'))
+    }
+    accepted(t, await send(basicHeader('alice', ALICE_PASSWORD), '192.0.2.10'), 'alice')
+    t.is(await store.get(userKey('alice')), null, 'a success takes its reservation back')
+  })
+
+  test.serial(`${kind}: of 120 concurrent unknown-user guesses from one IP only maxFailuresPerIp are checked, the rest 429; the users it named are not locked out`, async (t) => {
+    const clock = new FakeClock()
+    const store = storeFor(t, clock)
+    const { send } = await setup(t.context.dir, { clock, store, config: { maxConcurrentChecks: 10 } })
+    const before = passwordChecks.count
+    const outcomes = await Promise.all(Array.from({ length: 120 }, (_, i) => send(basicHeader(`ghost-${i}`, 'guess'), '198.51.100.20')))
+    const statuses = outcomes.map((o) => isRejection(o) ? o.status : 200)
+    t.is(statuses.filter((s) => s === 401).length, 50, 'the default per-IP limit')
+    t.is(statuses.filter((s) => s === 429).length, 70)
+    t.is(passwordChecks.count - before, 50)
+    t.is(await store.get(ipKey('198.51.100.20')), '50')
+    const refused = outcomes.findIndex((o) => isRejection(o) && o.status === 429)
+    t.is(await store.get(userKey(`ghost-${refused}`)), null, 'a refused attempt takes back its reservation on the user')
+    rejected(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.20'), 429, 'rate_limited')
+    accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.21'), 'bob')
+  })
+}
+
+test.serial('beyond maxConcurrentChecks and a queue of 4 per worker a check is 429 with Retry-After: 1, not counted as a failure; the right password passes after', async (t) => {
+  const { send, store } = await setup(t.context.dir, { config: { maxConcurrentChecks: 1, maxFailuresPerUser: 100, maxFailuresPerIp: 100 } })
+  const before = passwordChecks.count
+  const outcomes = await Promise.all(Array.from({ length: 20 }, (_, i) => send(basicHeader('bob', `guess-${i}`), '203.0.113.5')))
+  const checked = outcomes.filter((o) => isRejection(o) && o.status === 401)
+  const shed = outcomes.filter((o) => isRejection(o) && o.status === 429) as Rejection[]
+  t.is(checked.length, 5, 'one running and four queued')
+  t.is(shed.length, 15)
+  for (const outcome of shed) {
+    t.is(outcome.code, 'rate_limited')
+    t.is(outcome.headers['Retry-After'], '1')
+  }
+  t.is(passwordChecks.count - before, 5)
+  t.is(await store.get(userKey('bob')), '5', 'only checked attempts count as failures')
+  t.is(await store.get(ipKey('203.0.113.5')), '5')
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '203.0.113.5'), 'bob')
 })
 
 test('after maxFailuresPerIp failures from one address every user from it is 429; another address is not limited', async (t) => {

@@ -1,11 +1,13 @@
 import { createHmac, randomBytes } from 'node:crypto'
+import { availableParallelism } from 'node:os'
 import { Rejection, type ConfigIssue } from '../../gateway/errors.js'
 import { parseDuration } from '../../gateway/config/units.js'
 import type { PolicyDefinition, SectionDefinition } from '../types.js'
 import { parseBasic } from './credentials.js'
 import { FailureCounters, type FailureLimits } from './failures.js'
 import { schema, usersSectionSchema, type BasicConfig, type UsersSection } from './schema.js'
-import { checkUsers, loadUsers } from './users.js'
+import { PoolFullError, acquirePool } from './password-pool.js'
+import { checkUsers, loadUsers, poolCheck } from './users.js'
 
 export { passwordChecks } from './users.js'
 
@@ -40,8 +42,10 @@ class SuccessCache {
 /**
  * `basic`: HTTP Basic (RFC 7617) against `users:` (htpasswd bcrypt lines, inline scrypt hashes).
  * Per request: duplicate Authorization → 400; another scheme → missing (so `anyOf` tries the others); malformed
- * → 401; a locked-out user or IP → 429 before any hashing; a cached success → no hashing; else one bcrypt/scrypt
- * check (a dummy hash of equal cost for unknown users), and a failure counts against the user and the IP.
+ * → 401; a cached success → no hashing (a locked-out user or IP still 429); else the attempt is reserved against the
+ * user and the IP first (429 past either limit, no hashing), then one bcrypt/scrypt check on the worker pool (a dummy
+ * hash of equal cost for unknown users; 429 `Retry-After: 1` when the pool's queue is full), and a success takes the
+ * reservation back.
  */
 export const basic: PolicyDefinition<BasicConfig> = {
   key: 'basic',
@@ -80,9 +84,17 @@ export const basic: PolicyDefinition<BasicConfig> = {
     const limits: FailureLimits = { perUser: config.maxFailuresPerUser, perIp: config.maxFailuresPerIp, windowMs: parseDuration(config.failureWindow) }
     const cacheTtlMs = parseDuration(config.cacheTtl)
     const challenge = { scheme: 'Basic', params: { realm: deps.realm, charset: 'UTF-8' } }
+    const concurrency = config.maxConcurrentChecks ?? availableParallelism()
+    // One holder per config generation; the generation's close (every basic instance calls it) lets go.
+    const lease = deps.shared(`basic:pool:${concurrency}`, () => acquirePool(concurrency))
+    const pool = lease.pool
+    const check = poolCheck(pool)
+    const lockedOut = (ms: number) => Rejection.tooManyRequests('too many failed attempts; try again later', { 'Retry-After': String(Math.max(1, Math.ceil(ms / 1000))) })
+    const busy = () => Rejection.tooManyRequests('too many password checks in progress; try again shortly', { 'Retry-After': '1' })
 
     return {
       challenge,
+      close: async () => await lease.release(),
       credentialHeaders: ['authorization'],
       async evaluate (ctx) {
         const values = ctx.headerValues('authorization')
@@ -92,27 +104,41 @@ export const basic: PolicyDefinition<BasicConfig> = {
         if (credentials.kind === 'malformed') return Rejection.unauthenticated('invalid_credentials', 'malformed Basic credentials', challenge)
         const { username, password } = credentials
 
-        // Before any hashing: a locked-out user or address costs no bcrypt (DESIGN.md: Basic lockout).
-        const lockedMs = await failures.lockedFor(username, ctx.remoteAddress, limits)
-        if (lockedMs !== undefined) {
-          return Rejection.tooManyRequests('too many failed attempts; try again later', { 'Retry-After': String(Math.max(1, Math.ceil(lockedMs / 1000))) })
-        }
-
-        const now = ctx.now()
+        const identity = { subject: username, client: username }
         const digest = cache.digest(username, password)
-        if (cache.fresh(digest, now, cacheTtlMs) === username) return { identity: { subject: username, client: username } }
+        if (cache.fresh(digest, ctx.now(), cacheTtlMs) === username) {
+          // A cached success costs no hash, and the lockout still applies (DESIGN.md: Basic lockout).
+          const lockedMs = await failures.lockedFor(username, ctx.remoteAddress, limits)
+          return lockedMs === undefined ? { identity } : lockedOut(lockedMs)
+        }
 
-        let verifying = cache.verifying.get(digest)
-        if (verifying === undefined) {
-          verifying = users.verify(username, password).finally(() => cache.verifying.delete(digest))
-          cache.verifying.set(digest, verifying)
+        // Every worker busy and the queue full: refuse before touching the store (a check already running for
+        // these credentials needs no worker of its own).
+        if (!cache.verifying.has(digest) && pool.saturated) return busy()
+        // Counted before the hash is checked, so concurrent guesses cannot pass the lockout (DESIGN.md "Password
+        // checks"); a locked-out user or address costs no hash.
+        const reservation = await failures.reserve(username, ctx.remoteAddress, limits)
+        if (!reservation.granted) return lockedOut(reservation.retryAfterMs)
+
+        let ok: boolean
+        try {
+          let verifying = cache.verifying.get(digest)
+          if (verifying === undefined) {
+            verifying = users.verify(username, password, check).finally(() => cache.verifying.delete(digest))
+            cache.verifying.set(digest, verifying)
+          }
+          ok = await verifying
+        } catch (error) {
+          // No check ran (queue full) or it failed: this was no failed attempt.
+          await reservation.release()
+          if (error instanceof PoolFullError) return busy()
+          throw error
         }
-        if (!await verifying) {
-          await failures.record(username, ctx.remoteAddress, limits)
-          return Rejection.unauthenticated('invalid_credentials', 'wrong username or password', challenge)
-        }
+        if (!ok) return Rejection.unauthenticated('invalid_credentials', 'wrong username or password', challenge)
+        // A success is no failure: its reservation goes back. Earlier failures stay counted (no reset on success).
+        await reservation.release()
         if (cacheTtlMs > 0) cache.remember(digest, username, ctx.now())
-        return { identity: { subject: username, client: username } }
+        return { identity }
       },
     }
   },

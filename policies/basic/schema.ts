@@ -7,6 +7,7 @@ export const schema = Type.Object({
   maxFailuresPerUser: Type.Integer({ minimum: 1, default: 10, description: 'Failed attempts per username within `failureWindow` (counted in the store, across instances); past it every attempt, even with the right password, is 429 until the window ends.' }),
   maxFailuresPerIp: Type.Integer({ minimum: 1, default: 50, description: 'Failed attempts per client IP within `failureWindow`; past it every attempt from that IP is 429 until the window ends.' }),
   failureWindow: Duration('The fixed window in which failed attempts are counted; it starts at the first failure.', '5m'),
+  maxConcurrentChecks: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, description: 'Password hashes (bcrypt/scrypt) computed at once, on worker threads so they never block the event loop. Default: the number of cores (`os.availableParallelism()`). Up to 4 times as many more wait in a queue; beyond it a request that needs a hash is 429 `rate_limited` with `Retry-After: 1` (and is not counted as a failed attempt). Basic routes with the same value share one set of workers (kept across reloads).' })),
 }, { additionalProperties: false })
 export type BasicConfig = Static<typeof schema>
 

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import bcrypt from 'bcryptjs'
 import { ConfigError, type ConfigIssue } from '../../gateway/errors.js'
+import { PoolFullError, type PasswordPool } from './password-pool.js'
 import { USERNAME_PATTERN, type UsersSection } from './schema.js'
 
 export type PasswordHash =
@@ -101,6 +102,21 @@ function costliest (hashes: Iterable<PasswordHash>): PasswordHash {
   return best ?? { kind: 'bcrypt', text: '', cost: 10 }
 }
 
+/** One password against one hash: verifyPassword on this thread, or a PasswordPool's workers (poolCheck). */
+export type PasswordCheck = (password: string, hash: PasswordHash) => Promise<boolean>
+
+/** verifyPassword's work on the pool's worker threads; rejects with PoolFullError at once when it is saturated. */
+export function poolCheck (pool: PasswordPool): PasswordCheck {
+  return async (password, hash) => {
+    if (pool.saturated) throw new PoolFullError()
+    passwordChecks.count++
+    return await pool.check({
+      password,
+      hash: hash.kind === 'bcrypt' ? { kind: 'bcrypt', text: hash.text } : { kind: 'scrypt', salt: hash.salt, hash: hash.hash, options: scryptOptions(hash.N, hash.r, hash.p) },
+    })
+  }
+}
+
 export class UserDirectory {
   private readonly dummy: PasswordHash
 
@@ -113,9 +129,9 @@ export class UserDirectory {
   has (username: string): boolean { return this.users.has(username) }
 
   /** False for a wrong password and for an unknown user, after the same work (a dummy hash of equal cost). */
-  async verify (username: string, password: string): Promise<boolean> {
+  async verify (username: string, password: string, check: PasswordCheck = verifyPassword): Promise<boolean> {
     const hash = this.users.get(username)
-    const ok = await verifyPassword(password, hash ?? this.dummy)
+    const ok = await check(password, hash ?? this.dummy)
     return hash !== undefined && ok
   }
 }

@@ -1,11 +1,15 @@
 import anyTest, { type TestFn } from 'ava'
 import { randomBytes } from 'node:crypto'
+import { request } from 'node:http'
+import { availableParallelism } from 'node:os'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Agent } from 'undici'
 import { ConfigError } from '../../gateway/errors.js'
 import { bcryptHash, passwordChecks, scryptHash } from '../../policies/basic/users.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { mintPki } from '../helpers/pki.js'
 import { startRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js'
+import { until } from '../faults/support.js'
 import { assertProblem, rawGet, type Echo } from './support.js'
 
 const test = anyTest as TestFn<{ redis: RedisServer, htpasswd: string, gateways: TestGateway[] }>
@@ -182,4 +186,116 @@ test('anyOf with apiKey: a Bearer or API-key request is not taken for bad Basic 
   t.true(challenges.includes(CHALLENGE))
   t.true(challenges.includes('ApiKey realm="authgate"'))
   t.is((await as(gw, 'bob', BOB, '/either/x')).status, 200)
+})
+
+// Issue 14: lockout races and bcrypt on the event loop, over HTTP, on both stores.
+for (const kind of ['memory', 'redis'] as const) {
+  // bcrypt cost 10 as in production (the dummy hash copies it): a hash takes long enough for requests to overlap.
+  const on = async (t: import('ava').ExecutionContext<{ redis: RedisServer, htpasswd: string, gateways: TestGateway[] }>, basic: Record<string, unknown>) => {
+    const files = { 'users.htpasswd': `alice:${await bcryptHash(ALICE, 10)}\nbob:${await bcryptHash(BOB, 10)}\n` }
+    return kind === 'memory'
+      ? await start(t, config(basic), { files })
+      : await start(t, config(basic, { store: { prefix: uniquePrefix('basic-race') } }), { redis: t.context.redis.url, files })
+  }
+
+  test.serial(`${kind}: 30 concurrent guesses for one user, the right password 26th: no 200, 429 past the limit, and 200 once the window is over`, async (t) => {
+    // Workers and queue enough for all 30 (10 + 40): only the lockout refuses.
+    const gw = await on(t, { maxFailuresPerUser: 10, failureWindow: '5s', maxConcurrentChecks: 10 })
+    const responses = await Promise.all(Array.from({ length: 30 }, (_, i) => as(gw, 'alice', i === 25 ? ALICE : `guess-${i}`)))
+    const statuses = responses.map((r) => r.status)
+    t.is(statuses.filter((s) => s === 200).length, 0, 'the right password does not get in past the limit')
+    t.is(statuses.filter((s) => s === 401).length, 10)
+    t.is(statuses.filter((s) => s === 429).length, 20)
+    await assertProblem(t, responses[25]!, 429, 'rate_limited')
+    t.true(Number(responses[25]!.headers.get('retry-after')) >= 1)
+    t.true(await until(async () => (await as(gw, 'alice', ALICE)).status === 200, 15_000), 'the right password passes once the window is over')
+  })
+
+  test.serial(`${kind}: 120 concurrent unknown-user guesses from one IP: 50 are checked, the rest 429; another address is not limited`, async (t) => {
+    const gw = await on(t, { maxConcurrentChecks: 10 })
+    const responses = await Promise.all(Array.from({ length: 120 }, (_, i) => as(gw, `ghost-${i}`, 'guess')))
+    const statuses = responses.map((r) => r.status)
+    t.is(statuses.filter((s) => s === 401).length, 50, 'the default per-IP limit')
+    t.is(statuses.filter((s) => s === 429).length, 70)
+    for (const res of responses.filter((r) => r.status === 429)) await assertProblem(t, res, 429, 'rate_limited')
+    const locked = await as(gw, 'bob', BOB)
+    await assertProblem(t, locked, 429, 'rate_limited')
+    t.true(Number(locked.headers.get('retry-after')) > 200, 'the address is locked out for the window, even with a right password')
+    // Linux routes all of 127.0.0.0/8 to loopback: a second client address.
+    const other = await new Promise<number>((resolve, reject) => {
+      const url = new URL('/console/home', gw.url)
+      request(url, { localAddress: '127.0.0.2', headers: { authorization: basicAuth('bob', BOB) } }, (res) => { res.resume(); resolve(res.statusCode!) })
+        .on('error', reject).end()
+    })
+    t.is(other, 200, 'another address is not limited')
+  })
+}
+
+test.serial('past maxConcurrentChecks and its queue a password check is 429 rate_limited with Retry-After: 1; the right password passes after', async (t) => {
+  const password = randomBytes(12).toString('base64url')
+  const gw = await start(t, config({ maxConcurrentChecks: 1, maxFailuresPerUser: 100, maxFailuresPerIp: 100 }), { files: { 'users.htpasswd': `carol:${await bcryptHash(password, 10)}\n` } })
+  const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => as(gw, 'carol', `guess-${i}`)))
+  const shed = responses.filter((r) => r.status === 429)
+  const checked = responses.filter((r) => r.status === 401)
+  t.true(shed.length >= 15, `${shed.length} refused`)
+  t.true(checked.length >= 1 && checked.length <= 5, `${checked.length} checked: one running, four queued`)
+  for (const res of shed) {
+    t.is(res.headers.get('retry-after'), '1')
+    await assertProblem(t, res, 429, 'rate_limited')
+  }
+  t.is((await as(gw, 'carol', password)).status, 200)
+})
+
+test.serial('a public route stays fast (p99 under 50 ms) while a 200-guess burst for bcrypt cost 11 runs', async (t) => {
+  const password = randomBytes(12).toString('base64url')
+  // The default maxConcurrentChecks: every core hashing (the workers run at a lower priority on Linux).
+  const workers = availableParallelism()
+  const gw = await start(t, {
+    ...config(),
+    routes: [...config().routes, { name: 'open', match: { path: '/open' }, upstream: 'demo', public: true }],
+  }, { files: { 'users.htpasswd': `carol:${await bcryptHash(password, 11)}\n` } })
+  const keepAlive = new Agent({ keepAliveTimeout: 10_000 })
+  t.teardown(async () => await keepAlive.close())
+  const open = async () => { const res = await gw.fetch('/open', { dispatcher: keepAlive }); await res.arrayBuffer(); return res.status }
+  t.is(await open(), 200)
+  t.is((await as(gw, 'carol', password)).status, 200)
+  // Start every worker first (a cold worker under tsx takes a while).
+  t.deepEqual(await Promise.all(Array.from({ length: workers }, async (_, i) => (await as(gw, `warm-${i}`, 'x')).status)), Array(workers).fill(401))
+
+  const baseline: number[] = []
+  for (let i = 0; i < 50; i++) {
+    const started = performance.now()
+    t.is(await open(), 200)
+    baseline.push(performance.now() - started)
+  }
+  baseline.sort((a, b) => a - b)
+  const before = passwordChecks.count
+  let answered = 0
+  const burst = Promise.all(Array.from({ length: 200 }, async (_, i) => {
+    const res = await as(gw, i % 2 === 0 ? 'carol' : `ghost-${i}`, `guess-${i}`)
+    await res.arrayBuffer()
+    answered++
+    return res.status
+  }))
+  // Measure while the workers hash: the refused part of the burst (HTTP parsing, the store, 429s) is main-thread
+  // work of this process, client side included, and is not what this test is about.
+  t.true(await until(() => passwordChecks.count > before && answered >= 150, 30_000), 'the burst is hashing, the refused part answered')
+  const lag = monitorEventLoopDelay({ resolution: 5 })
+  lag.enable()
+  const latencies: number[] = []
+  for (let i = 0; i < 50; i++) {
+    const started = performance.now()
+    t.is(await open(), 200)
+    latencies.push(performance.now() - started)
+  }
+  const answeredDuringMeasurement = answered
+  lag.disable()
+  const statuses = await burst
+  latencies.sort((a, b) => a - b)
+  const p99 = latencies[Math.ceil(latencies.length * 0.99) - 1]!
+  t.log(`without a burst: p50 ${baseline[24]!.toFixed(1)} ms, p99 ${baseline[49]!.toFixed(1)} ms; event loop delay during the measurement: max ${(lag.max / 1e6).toFixed(1)} ms, p99 ${(lag.percentile(99) / 1e6).toFixed(1)} ms`)
+  t.log(`public p50 ${latencies[24]!.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms; burst: ${passwordChecks.count - before} hashes, ${statuses.filter((s) => s === 401).length} × 401, ${statuses.filter((s) => s === 429).length} × 429`)
+  t.true(answeredDuringMeasurement < 200, 'the public requests ran while the burst was in flight')
+  t.true(p99 < 50, `public p99 ${p99.toFixed(1)} ms`)
+  t.false(statuses.includes(200))
 })
