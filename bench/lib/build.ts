@@ -10,7 +10,7 @@ import { ROOT_DIR } from './procs.js'
 
 export const BUILD_DIR = join(ROOT_DIR, 'bench', '.build')
 
-const SOURCES = ['gateway', 'policies', 'certs', 'bench']
+const SOURCES = ['gateway', 'policies', 'certs', 'cli', 'bench']
 
 function sources (dir: string, out: string[] = []): string[] {
   for (const entry of readdirSync(dir)) {
@@ -24,8 +24,10 @@ function sources (dir: string, out: string[] = []): string[] {
 
 /**
  * Returns the build folder, or undefined when esbuild cannot be loaded (children then run through tsx).
- * `overlay`: a folder whose files (same relative paths, e.g. `gateway/server.ts`) replace the repository's, to
- * compare two versions of the hot path in one run (`--compare`).
+ * `overlay`: a folder whose files (same relative paths, e.g. `gateway/handler.ts`) replace the repository's, to
+ * compare two versions of the hot path in one run (`--compare`). A folder that is a whole checkout (it has a
+ * package.json) is built instead of the repository: versions whose files moved can be compared too
+ * (`git worktree add /tmp/old REV`, then `--compare /tmp/old`).
  */
 export async function buildForBench (outDir = BUILD_DIR, overlay?: string): Promise<string | undefined> {
   let esbuild: typeof import('esbuild')
@@ -35,14 +37,16 @@ export async function buildForBench (outDir = BUILD_DIR, overlay?: string): Prom
     return undefined
   }
   rmSync(outDir, { recursive: true, force: true })
-  const files = SOURCES.flatMap((dir) => sources(join(ROOT_DIR, dir)))
+  const wholeTree = overlay !== undefined && existsSync(join(overlay, 'package.json'))
+  const root = wholeTree ? overlay : ROOT_DIR
+  const files = SOURCES.filter((dir) => existsSync(join(root, dir))).flatMap((dir) => sources(join(root, dir)))
   await Promise.all(files.map(async (file) => {
-    const replacement = overlay ? join(overlay, relative(ROOT_DIR, file)) : undefined
+    const replacement = overlay && !wholeTree ? join(overlay, relative(ROOT_DIR, file)) : undefined
     const source = replacement && existsSync(replacement) ? readFileSync(replacement, 'utf8') : readFileSync(file, 'utf8')
     const { code } = await esbuild.transform(source, {
       loader: 'ts', format: 'esm', target: 'node20', platform: 'node', sourcefile: file,
     } as import('esbuild').TransformOptions)
-    const target = join(outDir, relative(ROOT_DIR, file)).replace(/\.ts$/, '.js')
+    const target = join(outDir, relative(root, file)).replace(/\.ts$/, '.js')
     mkdirSync(dirname(target), { recursive: true })
     writeFileSync(target, code)
   }))
