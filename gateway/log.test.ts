@@ -77,3 +77,26 @@ test('control characters are still escaped, in redacted targets too', (t) => {
   t.is(redactTarget('/a\r\nb'), '/a\\x0d\\x0ab')
   t.is(redactTarget('/a?token=x&q=\n'), '/a?token=[redacted]&q=\\x0a')
 })
+
+test('review F7: more secret names are redacted; their look-alikes are not', (t) => {
+  for (const name of ['auth_code', 'authcode', 'pw', 'pin', 'passcode', 'api_keys', 'apikey2', 'client-pass', 'key2']) {
+    t.is(redactTarget(`/a?${name}=s3cret&page=2`), `/a?${name}=[redacted]&page=2`, name)
+  }
+  for (const target of ['/a?passenger=2', '/a?zipcode=12345', '/a?monkeys=3', '/a?spin=1', '/a?opinion=yes']) t.is(redactTarget(target), target)
+})
+
+test('review F1: a JWT-shaped value is found in time linear in the target (a 15 KB run of eyJ took about a second)', (t) => {
+  const target = '/nowhere?x=' + 'eyJ'.repeat(5000)
+  const started = performance.now()
+  t.is(redactTarget(target), target)
+  // A complexity bound, not a speed test: linear takes about 2 ms, the quadratic scan took 640-1000 ms here.
+  t.true(performance.now() - started < 250, `${performance.now() - started} ms`)
+  t.is(redactTarget('/a?x=' + 'eyJ'.repeat(50) + '.a.b'), '/a?x=[redacted]')
+  t.is(redactTarget('/a?t=Bearer%20eyJhbGc.eyJzdWI.sig'), '/a?t=[redacted]')
+})
+
+test('review F3: the userinfo of an absolute-form target is redacted', (t) => {
+  t.is(redactTarget('http://bob:Sup3rS3cretPw@host/open/x?y=1'), 'http://[redacted]@host/open/x?y=1')
+  t.is(redactTarget('http://host/open/x?y=1'), 'http://host/open/x?y=1')
+  t.is(redactTarget('/open/x?y=a@b'), '/open/x?y=a@b')
+})

@@ -11,14 +11,20 @@ export const ALWAYS_REDACTED_HEADERS = [
 /**
  * Query parameter names whose values are redacted, tested on the name percent-decoded, lower-cased and stripped of
  * everything but letters and digits (`X-Auth-Token`, `auth_token` and `authToken` are all `authtoken`): any name
- * containing token, secret, passw, passphrase, pwd, signature, session, sessid, jwt, credential, assertion, bearer,
- * authorization, verifier, saml or hmac; any name ending in key or sig (api-key, x-amz-signature, sig); and the
- * names pass, auth, code, sid, otp and ticket.
+ * containing token, secret, passw, passc, passp (password, passcode, passphrase), pwd, signature, session, sessid,
+ * jwt, credential, assertion, bearer, authorization, verifier, saml, hmac, apikey (api_keys, apikey2) or authcode
+ * (auth_code); any name ending in pass, key, key and digits, or sig (client-pass, api-key, key2, x-amz-signature);
+ * and the names auth, code, sid, otp, ticket, pw and pin. `passenger`, `zipcode` and `monkeys` stay readable.
  */
-const SECRET_NAME = /token|secret|passw|passphrase|pwd|signature|session|sessid|jwt|credential|assertion|bearer|authorization|verifier|saml|hmac|(?:key|sig)$|^(?:pass|auth|code|sid|otp|ticket)$/
+const SECRET_NAME = /token|secret|passw|passc|passp|pass$|pwd|signature|session|sessid|jwt|credential|assertion|bearer|authorization|verifier|saml|hmac|apikey|authcode|(?:key\d*|sig)$|^(?:auth|code|sid|otp|ticket|pw|pin)$/
 
-/** A value that is a secret under any name: a JWT (JWS or JWE compact form: `eyJ`, then at least two dots) or an API key. */
-const SECRET_VALUE = /eyJ[\w-]*\.[\w-]*\.|[aA][gG][kK]_/
+/**
+ * A value that is a secret under any name: a JWT (JWS or JWE compact form: `eyJ`, then at least two dots) or an API
+ * key. A JWT is matched only where a token starts (the text's start, or after a character that is not part of one):
+ * a match tried at every `eyJ` of `eyJeyJeyJ…` would rescan the rest of the text each time, quadratic in a 16 KiB
+ * target that any client can send.
+ */
+const SECRET_VALUE = /(?:^|[^\w-])eyJ[\w-]*\.[\w-]*\.|[aA][gG][kK]_/
 
 export interface LoggerOptions {
   level?: string
@@ -50,6 +56,8 @@ export function createLogger (options: LoggerOptions = {}): Logger {
  * Without a query this is escapeControl alone; a query with nothing to redact is returned as it is, not rebuilt.
  */
 export function redactTarget (target: string): string {
+  // An absolute-form target (`http://user:password@host/...`, refused with 400) keeps no userinfo in the log.
+  if (target.charCodeAt(0) !== 47 && target.includes('@')) target = target.replace(USERINFO, '$1[redacted]@')
   const q = target.indexOf('?')
   if (q === -1) return escapeControl(target)
   let out = ''
@@ -87,6 +95,9 @@ function redactParameter (pair: string): string {
   if (SECRET_VALUE.test(value) || SECRET_VALUE.test(decodeQueryText(value))) return `${rawName}=[redacted]`
   return pair
 }
+
+/** The userinfo of an absolute-form target: after `scheme://`, up to the last `@` before the path. */
+const USERINFO = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/
 
 const ENCODED = /[%+]/
 
