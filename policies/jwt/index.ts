@@ -33,6 +33,19 @@ export const jwt: PolicyDefinition<JwtPolicyConfig> = {
     return issue ? [issue] : []
   },
 
+  lint ({ doc }) {
+    const providers = (doc.jwtProviders ?? {}) as Record<string, { requireExp?: boolean }>
+    return Object.entries(providers)
+      .filter(([, provider]) => provider.requireExp === false)
+      .map(([name]) => ({
+        rule: 'jwt-exp-not-required',
+        severity: 'warning' as const,
+        path: ['jwtProviders', name, 'requireExp'],
+        message: `provider "${name}" accepts tokens without \`exp\`: a leaked token then works forever`,
+        fix: 'remove `requireExp: false` (have the IdP set exp), or at least set `maxAge:` to bound a token\'s life by its iat',
+      }))
+  },
+
   async create (config, deps) {
     const providers = providersOf(deps.config)
     const provider = providers[config.provider]
