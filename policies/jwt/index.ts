@@ -19,6 +19,7 @@ export const jwt: PolicyDefinition<JwtPolicyConfig> = {
   key: 'jwt',
   schema,
   authenticates: true,
+  credential: 'bearer',
   commands: [{
     name: 'tokens',
     usage: 'revoke JTI --until 24h [-c FILE]  deny-list a JWT id (providers with revocation: true)',

@@ -8,9 +8,6 @@ import { schema, type RateLimitConfig } from './schema.js'
 
 export { schema, type RateLimitConfig } from './schema.js'
 
-/** Steps that never authenticate: a rateLimit by client must come after a step that is not one of these. */
-const NON_AUTHENTICATING = new Set(['rateLimit', 'scopes', 'claims'])
-
 /**
  * `rateLimit: { by, limit | tier, burst?, name?, lease? }`: GCRA (DESIGN.md "Rate limits"), shared by every instance
  * through the store. All rateLimit steps that follow one another on a route are evaluated together: the first of
@@ -62,10 +59,13 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
       error(['by'], `by: ${config.by} needs an authenticated caller, and route "${route.name}" is public`, 'use by: ip or by: route')
     }
     const steps = route.policies ?? []
-    const position = steps.findIndex((step) => step.rateLimit === config)
-    if (position === -1) return issues
+    // Placement is checked for a step of the route's own list (inside anyOf, the loader refuses a rateLimit).
+    if (env.step === undefined || env.step.member !== undefined) return issues
+    const position = env.step.index
     if (route.public !== true && needsIdentity(by)) {
-      const authenticatedBefore = steps.slice(0, position).some((step) => !NON_AUTHENTICATING.has(Object.keys(step)[0]!))
+      // anyOf holds authenticating members only; a key the registry does not know is reported by the loader.
+      const authenticates = (key: string) => key === 'anyOf' || env.policies?.get(key)?.authenticates !== false
+      const authenticatedBefore = steps.slice(0, position).some((step) => authenticates(Object.keys(step)[0]!))
       if (!authenticatedBefore) {
         error(['by'], `by: ${config.by} needs the caller's identity, but this step runs before any authentication`, 'move the rateLimit step after the authenticating step')
       }
@@ -99,9 +99,10 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
       lease: config.lease ?? 1,
     }
     const limiter = deps.shared(`rateLimit:${deps.route.name}`, () => new RouteLimiter(deps.route.name, deps))
-    // Consecutive rateLimit steps form one batch: the index of the run's first step names it.
+    // Consecutive rateLimit steps form one batch: the index of the run's first step names it (-1: a lone policy
+    // built outside a route's chain, in a unit test).
     const steps = routeOf(deps.config, deps.route.name)?.policies ?? []
-    let batch = steps.findIndex((step) => step.rateLimit === config)
+    let batch = deps.step === undefined || deps.step.member !== undefined ? -1 : deps.step.index
     while (batch > 0 && steps[batch - 1]!.rateLimit !== undefined) batch--
     const member = limiter.add(batch, spec)
     return {
