@@ -4,8 +4,8 @@
  * errors make it exit 1. Rules read the validated document (interpolated, defaults applied) and never open files.
  *
  * Rules about one policy are that policy's (`lint` in its definition: `jwt-exp-not-required`,
- * `basic-insecure-exposed`), and so are the credential headers the rules here check (`credentialHeaders`): this file
- * asks the registry for both.
+ * `basic-insecure-exposed`, `store-allow-without-limit`, `ip-limit-without-trust-proxies`), and so are the credential
+ * headers the rules here check (`credentialHeaders`): this file asks the registry for both.
  *
  * Some classic mistakes are reported by their owners, not here, so that each finding appears once:
  * - a JWT provider without `audience`, an HS secret shorter than its hash, HS and asymmetric algorithms in one
@@ -34,8 +34,6 @@ type CoreRule =
   | 'public-private-path'
   | 'passthrough-plain-http'
   | 'credential-header-stripped'
-  | 'store-allow-without-limit'
-  | 'ip-limit-without-trust-proxies'
   | 'admin-exposed-without-token'
   | 'body-limit-too-large'
   | 'method-restricted-path'
@@ -57,20 +55,25 @@ export function lintConfig (doc: GatewayDocument): LintIssue[] {
 function policyRules (doc: GatewayDocument): LintIssue[] {
   const occurrences = new Map<string, PolicyOccurrence[]>()
   doc.routes.forEach((route, r) => {
-    const listeners = listenersOf(doc, route).map((l): LintListener => ({ name: l.name, address: l.address, tls: l.tls !== undefined, exposed: isExposed(l.address) }))
+    const listeners = listenersOf(doc, route).map(lintListener)
     for (const step of stepsOf(route, r)) {
       const list = occurrences.get(step.key) ?? []
       list.push({ config: step.config, path: step.path, route: { name: route.name, index: r, listeners } })
       occurrences.set(step.key, list)
     }
   })
+  const listeners = doc.listeners.map(lintListener)
   const issues: LintIssue[] = []
   for (const policy of policies.values()) {
-    for (const found of policy.lint?.({ doc, occurrences: occurrences.get(policy.key) ?? [] }) ?? []) {
+    for (const found of policy.lint?.({ doc, occurrences: occurrences.get(policy.key) ?? [], listeners }) ?? []) {
       issues.push({ rule: found.rule, severity: found.severity, path: [...found.path], message: `${found.message} [${found.rule}]`, fix: found.fix })
     }
   }
   return issues
+}
+
+function lintListener (listener: ListenerConfig): LintListener {
+  return { name: listener.name, address: listener.address, tls: listener.tls !== undefined, exposed: isExposed(listener.address) }
 }
 
 type Rule = (doc: GatewayDocument) => LintIssue[]
@@ -79,8 +82,6 @@ const RULES: readonly Rule[] = [
   publicPrivatePath,
   passthroughPlainHttp,
   credentialHeaderStripped,
-  storeAllowWithoutLimit,
-  ipLimitWithoutTrustProxies,
   adminExposedWithoutToken,
   bodyLimitTooLarge,
   methodRestrictedPaths,
@@ -192,40 +193,6 @@ function credentialHeaderStripped (doc: GatewayDocument): LintIssue[] {
           `the ${step.key} header ${header.name} is also ${by}, which the gateway strips from every request before any policy runs: every request would be refused`,
           'use another header name for the credential'))
       }
-    }
-  })
-  return issues
-}
-
-function storeAllowWithoutLimit (doc: GatewayDocument): LintIssue[] {
-  const redis = doc.store.redis
-  const usesRedis = typeof redis === 'string' ? redis !== '' : redis !== undefined
-  if (doc.store.onError !== 'allow' || !usesRedis) return []
-  const unlimited = doc.routes.filter((route, r) => !stepsOf(route, r).some((s) => s.key === 'rateLimit'))
-  if (unlimited.length === 0) return []
-  const names = unlimited.slice(0, 5).map((route) => `"${route.name}"`).join(', ') + (unlimited.length > 5 ? ` and ${unlimited.length - 5} more` : '')
-  return [finding('store-allow-without-limit', 'warning', ['store', 'onError'],
-    `onError: allow lets requests through without replay, revocation or failed-attempt checks while Redis is down, and nothing limits them on routes without a rateLimit: ${names}`,
-    'add a rateLimit step to each route (it falls back to a per-instance limit while Redis is down), or use onError: deny')]
-}
-
-/** `by` of a rateLimit step: a string, or a list when the policy accepts several keys. */
-function limitsByIp (config: Record<string, unknown>): boolean {
-  const by = config.by
-  return by === 'ip' || (Array.isArray(by) && by.includes('ip'))
-}
-
-function ipLimitWithoutTrustProxies (doc: GatewayDocument): LintIssue[] {
-  if (doc.trustProxies.length > 0) return []
-  const exposed = doc.listeners.find((l) => isExposed(l.address))
-  if (exposed === undefined) return []
-  const issues: LintIssue[] = []
-  doc.routes.forEach((route, r) => {
-    for (const step of stepsOf(route, r)) {
-      if (step.key !== 'rateLimit' || !limitsByIp(step.config)) continue
-      issues.push(finding('ip-limit-without-trust-proxies', 'warning', [...step.path, 'by'],
-        `route "${route.name}" limits by ip, and trustProxies is empty: behind a load balancer every client has the balancer's address and shares one limit`,
-        'list the load balancer\'s addresses in trustProxies (e.g. trustProxies: [10.0.0.0/8]), or limit by client if clients reach the gateway directly'))
     }
   })
   return issues

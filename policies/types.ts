@@ -201,6 +201,8 @@ export interface LintEnv {
   readonly doc: Readonly<Record<string, unknown>>
   /** Every occurrence of this policy, in document order. */
   readonly occurrences: readonly PolicyOccurrence[]
+  /** Every listener of the document. */
+  readonly listeners: readonly LintListener[]
 }
 
 /** Hit and miss counts of one cache since the configuration was loaded (`authgate_cache_lookups_total{cache}`). */

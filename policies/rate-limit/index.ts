@@ -1,7 +1,7 @@
 import type { ConfigIssue } from '../../gateway/errors.js'
 import type { RouteConfig } from '../../gateway/config/types.js'
 import { parseRate } from '../../gateway/config/units.js'
-import type { PolicyDefinition } from '../types.js'
+import type { LintFinding, PolicyDefinition } from '../types.js'
 import { leaseCap } from './lease.js'
 import { parseBy, needsIdentity, RouteLimiter, type LimitSpec } from './limiter.js'
 import { schema, type RateLimitConfig } from './schema.js'
@@ -83,6 +83,39 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
       })
     }
     return issues
+  },
+
+  lint ({ doc, occurrences, listeners }) {
+    const findings: LintFinding[] = []
+    const store = (doc.store ?? {}) as { redis?: unknown, onError?: string }
+    const usesRedis = typeof store.redis === 'string' ? store.redis !== '' : store.redis !== undefined
+    const routes = (doc.routes ?? []) as RouteConfig[]
+    const unlimited = routes.filter((_, r) => !occurrences.some((o) => o.route.index === r))
+    if (store.onError === 'allow' && usesRedis && unlimited.length > 0) {
+      const names = unlimited.slice(0, 5).map((route) => `"${route.name}"`).join(', ') + (unlimited.length > 5 ? ` and ${unlimited.length - 5} more` : '')
+      findings.push({
+        rule: 'store-allow-without-limit',
+        severity: 'warning',
+        path: ['store', 'onError'],
+        message: `onError: allow lets requests through without replay, revocation or failed-attempt checks while Redis is down, and nothing limits them on routes without a rateLimit: ${names}`,
+        fix: 'add a rateLimit step to each route (it falls back to a per-instance limit while Redis is down), or use onError: deny',
+      })
+    }
+    const trustProxies = (doc.trustProxies ?? []) as readonly string[]
+    if (trustProxies.length === 0 && listeners.some((l) => l.exposed)) {
+      for (const { config, path, route } of occurrences) {
+        // `by` is a string, or a list when the policy accepts several keys.
+        if (config.by !== 'ip' && !(Array.isArray(config.by) && config.by.includes('ip'))) continue
+        findings.push({
+          rule: 'ip-limit-without-trust-proxies',
+          severity: 'warning',
+          path: [...path, 'by'],
+          message: `route "${route.name}" limits by ip, and trustProxies is empty: behind a load balancer every client has the balancer's address and shares one limit`,
+          fix: 'list the load balancer\'s addresses in trustProxies (e.g. trustProxies: [10.0.0.0/8]), or limit by client if clients reach the gateway directly',
+        })
+      }
+    }
+    return findings
   },
 
   create (config, deps) {
