@@ -12,8 +12,7 @@ import { Metrics } from './metrics.js'
 import { Runtime } from './runtime.js'
 import { RequestHandler } from './handler.js'
 import { configuredCredentialHeaders } from './lint.js'
-import { apiKeyAdminRoutes } from '../policies/api-key/admin.js'
-import { KeyService, staticApiKeys } from '../policies/api-key/index.js'
+import { policies, sections } from '../policies/index.js'
 import { IdentitySigner, jwksAdminRoute, signedIdentityHook } from './signed-identity.js'
 import { createStore } from './store/index.js'
 import { InstrumentedStore } from './store/instrumented.js'
@@ -115,11 +114,10 @@ export class Gateway {
       adminToken: () => this.config.doc.admin?.token || undefined,
     }, this.metrics, this.log)
     this.admin.routes.push(jwksAdminRoute(() => this.signer))
-    this.admin.routes.push(apiKeyAdminRoutes(new KeyService({
-      store: () => this.store,
-      staticKeys: () => staticApiKeys(this.config.doc),
-      ...(this.options.now ? { now: this.options.now } : {}),
-    })))
+    const now = this.options.now ?? Date.now
+    for (const policy of policies.values()) {
+      this.admin.routes.push(...policy.adminRoutes?.({ store: () => this.store, config: () => this.config.doc, now: () => now() }) ?? [])
+    }
     await this.admin.listen(admin.address)
   }
 
@@ -318,14 +316,17 @@ function listenerLimits (runtime: Runtime): ListenerLimits {
   return { maxHeaderBytes: runtime.maxHeaderBytes, headersTimeoutMs: runtime.headersTimeoutMs, requestTimeoutMs: runtime.requestTimeoutMs }
 }
 
-/** Files the configuration reads besides itself (certificates, CRLs, htpasswd), absolute. */
+/** Files the configuration reads besides itself (certificates, CRLs, and those policy sections name: htpasswd), absolute. */
 function referencedFiles (config: LoadedConfig): string[] {
   const files: string[] = []
   const add = (file: unknown) => { if (typeof file === 'string' && file) files.push(resolve(config.baseDir, file)) }
   for (const listener of config.doc.listeners) {
     add(listener.tls?.cert); add(listener.tls?.key); add(listener.tls?.clientCA); add(listener.tls?.crl)
   }
-  add((config.doc.users as { htpasswd?: string } | undefined)?.htpasswd)
+  for (const section of sections) {
+    const value = config.doc[section.key]
+    if (value !== undefined) files.push(...section.files?.(value, config.baseDir) ?? [])
+  }
   return files
 }
 

@@ -3,6 +3,10 @@
  * with an id (`[public-private-path]`, ESLint style, at the end of the message). Warnings leave `check` at exit 0;
  * errors make it exit 1. Rules read the validated document (interpolated, defaults applied) and never open files.
  *
+ * Rules about one policy are that policy's (`lint` in its definition: `jwt-exp-not-required`,
+ * `basic-insecure-exposed`, `store-allow-without-limit`, `ip-limit-without-trust-proxies`), and so are the credential
+ * headers the rules here check (`credentialHeaders`): this file asks the registry for both.
+ *
  * Some classic mistakes are reported by their owners, not here, so that each finding appears once:
  * - a JWT provider without `audience`, an HS secret shorter than its hash, HS and asymmetric algorithms in one
  *   provider: the `jwtProviders` section's check (policies/jwt/section.ts);
@@ -11,6 +15,8 @@
  * - an admin API without a token under NODE_ENV=production: gateway/config/production.ts.
  */
 import { isIP } from 'node:net'
+import { policies } from '../policies/index.js'
+import type { CredentialHeader, LintListener, PolicyOccurrence } from '../policies/types.js'
 import type { GatewayDocument, ListenerConfig, PolicyStep, RouteConfig } from './config/types.js'
 import type { PathIssue } from './config/validate.js'
 import { parseSize } from './config/units.js'
@@ -22,14 +28,13 @@ export interface LintIssue extends PathIssue {
   readonly rule: LintRule
 }
 
-export type LintRule =
-  | 'jwt-exp-not-required'
-  | 'basic-insecure-exposed'
+/** A finding's rule id: a core rule's (below), or one a policy's `lint` declares (`basic-insecure-exposed`). */
+export type LintRule = CoreRule | (string & {})
+
+type CoreRule =
   | 'public-private-path'
   | 'passthrough-plain-http'
   | 'credential-header-stripped'
-  | 'store-allow-without-limit'
-  | 'ip-limit-without-trust-proxies'
   | 'admin-exposed-without-token'
   | 'body-limit-too-large'
   | 'method-restricted-path'
@@ -45,21 +50,42 @@ export const LARGE_BODY_BYTES = 100 * 1024 * 1024
 
 /** Every rule's findings for one validated document. Paths point into the document (the loader positions them). */
 export function lintConfig (doc: GatewayDocument): LintIssue[] {
-  const issues: LintIssue[] = []
+  const issues: LintIssue[] = policyRules(doc)
   for (const rule of RULES) issues.push(...rule(doc))
   return issues
+}
+
+/** The rules policies declare (`lint`), each given every occurrence of its policy. */
+function policyRules (doc: GatewayDocument): LintIssue[] {
+  const occurrences = new Map<string, PolicyOccurrence[]>()
+  doc.routes.forEach((route, r) => {
+    const listeners = listenersOf(doc, route).map(lintListener)
+    for (const step of stepsOf(route, r)) {
+      const list = occurrences.get(step.key) ?? []
+      list.push({ config: step.config, path: step.path, route: { name: route.name, index: r, listeners } })
+      occurrences.set(step.key, list)
+    }
+  })
+  const listeners = doc.listeners.map(lintListener)
+  const issues: LintIssue[] = []
+  for (const policy of policies.values()) {
+    for (const found of policy.lint?.({ doc, occurrences: occurrences.get(policy.key) ?? [], listeners }) ?? []) {
+      issues.push({ rule: found.rule, severity: found.severity, path: [...found.path], message: `${found.message} [${found.rule}]`, fix: found.fix })
+    }
+  }
+  return issues
+}
+
+function lintListener (listener: ListenerConfig): LintListener {
+  return { name: listener.name, address: listener.address, tls: listener.tls !== undefined, exposed: isExposed(listener.address) }
 }
 
 type Rule = (doc: GatewayDocument) => LintIssue[]
 
 const RULES: readonly Rule[] = [
-  jwtExpNotRequired,
-  basicInsecureExposed,
   publicPrivatePath,
   passthroughPlainHttp,
   credentialHeaderStripped,
-  storeAllowWithoutLimit,
-  ipLimitWithoutTrustProxies,
   adminExposedWithoutToken,
   bodyLimitTooLarge,
   methodRestrictedPaths,
@@ -68,7 +94,7 @@ const RULES: readonly Rule[] = [
   rateLimitReservedHeader,
 ]
 
-function finding (rule: LintRule, severity: 'error' | 'warning', path: Array<string | number>, message: string, fix: string, keyName?: string): LintIssue {
+function finding (rule: CoreRule, severity: 'error' | 'warning', path: Array<string | number>, message: string, fix: string, keyName?: string): LintIssue {
   return { rule, severity, path, message: `${message} [${rule}]`, fix, ...(keyName !== undefined ? { keyName } : {}) }
 }
 
@@ -108,30 +134,6 @@ function isExposed (address: string): boolean {
   } catch {
     return true
   }
-}
-
-function jwtExpNotRequired (doc: GatewayDocument): LintIssue[] {
-  const providers = (doc.jwtProviders ?? {}) as Record<string, { requireExp?: boolean }>
-  return Object.entries(providers)
-    .filter(([, provider]) => provider.requireExp === false)
-    .map(([name]) => finding('jwt-exp-not-required', 'warning', ['jwtProviders', name, 'requireExp'],
-      `provider "${name}" accepts tokens without \`exp\`: a leaked token then works forever`,
-      'remove `requireExp: false` (have the IdP set exp), or at least set `maxAge:` to bound a token\'s life by its iat'))
-}
-
-function basicInsecureExposed (doc: GatewayDocument): LintIssue[] {
-  const issues: LintIssue[] = []
-  doc.routes.forEach((route, r) => {
-    const plain = listenersOf(doc, route).filter((l) => l.tls === undefined && isExposed(l.address))
-    if (plain.length === 0) return
-    for (const step of stepsOf(route, r)) {
-      if (step.key !== 'basic' || step.config.allowInsecure !== true) continue
-      issues.push(finding('basic-insecure-exposed', 'warning', [...step.path, 'allowInsecure'],
-        `route "${route.name}" accepts Basic passwords in clear text on listener "${plain[0]!.name}" (${plain[0]!.address}), which other machines can reach: anyone on the path reads them`,
-        `give listener "${plain[0]!.name}" tls:, bind it to 127.0.0.1, or limit the route to a TLS listener with match.listener`))
-    }
-  })
-  return issues
 }
 
 function publicPrivatePath (doc: GatewayDocument): LintIssue[] {
@@ -174,18 +176,10 @@ function passthroughPlainHttp (doc: GatewayDocument): LintIssue[] {
   return issues
 }
 
-/** Credential headers a policy reads, lower-case, with the path of the option that names them. */
-function credentialHeaders (step: StepRef): Array<{ name: string, path: Array<string | number>, secret: boolean }> {
-  const out: Array<{ name: string, path: Array<string | number>, secret: boolean }> = []
-  if (step.key === 'apiKey') {
-    out.push({ name: String(step.config.header ?? 'X-API-Key'), path: [...step.path, 'header'], secret: true })
-  }
-  if (step.key === 'hmac' && typeof step.config.headers === 'object' && step.config.headers !== null) {
-    for (const [field, name] of Object.entries(step.config.headers as Record<string, unknown>)) {
-      if (typeof name === 'string') out.push({ name, path: [...step.path, 'headers', field], secret: field === 'signature' })
-    }
-  }
-  return out
+/** Credential headers a policy reads (its definition's `credentialHeaders`), with the path of the option that names them. */
+function credentialHeaders (step: StepRef, doc: GatewayDocument): Array<Omit<CredentialHeader, 'path'> & { path: Array<string | number> }> {
+  const declared = policies.get(step.key)?.credentialHeaders?.(step.config, doc) ?? []
+  return declared.map((header) => ({ name: header.name, path: [...step.path, ...header.path], secret: header.secret }))
 }
 
 /** Gateway-owned headers (lower-case) -> what owns them: stripped from every request before any policy runs. */
@@ -214,7 +208,7 @@ function credentialHeaderStripped (doc: GatewayDocument): LintIssue[] {
   const issues: LintIssue[] = []
   doc.routes.forEach((route, r) => {
     for (const step of stepsOf(route, r)) {
-      for (const header of credentialHeaders(step)) {
+      for (const header of credentialHeaders(step, doc)) {
         const by = owned.get(header.name.toLowerCase())
         if (by !== undefined) {
           issues.push(finding('credential-header-stripped', 'error', header.path,
@@ -235,38 +229,6 @@ function credentialHeaderStripped (doc: GatewayDocument): LintIssue[] {
 function usesRedis (doc: GatewayDocument): boolean {
   const redis = doc.store.redis
   return typeof redis === 'string' ? redis !== '' : redis !== undefined
-}
-
-function storeAllowWithoutLimit (doc: GatewayDocument): LintIssue[] {
-  if (doc.store.onError !== 'allow' || !usesRedis(doc)) return []
-  const unlimited = doc.routes.filter((route, r) => !stepsOf(route, r).some((s) => s.key === 'rateLimit'))
-  if (unlimited.length === 0) return []
-  const names = unlimited.slice(0, 5).map((route) => `"${route.name}"`).join(', ') + (unlimited.length > 5 ? ` and ${unlimited.length - 5} more` : '')
-  return [finding('store-allow-without-limit', 'warning', ['store', 'onError'],
-    `onError: allow lets requests through without replay, revocation or failed-attempt checks while Redis is down, and nothing limits them on routes without a rateLimit: ${names}`,
-    'add a rateLimit step to each route (it falls back to a per-instance limit while Redis is down), or use onError: deny')]
-}
-
-/** `by` of a rateLimit step: a string, or a list when the policy accepts several keys. */
-function limitsByIp (config: Record<string, unknown>): boolean {
-  const by = config.by
-  return by === 'ip' || (Array.isArray(by) && by.includes('ip'))
-}
-
-function ipLimitWithoutTrustProxies (doc: GatewayDocument): LintIssue[] {
-  if (doc.trustProxies.length > 0) return []
-  const exposed = doc.listeners.find((l) => isExposed(l.address))
-  if (exposed === undefined) return []
-  const issues: LintIssue[] = []
-  doc.routes.forEach((route, r) => {
-    for (const step of stepsOf(route, r)) {
-      if (step.key !== 'rateLimit' || !limitsByIp(step.config)) continue
-      issues.push(finding('ip-limit-without-trust-proxies', 'warning', [...step.path, 'by'],
-        `route "${route.name}" limits by ip, and trustProxies is empty: behind a load balancer every client has the balancer's address and shares one limit`,
-        'list the load balancer\'s addresses in trustProxies (e.g. trustProxies: [10.0.0.0/8]), or limit by client if clients reach the gateway directly'))
-    }
-  })
-  return issues
 }
 
 function adminExposedWithoutToken (doc: GatewayDocument): LintIssue[] {
@@ -398,7 +360,7 @@ export function configuredCredentialHeaders (doc: GatewayDocument): string[] {
   const names = new Set<string>()
   doc.routes.forEach((route, r) => {
     for (const step of stepsOf(route, r)) {
-      for (const header of credentialHeaders(step)) if (header.secret) names.add(header.name.toLowerCase())
+      for (const header of credentialHeaders(step, doc)) if (header.secret) names.add(header.name.toLowerCase())
     }
   })
   return [...names]

@@ -1,6 +1,6 @@
 import type { BlockList } from 'node:net'
 import { policies } from '../policies/index.js'
-import type { PolicyDeps, PolicyInstance } from '../policies/types.js'
+import type { CacheReporter, PolicyDeps, PolicyInstance, StepPosition } from '../policies/types.js'
 import type { Step } from './chain.js'
 import type { LoadedConfig, RouteConfig, PolicyStep } from './config/types.js'
 import { routeInfo, toRouteSpec } from './config/load.js'
@@ -54,15 +54,13 @@ export class Runtime {
     private readonly shared: ReadonlyMap<string, unknown>,
   ) {}
 
-  /** Hit and miss counts of the caches policies share (`cacheStats` on a shared object): /metrics. */
+  /** Hit and miss counts of the caches policies share (shared objects that are a CacheReporter): /metrics. */
   cacheStats (): Array<{ cache: string, hits: number, misses: number }> {
     const out: Array<{ cache: string, hits: number, misses: number }> = []
-    type WithStats = { cacheStats?: { hits: number, misses: number }, remoteKeys?: { cacheStats?: { hits: number, misses: number } } }
-    for (const [name, value] of this.shared) {
-      const object = value as WithStats | undefined
-      const cache = name.split(':')[0]!
-      if (object?.cacheStats) out.push({ cache: cache === 'jwt' ? 'jwt_token' : cache, ...object.cacheStats })
-      if (object?.remoteKeys?.cacheStats) out.push({ cache: 'jwks', ...object.remoteKeys.cacheStats })
+    for (const value of this.shared.values()) {
+      const reporter = value as Partial<CacheReporter> | undefined
+      if (typeof reporter?.reportCaches !== 'function') continue
+      for (const { cache, hits, misses } of reporter.reportCaches()) out.push({ cache, hits, misses })
     }
     return out
   }
@@ -76,11 +74,12 @@ export class Runtime {
       const routes: CompiledRoute[] = []
       for (const [index, route] of doc.routes.entries()) {
         const info = routeInfo(doc, route)
-        const policyDeps: PolicyDeps = {
+        const routeDeps: PolicyDeps = {
           store: deps.store,
           realm: doc.realm,
           config: doc,
           route: info,
+          policies,
           baseDir: config.baseDir,
           log: deps.log,
           now: deps.now,
@@ -89,21 +88,21 @@ export class Runtime {
             return shared.get(name) as T
           },
         }
-        const make = async (step: PolicyStep) => {
+        const make = async (step: PolicyStep, position: StepPosition) => {
           const [key, policyConfig] = Object.entries(step)[0]!
           const definition = policies.get(key)!
-          const instance = await definition.create(policyConfig, policyDeps)
+          const instance = await definition.create(policyConfig, { ...routeDeps, step: position })
           instances.push(instance)
           return { key, instance, authenticates: definition.authenticates }
         }
         const steps: Step[] = []
-        for (const step of route.policies ?? []) {
+        for (const [s, step] of (route.policies ?? []).entries()) {
           if ('anyOf' in step) {
             const members = []
-            for (const member of step.anyOf as PolicyStep[]) members.push(await make(member))
+            for (const [m, member] of (step.anyOf as PolicyStep[]).entries()) members.push(await make(member, { index: s, member: m }))
             steps.push({ kind: 'anyOf', members })
           } else {
-            steps.push({ kind: 'policy', ...(await make(step)) })
+            steps.push({ kind: 'policy', ...(await make(step, { index: s })) })
           }
         }
         const all = steps.flatMap((s) => s.kind === 'policy' ? [s.instance] : s.members.map((m) => m.instance))

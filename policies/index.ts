@@ -33,3 +33,6 @@ export const sections: readonly SectionDefinition[] = [
 /** `authgate` subcommands declared by policy modules (keys, hash-key, passwd, sign, tokens), by name. */
 export const commands: ReadonlyMap<string, CommandDefinition> = new Map(
   [...policies.values()].flatMap((policy) => (policy.commands ?? []).map((command) => [command.name, command] as const)))
+
+/** What policies offer the package's users (gateway/public.ts): signing requests for routes that verify signatures. */
+export { signRequest, signingInterceptor } from './hmac/index.js'

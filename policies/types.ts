@@ -3,6 +3,7 @@ import type { TSchema } from '@sinclair/typebox'
 import type { Challenge, ConfigIssue, Rejection } from '../gateway/errors.js'
 import type { Store } from '../gateway/store/types.js'
 import type { Logger } from '../gateway/log.js'
+import type { AdminRoute } from '../gateway/admin.js'
 import type { CommandIo } from '../cli/command.js'
 
 /** What the chain establishes about the caller; forwarded to the upstream. */
@@ -111,12 +112,28 @@ export interface RouteInfo {
   readonly maxBodyBytes: number
 }
 
+/** Where one occurrence of a policy sits in its route's chain (`routes[].policies`). */
+export interface StepPosition {
+  /** Index in the route's `policies` list; for an anyOf member, the index of its anyOf step. */
+  readonly index: number
+  /** For an anyOf member: its index in the anyOf list. */
+  readonly member?: number
+}
+
 export interface PolicyDeps {
   readonly store: Store
   readonly realm: string
   /** The whole validated configuration document (after interpolation). Sections are read by their owners. */
   readonly config: Readonly<Record<string, unknown>>
   readonly route: RouteInfo
+  /** This occurrence's place in the route's chain. The gateway always gives it; a unit test building a lone policy may not. */
+  readonly step?: StepPosition
+  /**
+   * The registered policies by key (the registry, lent by the core: a policy module never imports it), for what a
+   * policy must know of the others: whether a step authenticates, which methods read a bearer token.
+   * The gateway always gives it; a unit test may not.
+   */
+  readonly policies?: ReadonlyMap<string, PolicyDefinition>
   /** Folder of the config file: relative paths are resolved against it. */
   readonly baseDir: string
   readonly log: Logger
@@ -129,6 +146,86 @@ export interface CheckEnv {
   /** The whole validated document. */
   readonly config: Readonly<Record<string, unknown>>
   readonly route: RouteInfo
+  /** As in PolicyDeps: this occurrence's place in the route's chain. */
+  readonly step?: StepPosition
+  /** As in PolicyDeps: the registered policies by key. */
+  readonly policies?: ReadonlyMap<string, PolicyDefinition>
+}
+
+/** A header that carries (part of) a policy's credential, as configured. */
+export interface CredentialHeader {
+  /** The header name as configured (any case). */
+  readonly name: string
+  /** Path of the option that names it, relative to the policy's config (`['header']`); `[]` when it is fixed. */
+  readonly path: ReadonlyArray<string | number>
+  /** Its value is a secret (an API key, a signature): logs redact it. Key ids and timestamps are not. */
+  readonly secret: boolean
+}
+
+/** A finding of a policy's own security lint rule (`authgate check`): warnings keep exit 0, errors make it 1. */
+export interface LintFinding {
+  /** Rule id, kebab-case, starting with the policy's name (`basic-insecure-exposed`); printed as `[rule]`. */
+  readonly rule: string
+  readonly severity: 'error' | 'warning'
+  /** Path in the whole document (`['routes', 0, 'policies', 1, 'basic', 'allowInsecure']`). */
+  readonly path: ReadonlyArray<string | number>
+  /** What is wrong and why it matters; the core appends ` [rule]`. */
+  readonly message: string
+  readonly fix: string
+}
+
+/** A listener as the lint sees it. */
+export interface LintListener {
+  readonly name: string
+  readonly address: string
+  readonly tls: boolean
+  /** Other machines can connect to it (its address is not a loopback one). */
+  readonly exposed: boolean
+}
+
+/** One occurrence of a policy in the routes, anyOf members included. */
+export interface PolicyOccurrence {
+  /**
+   * Its block as written in the document. The loader validated it, but a rule must read it defensively: lint runs
+   * on documents whose policy blocks no schema checked (tests), so defaults may be missing.
+   */
+  readonly config: Readonly<Record<string, unknown>>
+  /** Path of the block: `['routes', r, 'policies', i, key]` or `[..., 'anyOf', j, key]`. */
+  readonly path: ReadonlyArray<string | number>
+  readonly route: { readonly name: string, readonly index: number, readonly listeners: readonly LintListener[] }
+}
+
+/** What a policy's lint rules read. Rules never open files. */
+export interface LintEnv {
+  /** The whole validated document (interpolated, defaults applied). */
+  readonly doc: Readonly<Record<string, unknown>>
+  /** Every occurrence of this policy, in document order. */
+  readonly occurrences: readonly PolicyOccurrence[]
+  /** Every listener of the document. */
+  readonly listeners: readonly LintListener[]
+}
+
+/** Hit and miss counts of one cache since the configuration was loaded (`authgate_cache_lookups_total{cache}`). */
+export interface CacheStats {
+  readonly cache: string
+  readonly hits: number
+  readonly misses: number
+}
+
+/**
+ * A shared object (`PolicyDeps.shared`) that keeps caches implements this: /metrics asks every shared object of the
+ * current generation at scrape time, and each names its own caches (`apiKey`, `jwt_token`, `jwks`).
+ */
+export interface CacheReporter {
+  reportCaches (): readonly CacheStats[]
+}
+
+/** What the gateway lends a policy's admin routes. Getters: a reload may replace the store and the document. */
+export interface AdminDeps {
+  store (): Store
+  /** The current validated document. */
+  config (): Readonly<Record<string, unknown>>
+  now (): number
 }
 
 export interface PolicyDefinition<Config = any> {
@@ -139,10 +236,24 @@ export interface PolicyDefinition<Config = any> {
   readonly authenticates: boolean
   /** Only meaningful after authentication (scopes, claims): a config error on a `public: true` route. */
   readonly needsIdentity?: boolean
+  /**
+   * Names the credential it reads when other methods read the same one, as its instances do (`bearer`: jwt,
+   * introspection). `scopes` gives a 403 the RFC 6750 challenge when a `bearer` method authenticated the caller.
+   */
+  readonly credential?: string
   /** Cross-reference checks after schema validation; issue paths are relative to the policy's config. */
   check? (config: Config, env: CheckEnv): ConfigIssue[]
   /** Runs at load, once per route occurrence; may throw ConfigError. */
   create (config: Config, deps: PolicyDeps): PolicyInstance | Promise<PolicyInstance>
+  /**
+   * The headers that carry its credential, as configured for one occurrence (`config` as in PolicyOccurrence: read
+   * it defensively). The lint refuses those the gateway strips on ingress; logs redact the `secret` ones.
+   */
+  credentialHeaders? (config: Readonly<Record<string, unknown>>, doc: Readonly<Record<string, unknown>>): readonly CredentialHeader[]
+  /** Its own security lint rules (`authgate check`), run on a valid document after every check passed. */
+  lint? (env: LintEnv): LintFinding[]
+  /** Routes it adds to the admin listener, behind the admin token (`/admin/keys`). Built once, at start. */
+  adminRoutes? (deps: AdminDeps): readonly AdminRoute[]
   /** Commands this policy adds to `authgate` (keys, passwd, sign, tokens...); cli/ finds them through the registry. */
   readonly commands?: readonly CommandDefinition[]
 }
@@ -172,4 +283,6 @@ export interface SectionDefinition {
   readonly schema: TSchema
   /** `env.baseDir`: the config file's folder, for sections that name files (htpasswd). */
   check? (value: unknown, config: Readonly<Record<string, unknown>>, env: { readonly baseDir: string }): ConfigIssue[]
+  /** The files the section makes the gateway read (htpasswd), absolute: a change to one reloads (`start --watch`). */
+  files? (value: unknown, baseDir: string): string[]
 }

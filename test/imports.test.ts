@@ -52,6 +52,15 @@ test('cli/ imports no policy module but the registry (policies/index.ts) and the
   t.deepEqual(offending, [])
 })
 
+test('gateway/ imports no policy module but the registry (policies/index.ts) and the contract (policies/types.ts)', (t) => {
+  // The core asks the registry (credential headers, lint rules, files, admin routes, commands); tests under gateway/ too.
+  const offending = sourceFiles(['gateway'], { tests: true }).flatMap((file) => importsOf(file)
+    .filter((i) => i.file?.startsWith('policies/') && i.file !== 'policies/index.ts' && i.file !== 'policies/types.ts')
+    .map((i) => `${file} imports ${i.file}`))
+  t.deepEqual(offending, [])
+  t.true(importsOf('gateway/runtime.ts').some((i) => i.file === 'policies/index.ts'), 'the walker sees gateway/ importing the registry')
+})
+
 test('gateway/, policies/ and certs/ do not depend on cli/ beyond its leaf module cli/command.ts', (t) => {
   const offending = sourceFiles(['gateway', 'policies', 'certs']).flatMap((file) => importsOf(file)
     .filter((i) => i.file?.startsWith('cli/') && i.file !== 'cli/command.ts')

@@ -4,6 +4,7 @@ import type { Store } from '../../gateway/store/types.js'
 import { digestApiKey, digestsMatch, parseApiKey } from './format.js'
 import { KEY_EVENTS, lastUsedKey, parseKeyEvent, recordFromFields, recordFromStatic, recordKey, type KeyRecord } from './records.js'
 import type { StaticKey } from './schema.js'
+import type { CacheReporter, CacheStats } from '../types.js'
 
 export type { KeyRecord } from './records.js'
 
@@ -45,7 +46,7 @@ const NOT_ACCEPTED: Verification = { ok: false, reason: 'API key not accepted' }
  * - `lastUsedAt` is written in batches (a timer), never on the request path; flushed on close.
  * - A store failure propagates (503), except that a key verified within `staleIfErrorMs` keeps working.
  */
-export class KeyDirectory {
+export class KeyDirectory implements CacheReporter {
   /** Lookups answered from the caches (verified or refused) and those that went to the store: /metrics. */
   readonly cacheStats = { hits: 0, misses: 0 }
   private readonly staticKeys = new Map<string, KeyRecord>()
@@ -60,6 +61,11 @@ export class KeyDirectory {
   private closed: Promise<void> | undefined
   private warnedStale = false
   private warnedFlush = false
+
+  /** /metrics: cache `apiKey`. */
+  reportCaches (): CacheStats[] {
+    return [{ cache: 'apiKey', ...this.cacheStats }]
+  }
 
   constructor (keys: readonly StaticKey[], private readonly store: Store, private readonly options: KeyDirectoryOptions) {
     for (const key of keys) this.staticKeys.set(key.id, recordFromStatic(key))

@@ -5,6 +5,8 @@ import { parseDuration } from '../../gateway/config/units.js'
 import { schema, apiKeysSectionSchema, type ApiKeyConfig, type StaticKey } from './schema.js'
 import { KeyDirectory, type CacheTtls } from './directory.js'
 import { staticApiKeys } from './records.js'
+import { apiKeyAdminRoutes as adminRoutes } from './admin.js'
+import { KeyService } from './service.js'
 
 export { KeyDirectory } from './directory.js'
 export { KeyService, KeyRequestError } from './service.js'
@@ -38,6 +40,10 @@ export const apiKey: PolicyDefinition<ApiKeyConfig> = {
       },
     },
   ],
+  credentialHeaders: (config) => [{ name: String(config.header ?? 'X-API-Key'), path: ['header'], secret: true }],
+  adminRoutes (deps) {
+    return [adminRoutes(new KeyService({ store: () => deps.store(), staticKeys: () => staticApiKeys(deps.config()), now: () => deps.now() }))]
+  },
   create (config, deps) {
     const header = config.header.toLowerCase()
     const challenge = { scheme: 'ApiKey', params: { realm: deps.realm, header: config.header } }

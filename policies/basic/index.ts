@@ -2,7 +2,8 @@ import { createHmac, randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { Rejection, type ConfigIssue } from '../../gateway/errors.js'
 import { parseDuration } from '../../gateway/config/units.js'
-import type { PolicyDefinition, SectionDefinition } from '../types.js'
+import type { LintFinding, PolicyDefinition, SectionDefinition } from '../types.js'
+import { resolve } from 'node:path'
 import { parseBasic } from './credentials.js'
 import { FailureCounters, type FailureLimits } from './failures.js'
 import { schema, usersSectionSchema, type BasicConfig, type UsersSection } from './schema.js'
@@ -59,6 +60,22 @@ export const basic: PolicyDefinition<BasicConfig> = {
       return await passwdCommand(args, io)
     },
   }],
+  lint ({ occurrences }) {
+    const findings: LintFinding[] = []
+    for (const { config, path, route } of occurrences) {
+      if (config.allowInsecure !== true) continue
+      const plain = route.listeners.filter((l) => !l.tls && l.exposed)
+      if (plain.length === 0) continue
+      findings.push({
+        rule: 'basic-insecure-exposed',
+        severity: 'warning',
+        path: [...path, 'allowInsecure'],
+        message: `route "${route.name}" accepts Basic passwords in clear text on listener "${plain[0]!.name}" (${plain[0]!.address}), which other machines can reach: anyone on the path reads them`,
+        fix: `give listener "${plain[0]!.name}" tls:, bind it to 127.0.0.1, or limit the route to a TLS listener with match.listener`,
+      })
+    }
+    return findings
+  },
   check (config, env) {
     const issues: ConfigIssue[] = []
     if (env.config.users === undefined) {
@@ -153,5 +170,9 @@ export const usersSection: SectionDefinition = {
   schema: usersSectionSchema,
   check (value: unknown, _config: Readonly<Record<string, unknown>>, env?: { readonly baseDir?: string }): ConfigIssue[] {
     return checkUsers(value as UsersSection, env?.baseDir).issues
+  },
+  files (value, baseDir) {
+    const htpasswd = (value as UsersSection | undefined)?.htpasswd
+    return typeof htpasswd === 'string' && htpasswd !== '' ? [resolve(baseDir, htpasswd)] : []
   },
 }

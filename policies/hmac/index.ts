@@ -29,6 +29,13 @@ export const hmac: PolicyDefinition<HmacPolicyConfig> = {
   check (config, env) {
     return checkPolicy(config, env.config)
   },
+  /** The header names the policy's `headers:` sets; only the signature is a secret. */
+  credentialHeaders (config) {
+    const headers = config.headers
+    if (typeof headers !== 'object' || headers === null) return []
+    return Object.entries(headers).flatMap(([field, name]) =>
+      typeof name === 'string' ? [{ name, path: ['headers', field], secret: field === 'signature' }] : [])
+  },
   create (config, deps) {
     const usesClients = config.scheme === 'hmac-sha256' || config.scheme === 'rfc9421'
     const keys = usesClients

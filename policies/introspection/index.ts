@@ -154,6 +154,7 @@ export const introspection: PolicyDefinition<IntrospectionConfig> = {
   key: 'introspection',
   schema,
   authenticates: true,
+  credential: 'bearer',
 
   check (config) {
     const issues: ConfigIssue[] = []

@@ -19,6 +19,7 @@ export const jwt: PolicyDefinition<JwtPolicyConfig> = {
   key: 'jwt',
   schema,
   authenticates: true,
+  credential: 'bearer',
   commands: [{
     name: 'tokens',
     usage: 'revoke JTI --until 24h [-c FILE]  deny-list a JWT id (providers with revocation: true)',
@@ -31,6 +32,19 @@ export const jwt: PolicyDefinition<JwtPolicyConfig> = {
   check (config, env) {
     const issue = unknownProvider(config.provider, providersOf(env.config))
     return issue ? [issue] : []
+  },
+
+  lint ({ doc }) {
+    const providers = (doc.jwtProviders ?? {}) as Record<string, { requireExp?: boolean }>
+    return Object.entries(providers)
+      .filter(([, provider]) => provider.requireExp === false)
+      .map(([name]) => ({
+        rule: 'jwt-exp-not-required',
+        severity: 'warning' as const,
+        path: ['jwtProviders', name, 'requireExp'],
+        message: `provider "${name}" accepts tokens without \`exp\`: a leaked token then works forever`,
+        fix: 'remove `requireExp: false` (have the IdP set exp), or at least set `maxAge:` to bound a token\'s life by its iat',
+      }))
   },
 
   async create (config, deps) {

@@ -4,7 +4,7 @@ import { StoreUnavailableError } from '../../gateway/errors.js'
 import { parseDuration } from '../../gateway/config/units.js'
 import type { Logger } from '../../gateway/log.js'
 import type { Store } from '../../gateway/store/types.js'
-import type { IdentityUpdate } from '../types.js'
+import type { CacheReporter, CacheStats, IdentityUpdate } from '../types.js'
 import { importStaticKey, KeysUnavailableError, RemoteKeySet, type VerificationKey } from './keys.js'
 import type { ProviderConfig } from './section.js'
 
@@ -44,7 +44,7 @@ interface CacheEntry {
  * One `jwtProviders` entry at run time, built once per configuration generation and shared by every
  * route that names it: imported keys or the JWKS cache, jose's verify options, and the verified-token cache.
  */
-export class ProviderRuntime {
+export class ProviderRuntime implements CacheReporter {
   readonly name: string
   readonly config: ProviderConfig
   /** Resolves when static keys are imported (rejects with the reason when they cannot be). */
@@ -59,6 +59,14 @@ export class ProviderRuntime {
   private readonly verifyOptions: Omit<JWTVerifyOptions, 'currentDate'>
   private readonly audience: readonly string[] | undefined
   private readonly options: ProviderRuntimeOptions
+
+  /** /metrics: the verified-token cache `jwt_token`, and `jwks` for a provider whose keys come from a JWKS. */
+  reportCaches (): CacheStats[] {
+    return [
+      { cache: 'jwt_token', ...this.cacheStats },
+      ...(this.remoteKeys ? [{ cache: 'jwks', ...this.remoteKeys.cacheStats }] : []),
+    ]
+  }
 
   constructor (name: string, config: ProviderConfig, options: ProviderRuntimeOptions) {
     this.name = name

@@ -1,15 +1,12 @@
 import type { ConfigIssue } from '../../gateway/errors.js'
 import type { RouteConfig } from '../../gateway/config/types.js'
 import { parseRate } from '../../gateway/config/units.js'
-import type { PolicyDefinition } from '../types.js'
+import type { LintFinding, PolicyDefinition } from '../types.js'
 import { leaseCap } from './lease.js'
 import { parseBy, needsIdentity, RouteLimiter, type LimitSpec } from './limiter.js'
 import { schema, type RateLimitConfig } from './schema.js'
 
 export { schema, type RateLimitConfig } from './schema.js'
-
-/** Steps that never authenticate: a rateLimit by client must come after a step that is not one of these. */
-const NON_AUTHENTICATING = new Set(['rateLimit', 'scopes', 'claims'])
 
 /**
  * `rateLimit: { by, limit | tier, burst?, name?, lease? }`: GCRA (DESIGN.md "Rate limits"), shared by every instance
@@ -62,10 +59,13 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
       error(['by'], `by: ${config.by} needs an authenticated caller, and route "${route.name}" is public`, 'use by: ip or by: route')
     }
     const steps = route.policies ?? []
-    const position = steps.findIndex((step) => step.rateLimit === config)
-    if (position === -1) return issues
+    // Placement is checked for a step of the route's own list (inside anyOf, the loader refuses a rateLimit).
+    if (env.step === undefined || env.step.member !== undefined) return issues
+    const position = env.step.index
     if (route.public !== true && needsIdentity(by)) {
-      const authenticatedBefore = steps.slice(0, position).some((step) => !NON_AUTHENTICATING.has(Object.keys(step)[0]!))
+      // anyOf holds authenticating members only; a key the registry does not know is reported by the loader.
+      const authenticates = (key: string) => key === 'anyOf' || env.policies?.get(key)?.authenticates !== false
+      const authenticatedBefore = steps.slice(0, position).some((step) => authenticates(Object.keys(step)[0]!))
       if (!authenticatedBefore) {
         error(['by'], `by: ${config.by} needs the caller's identity, but this step runs before any authentication`, 'move the rateLimit step after the authenticating step')
       }
@@ -85,6 +85,39 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
     return issues
   },
 
+  lint ({ doc, occurrences, listeners }) {
+    const findings: LintFinding[] = []
+    const store = (doc.store ?? {}) as { redis?: unknown, onError?: string }
+    const usesRedis = typeof store.redis === 'string' ? store.redis !== '' : store.redis !== undefined
+    const routes = (doc.routes ?? []) as RouteConfig[]
+    const unlimited = routes.filter((_, r) => !occurrences.some((o) => o.route.index === r))
+    if (store.onError === 'allow' && usesRedis && unlimited.length > 0) {
+      const names = unlimited.slice(0, 5).map((route) => `"${route.name}"`).join(', ') + (unlimited.length > 5 ? ` and ${unlimited.length - 5} more` : '')
+      findings.push({
+        rule: 'store-allow-without-limit',
+        severity: 'warning',
+        path: ['store', 'onError'],
+        message: `onError: allow lets requests through without replay, revocation or failed-attempt checks while Redis is down, and nothing limits them on routes without a rateLimit: ${names}`,
+        fix: 'add a rateLimit step to each route (it falls back to a per-instance limit while Redis is down), or use onError: deny',
+      })
+    }
+    const trustProxies = (doc.trustProxies ?? []) as readonly string[]
+    if (trustProxies.length === 0 && listeners.some((l) => l.exposed)) {
+      for (const { config, path, route } of occurrences) {
+        // `by` is a string, or a list when the policy accepts several keys.
+        if (config.by !== 'ip' && !(Array.isArray(config.by) && config.by.includes('ip'))) continue
+        findings.push({
+          rule: 'ip-limit-without-trust-proxies',
+          severity: 'warning',
+          path: [...path, 'by'],
+          message: `route "${route.name}" limits by ip, and trustProxies is empty: behind a load balancer every client has the balancer's address and shares one limit`,
+          fix: 'list the load balancer\'s addresses in trustProxies (e.g. trustProxies: [10.0.0.0/8]), or limit by client if clients reach the gateway directly',
+        })
+      }
+    }
+    return findings
+  },
+
   create (config, deps) {
     const by = parseBy(config.by)
     if (!by) throw new RangeError(`unknown rate-limit key "${config.by}"`) // check() reports it first
@@ -99,9 +132,10 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
       lease: config.lease ?? 1,
     }
     const limiter = deps.shared(`rateLimit:${deps.route.name}`, () => new RouteLimiter(deps.route.name, deps))
-    // Consecutive rateLimit steps form one batch: the index of the run's first step names it.
+    // Consecutive rateLimit steps form one batch: the index of the run's first step names it (-1: a lone policy
+    // built outside a route's chain, in a unit test).
     const steps = routeOf(deps.config, deps.route.name)?.policies ?? []
-    let batch = steps.findIndex((step) => step.rateLimit === config)
+    let batch = deps.step === undefined || deps.step.member !== undefined ? -1 : deps.step.index
     while (batch > 0 && steps[batch - 1]!.rateLimit !== undefined) batch--
     const member = limiter.add(batch, spec)
     return {

@@ -8,6 +8,7 @@ import type { Continue, Identity, Outcome, PolicyInstance } from '../types.js'
 import { freePort } from '../../test/e2e/support.js'
 import { build, identity, makeContext, makeDeps, quietLogger } from './fixtures/context.js'
 import { rateLimit } from './index.js'
+import { policies } from '../index.js'
 import { LEASE_LIFETIME_MS, Leases } from './lease.js'
 
 /** A real MemoryStore that records every rateLimit call and how many were in flight at once. */
@@ -42,7 +43,7 @@ async function instance (steps: Step[], store: Store, c: Clock, storeConfig: Rec
   const route = { name: 'orders', upstream: 'demo', policies: steps }
   const deps = makeDeps({ store, config: { rateLimitTiers: {}, store: storeConfig, routes: [route] }, shared: new Map(), now: c.now, log: quietLogger().log })
   const instances: PolicyInstance[] = []
-  for (const step of steps) if ('rateLimit' in step) instances.push(await build(rateLimit, step.rateLimit, deps))
+  for (const [index, step] of steps.entries()) if ('rateLimit' in step) instances.push(await build(rateLimit, step.rateLimit, { ...deps, step: { index } }))
   return {
     instances,
     /** One request through the steps in chain order; the outcome that carries headers (or the rejection). */
@@ -268,7 +269,7 @@ test('check(): a lease that a small burst caps at 1 is a warning; a burst of 20 
     const steps = [auth, step]
     const route = { name: 'orders', upstream: 'demo', policies: steps }
     t.deepEqual(validate(rateLimit.schema, step.rateLimit, []), [])
-    return rateLimit.check!(step.rateLimit as never, { config: { rateLimitTiers: {}, routes: [route] }, route: { name: 'orders', upstream: 'demo', listeners: [], maxBodyBytes: 1 } })
+    return rateLimit.check!(step.rateLimit as never, { config: { rateLimitTiers: {}, routes: [route] }, route: { name: 'orders', upstream: 'demo', listeners: [], maxBodyBytes: 1 }, step: { index: 1 }, policies })
   }
   const small = issues({ by: 'client', limit: '10/min', lease: 5 })
   t.deepEqual(small.map((i) => [i.severity, i.path]), [['warning', ['lease']]])

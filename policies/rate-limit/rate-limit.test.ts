@@ -8,6 +8,7 @@ import type { Continue, Identity, Outcome, PolicyDeps, PolicyInstance, RouteInfo
 import { freePort } from '../../test/e2e/support.js'
 import { build, identity, makeContext, makeDeps, quietLogger } from './fixtures/context.js'
 import { rateLimit } from './index.js'
+import { policies } from '../index.js'
 import { keyValue, parseBy } from './limiter.js'
 
 
@@ -49,8 +50,8 @@ async function setup (steps: Step[], options: { doc?: Record<string, unknown>, s
   const shared = new Map<string, unknown>()
   const deps = makeDeps({ store, config: doc, shared, now: c.now })
   const instances: PolicyInstance[] = []
-  for (const step of steps) {
-    if ('rateLimit' in step) instances.push(await build(rateLimit, step.rateLimit, deps))
+  for (const [index, step] of steps.entries()) {
+    if ('rateLimit' in step) instances.push(await build(rateLimit, step.rateLimit, { ...deps, step: { index } }))
   }
   return {
     store,
@@ -82,7 +83,7 @@ function checkIssues (steps: Step[], index: number, doc: Record<string, unknown>
   const config = (steps[index] as { rateLimit: Record<string, unknown> }).rateLimit
   const schemaIssues = validate(rateLimit.schema, config, [])
   if (schemaIssues.length > 0) return schemaIssues
-  return rateLimit.check!(config as never, { config: { rateLimitTiers: {}, ...doc, routes: [route] }, route: { name: 'orders', upstream: 'demo', listeners: [], maxBodyBytes: 1 } })
+  return rateLimit.check!(config as never, { config: { rateLimitTiers: {}, ...doc, routes: [route] }, route: { name: 'orders', upstream: 'demo', listeners: [], maxBodyBytes: 1 }, step: { index }, policies })
 }
 
 test('GCRA: a 3/min limit lets 3 requests through, then 429 with Retry-After and both RateLimit headers', async (t) => {
@@ -254,7 +255,7 @@ test('onError deny: a store failure propagates as StoreUnavailableError (the cor
   const store = await deadRedis()
   try {
     const deps = makeDeps({ store, config: { rateLimitTiers: {}, store: { onError: 'deny' }, routes: [{ name: 'orders', policies: [auth, limit({ by: 'client', limit: '2/min' })] }] } })
-    const policy = await build(rateLimit, { by: 'client', limit: '2/min' }, deps)
+    const policy = await build(rateLimit, { by: 'client', limit: '2/min' }, { ...deps, step: { index: 1 } })
     const started = Date.now()
     await t.throwsAsync(async () => await policy.evaluate(makeContext({ identity: identity() })), { instanceOf: StoreUnavailableError })
     t.true(Date.now() - started < 1500, 'bounded by the store timeout')
@@ -269,7 +270,7 @@ test('onError allow: while the store is down, per-instance counters still enforc
   try {
     const step = limit({ by: 'client', limit: '2/min' })
     const deps = makeDeps({ store, log: logs.log, config: { rateLimitTiers: {}, store: { onError: 'allow' }, routes: [{ name: 'orders', policies: [auth, step] }] } })
-    const policy = await build(rateLimit, step.rateLimit, deps)
+    const policy = await build(rateLimit, step.rateLimit, { ...deps, step: { index: 1 } })
     const results = []
     for (let i = 0; i < 3; i++) results.push(await policy.evaluate(makeContext({ identity: identity() })))
     t.deepEqual(results.map((r) => isRejection(r) ? r.status : 200), [200, 200, 429])

@@ -13,9 +13,6 @@ export const schema = Type.Union([
 
 export type ScopesConfig = Static<typeof schema>
 
-/** Methods whose credential is an OAuth bearer token: their 403 carries the RFC 6750 §3.1 challenge. */
-const BEARER_METHODS = new Set(['jwt', 'introspection'])
-
 /**
  * `scopes: [a, b]` (all required) or `scopes: { anyOf: [a, b] }`. Authorization, not authentication: a caller
  * without the scopes is 403 `insufficient_scope` (with `Bearer error="insufficient_scope", scope="..."` when a
@@ -26,7 +23,9 @@ export const scopes: PolicyDefinition<ScopesConfig> = {
   schema,
   authenticates: false,
   needsIdentity: true,
-  create (config, { realm }) {
+  create (config, { realm, policies }) {
+    // Methods whose credential is an OAuth bearer token (`credential: 'bearer'`): their 403 carries the RFC 6750 §3.1 challenge.
+    const bearerMethods = new Set([...policies?.values() ?? []].filter((p) => p.credential === 'bearer').map((p) => p.key))
     const all = Array.isArray(config)
     const wanted: readonly string[] = Array.isArray(config) ? [...config] : [...config.anyOf]
     const scopeParam = wanted.join(' ')
@@ -47,7 +46,7 @@ export const scopes: PolicyDefinition<ScopesConfig> = {
         const detail = all
           ? `missing scope${missing.length === 1 ? '' : 's'}: ${missing.join(', ')}`
           : `requires one of the scopes: ${wanted.join(', ')}`
-        const bearer = (identity.methods ?? []).some((method) => BEARER_METHODS.has(method))
+        const bearer = (identity.methods ?? []).some((method) => bearerMethods.has(method))
         return Rejection.forbidden('insufficient_scope', detail, bearer
           ? { scheme: 'Bearer', params: { realm, error: 'insufficient_scope', scope: scopeParam } }
           : undefined)

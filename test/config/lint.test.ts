@@ -153,8 +153,8 @@ test('every finding says why it matters and how to fix it', (t) => {
     ],
   }))
   t.deepEqual(new Set(found.map((i) => i.rule)), new Set<LintRule>([
-    'jwt-exp-not-required', 'basic-insecure-exposed', 'public-private-path', 'passthrough-plain-http', 'credential-header-stripped',
-    'store-allow-without-limit', 'ip-limit-without-trust-proxies', 'admin-exposed-without-token', 'body-limit-too-large',
+    'basic-insecure-exposed', 'jwt-exp-not-required', 'store-allow-without-limit', 'ip-limit-without-trust-proxies',
+    'public-private-path', 'passthrough-plain-http', 'credential-header-stripped', 'admin-exposed-without-token', 'body-limit-too-large',
   ]))
   for (const issue of found) {
     t.regex(issue.message, /: .+ \[[a-z-]+\]$/, issue.rule)
