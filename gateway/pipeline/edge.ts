@@ -37,6 +37,10 @@ export function checkEdge (req: IncomingMessage): Edge | Rejection {
 
   const target = normalizePath(req.url ?? '')
   if (!target.ok) return Rejection.badRequest(target.reason)
+  // RFC 9112 §3.2: HTTP/1.1 needs a Host. Node refuses such requests itself, but hands upgrades over without it.
+  if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+    return Rejection.badRequest('an HTTP/1.1 request needs a Host header')
+  }
   const host = req.headers.host ?? ''
   // host[:port] only: userinfo, a path or spaces would be read as another host by URL parsers behind us.
   if (!HOST.test(host)) return Rejection.badRequest('the Host header must be a host name with an optional port')
