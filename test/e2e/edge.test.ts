@@ -234,12 +234,14 @@ test('an upgrade request with a body is 400 and never tunneled, signed or not; a
   }
 })
 
-test('an upgrade the tunnel cannot carry (h2c, a bodiless POST) is 400 with an access line, not a silent close; a WebSocket GET tunnels', async (t) => {
+test('an upgrade the tunnel cannot carry (h2c, a bodiless POST, no Host) is 400 with an access line, not a silent close; a WebSocket GET tunnels', async (t) => {
   const { gw, upstream } = t.context
   const host = `Host: ${hostOf(gw)}`
   for (const [path, lines] of [
     ['/ws/h2c', ['GET /ws/h2c HTTP/1.1', host, 'Connection: Upgrade, HTTP2-Settings', 'Upgrade: h2c', 'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA']],
     ['/ws/post', ['POST /ws/post HTTP/1.1', host, ...WS_HEADERS]],
+    // RFC 9112 §3.2: Node answers 400 itself to an HTTP/1.1 request without Host, but not to an upgrade.
+    ['/ws/no-host', ['GET /ws/no-host HTTP/1.1', ...WS_HEADERS]],
   ] as const) {
     const res = await upgrade(gw.url, [...lines])
     await assertProblem(t, res, 400, 'bad_request')
