@@ -63,16 +63,12 @@ export class Tunnel {
   readonly #proxy = httpProxy.createProxyServer({ ws: true, xfwd: false, changeOrigin: false })
 
   constructor (private readonly log: Logger, private readonly requests: RequestLog, private readonly env: DecideEnv) {
-    this.#proxy.on('error', (error, _req, target, options) => {
-      const upgrade = (options as unknown as TunnelOptions | undefined)?.upgrade
-      const code = (error as NodeJS.ErrnoException).code === 'ETIMEDOUT' ? 'upstream_timeout' : 'upstream_unavailable'
-      this.log.warn({ requestId: upgrade?.requestId, err: describeCause(error) }, 'websocket upstream error')
+    // Every ws() call passes its own callback (failed below), which http-proxy calls instead of emitting 'error' with
+    // no way back to the request: this listener only keeps an unexpected emit from throwing.
+    this.#proxy.on('error', (error, _req, target) => {
+      this.log.warn({ err: describeCause(error) }, 'websocket upstream error')
       const socket = target as Duplex | undefined
-      if (upgrade && !upgrade.answered) {
-        this.deny(upgrade, code === 'upstream_timeout'
-          ? { status: 504, code, detail: 'the upstream did not answer in time' }
-          : { status: 502, code, detail: 'the upstream is unavailable' })
-      } else if (socket && 'destroy' in socket) socket.destroy()
+      if (socket && 'destroy' in socket) socket.destroy()
     })
     this.#proxy.on('proxyReqWs', (proxyReq: ClientRequest, _req, socket: Duplex, options) => {
       const { upgrade, upstream } = options as unknown as TunnelOptions
@@ -82,6 +78,8 @@ export class Tunnel {
       // forever, blocking shutdown: close it once that answer is written.
       proxyReq.on('response', (res) => {
         upgrade.answered = true
+        // Runs before http-proxy writes this head to the client: every answer carries the request id.
+        res.headers['x-request-id'] = upgrade.requestId
         this.requests.finished(upgrade.end(res.statusCode ?? 502, 'ok'))
         res.once('end', () => {
           const client = socket as Duplex & { destroySoon?: () => void }
@@ -91,8 +89,9 @@ export class Tunnel {
       })
       // A tunnel whose client side is cut (shutdown deadline, reset) ends its upstream side too: the pipe only
       // forwards a clean end, so the upstream connection would otherwise stay open.
-      proxyReq.on('upgrade', (_res, proxySocket) => {
+      proxyReq.on('upgrade', (res, proxySocket) => {
         upgrade.answered = true
+        res.headers['x-request-id'] = upgrade.requestId
         this.requests.finished(upgrade.end(101, 'ok'))
         socket.once('close', () => proxySocket.destroy())
       })
@@ -105,6 +104,10 @@ export class Tunnel {
     socket.on('error', () => socket.destroy())
     try {
       if (carriesBody(req)) return this.deny(upgrade, Rejection.badRequest('an upgrade request carries no body'))
+      // http-proxy tunnels only these, and would close any other upgrade without an answer or an access line.
+      if (req.method !== 'GET' || req.headers.upgrade?.toLowerCase() !== 'websocket') {
+        return this.deny(upgrade, Rejection.badRequest('only WebSocket upgrades (GET, Upgrade: websocket) are tunneled'))
+      }
       const decision = await decide(generation, listener, req, upgrade.requestId, this.env)
       upgrade.route = decision.route?.name
       if (!decision.allowed) {
@@ -134,11 +137,25 @@ export class Tunnel {
         upgrade,
         upstream,
       }
-      this.#proxy.ws(req, socket, head, options)
+      this.#proxy.ws(req, socket, head, options, (error: Error) => this.failed(upgrade, error))
     } catch (error) {
       this.log.warn({ requestId: upgrade.requestId, err: describeCause(error) }, 'websocket upgrade failed')
       this.deny(upgrade, faultProblem(error))
     }
+  }
+
+  /** The upstream side failed: before its answer, a 502 or 504 problem (on timeouts); after it, the tunnel closes. */
+  private failed (upgrade: Upgrade, error: Error): void {
+    const code = (error as NodeJS.ErrnoException).code === 'ETIMEDOUT' ? 'upstream_timeout' : 'upstream_unavailable'
+    if (upgrade.answered) {
+      this.log.debug({ requestId: upgrade.requestId, err: describeCause(error) }, 'websocket tunnel closed by an upstream error')
+      upgrade.socket.destroy()
+      return
+    }
+    this.log.warn({ requestId: upgrade.requestId, err: describeCause(error) }, 'websocket upstream error')
+    this.deny(upgrade, code === 'upstream_timeout'
+      ? { status: 504, code, detail: 'the upstream did not answer in time' }
+      : { status: 502, code, detail: 'the upstream is unavailable' })
   }
 
   /** A refusal on a socket that has no ServerResponse: the same problem answer, then the connection closes. */

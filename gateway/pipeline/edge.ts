@@ -37,6 +37,10 @@ export function checkEdge (req: IncomingMessage): Edge | Rejection {
 
   const target = normalizePath(req.url ?? '')
   if (!target.ok) return Rejection.badRequest(target.reason)
+  // RFC 9112 §3.2: HTTP/1.1 needs a Host. Node refuses such requests itself, but hands upgrades over without it.
+  if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+    return Rejection.badRequest('an HTTP/1.1 request needs a Host header')
+  }
   const host = req.headers.host ?? ''
   // host[:port] only: userinfo, a path or spaces would be read as another host by URL parsers behind us.
   if (!HOST.test(host)) return Rejection.badRequest('the Host header must be a host name with an optional port')
@@ -66,7 +70,7 @@ const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-m
  * Frameworks behind us may honour a method override (Express method-override, Symfony/Laravel/Rails `_method`): a
  * request authorized as POST would run as DELETE. One that names another method than the request's is refused. The
  * parameter's name is compared after percent-decoding (`_%6Dethod`), case-insensitively, with `;` as a separator
- * too, since that is how the frameworks behind us may read it.
+ * too, and as PHP mangles it (`.method`), since that is how the frameworks behind us may read it.
  */
 export function overridesMethod (req: IncomingMessage, rawQuery: string, method: string): boolean {
   for (const name of METHOD_OVERRIDE_HEADERS) {
@@ -77,14 +81,23 @@ export function overridesMethod (req: IncomingMessage, rawQuery: string, method:
   for (const pair of rawQuery.split(/[&;]/)) {
     const eq = pair.indexOf('=')
     const name = decodeComponent(eq === -1 ? pair : pair.slice(0, eq))
-    if (name.trim().toLowerCase() !== '_method') continue
+    if (name.trim().toLowerCase() !== '_method' && phpName(name).toLowerCase() !== '_method') continue
     const value = eq === -1 ? '' : decodeComponent(pair.slice(eq + 1))
     if (value.trim().toUpperCase() !== method) return true
   }
   return false
 }
-/** `_method` raw, or any percent-escape that could spell it. */
-const MAY_NAME_METHOD = /_method|%/i
+/** `method` raw (`_method`, PHP's `.method`), or any percent-escape that could spell it. */
+const MAY_NAME_METHOD = /method|%/i
+
+/**
+ * A parameter name as PHP registers it (Laravel and Symfony read `_method` from there): cut at NUL, leading spaces
+ * dropped, then spaces and dots become `_`, so `.method` and `%2Emethod` arrive as `_method`.
+ */
+function phpName (name: string): string {
+  const nul = name.indexOf('\0')
+  return (nul === -1 ? name : name.slice(0, nul)).replace(/^ +/, '').replace(/[ .]/g, '_')
+}
 
 /** Percent-decoding as form parsers do (`+` is a space); a malformed escape keeps the text as it is. */
 function decodeComponent (text: string): string {

@@ -10,7 +10,9 @@
  * Invariants, checked over every request:
  * - the upstream never sees a request on /admin that did not carry the valid key exactly once;
  * - the upstream never sees a client-supplied identity header (X-Auth-*, X-Forwarded-Client-Cert, X-Auth-Identity,
- *   the configured stripInbound X-User-Id), nor the key on /admin, nor a client-chosen X-Forwarded-For;
+ *   the configured stripInbound X-User-Id), nor the key on /admin, nor a client-chosen X-Forwarded-For or other
+ *   forwarding or client-address header (X-Real-IP, X-Client-IP, True-Client-IP, CF-Connecting-IP, ...), nor its own
+ *   authority as Host (`Connection: host`);
  * - no response is a 5xx, every response is HTTP, no exchange hangs; the gateway logs no internal error;
  * - the unmutated twins behave: a clean keyed request is 200, a clean unkeyed one is 401.
  * A connection the gateway closes without answering is fine for malformed input (CONNECT, non-GET upgrades, framing
@@ -21,7 +23,7 @@ import { hashApiKey, newApiKey, newKeySecret } from '../../policies/api-key/form
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { delay, exchange, fuzzSeed, portOf, Random, recordingUpstream, type Exchange, type Recorder, type Seen } from './support.js'
 
-interface Context { gw: TestGateway, upstream: Recorder, key: string, wrongKey: string, port: number }
+interface Context { gw: TestGateway, upstream: Recorder, key: string, wrongKey: string, port: number, upstreamPort: number }
 const test = anyTest as TestFn<Context>
 
 const REQUESTS = Number(process.env.FUZZ_REQUESTS ?? 3000)
@@ -55,7 +57,7 @@ test.before(async (t) => {
       { name: 'protected', match: { path: '/admin/**' }, upstream: 'rec', policies: [{ apiKey: {} }] },
     ],
   })
-  t.context = { gw, upstream, key, wrongKey: `agk_${id}_${newKeySecret()}`, port: portOf(gw.url) }
+  t.context = { gw, upstream, key, wrongKey: `agk_${id}_${newKeySecret()}`, port: portOf(gw.url), upstreamPort: upstream.port }
 })
 
 test.after.always(async (t) => {
@@ -152,6 +154,12 @@ const IDENTITY_SPOOF_NAMES = [
   'X-Auth-Subject', 'x-auth-subject', 'X-AUTH-SUBJECT', 'X-Auth-Client', 'X-Auth-Methods', 'X-Auth-Scopes', 'X-Auth-Tier',
   'X-Auth-Identity', 'X-Forwarded-Client-Cert', 'x-forwarded-client-cert', 'X-User-Id', 'X_Auth_Subject', 'X-Auth_Subject',
   'x_forwarded_client_cert',
+]
+
+/** Forwarding and client-address headers: from this untrusted client, none may reach the upstream. */
+const FORWARDING_SPOOF_NAMES = [
+  'X-Forwarded-For', 'Forwarded', 'X-Real-IP', 'X-Forwarded-Host', 'X-Forwarded-Proto', 'x-forwarded-for', 'X-Client-IP',
+  'True-Client-IP', 'X-Original-Forwarded-For', 'CF-Connecting-IP', 'Fastly-Client-IP',
 ]
 
 const CONNECTION_TRICKS = [
@@ -286,7 +294,7 @@ const MUTATIONS: Mutation[] = [
   { name: 'connection-trick', apply: (m, rng, _ctx, n) => { setHeader(m, 'Connection', rng.pick(CONNECTION_TRICKS)); m.headers.push(['X-Auth-Subject', `${SPOOF}-${n}`]); return undefined } },
   { name: 'hop-by-hop', apply: (m, rng) => { m.headers.push([rng.pick(['Keep-Alive', 'TE', 'Trailer', 'Proxy-Connection', 'Proxy-Authorization', 'Upgrade', 'HTTP2-Settings']), rng.pick(['timeout=5', 'trailers', 'X-Auth-Subject', 'keep-alive', 'Basic Og==', 'websocket', 'AAMAAABkAAQAAP__'])]); return undefined } },
   { name: 'upgrade', apply: (m) => { setHeader(m, 'Connection', 'Upgrade'); setHeader(m, 'Upgrade', 'websocket'); m.headers.push(['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='], ['Sec-WebSocket-Version', '13']); return undefined } },
-  { name: 'forwarded-spoof', apply: (m, rng) => { m.headers.push([rng.pick(['X-Forwarded-For', 'Forwarded', 'X-Real-IP', 'X-Forwarded-Host', 'X-Forwarded-Proto', 'x-forwarded-for']), rng.pick(['10.0.0.1', 'for=10.0.0.1;proto=https', '1.2.3.4, 127.0.0.1', 'evil.example', 'https', 'unknown', '::1', '127.0.0.1'])]); return undefined } },
+  { name: 'forwarded-spoof', apply: (m, rng) => { m.headers.push([rng.pick(FORWARDING_SPOOF_NAMES), rng.pick(['10.0.0.1', 'for=10.0.0.1;proto=https', '1.2.3.4, 127.0.0.1', 'evil.example', 'https', 'unknown', '::1', '127.0.0.1'])]); return undefined } },
 
   // --- Host
   { name: 'no-host', apply: (m) => { removeHeader(m, 'host'); return undefined } },
@@ -461,7 +469,12 @@ function upstreamProblems (seen: Seen, byId: Map<string, { sent: Sent }>, ctx: C
     }
   }
   if (seen.headers['x-forwarded-for'] !== '127.0.0.1') problems.push(`X-Forwarded-For is ${JSON.stringify(seen.headers['x-forwarded-for'])}`)
-  if (seen.headers.forwarded !== undefined || seen.headers['x-real-ip'] !== undefined) problems.push('a client Forwarded/X-Real-IP reached the upstream')
+  for (const name of FORWARDING_SPOOF_NAMES) {
+    const lower = name.toLowerCase()
+    if (!lower.startsWith('x-forwarded-') && seen.headers[lower] !== undefined) problems.push(`a client ${name} reached the upstream`)
+  }
+  // `Connection: host` must not take the client's Host away: the upstream would get its own authority instead.
+  if (seen.headers.host === `127.0.0.1:${ctx.upstreamPort}` && !origin?.mutations.includes('no-host')) problems.push('the upstream got its own authority as Host')
   if (seen.url.includes('agk_')) problems.push('an agk_ value reached the upstream in the URL')
   return problems
 }
