@@ -65,11 +65,15 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
   // Upgraded sockets (WebSocket tunnels) leave the server's connection list: closeAllConnections() would not end
   // them, and a tunnel open at shutdown would hold close() forever. Kept here to be cut at the deadline.
   const upgraded = new Set<Duplex>()
-  server.on('upgrade', (req, socket, head) => {
+  const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     upgraded.add(socket)
     socket.once('close', () => upgraded.delete(socket))
     void handler.handleUpgrade(ref, req, socket, head)
-  })
+  }
+  server.on('upgrade', onUpgrade)
+  // CONNECT (authority-form target) takes the same way: decide() refuses its target with a 400 problem and an access
+  // line, where Node alone would close the socket without a word or a trace.
+  server.on('connect', onUpgrade)
   // Without this Node answers 100 Continue before authentication; the handler sends it once the body is wanted.
   server.on('checkContinue', onRequest)
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {

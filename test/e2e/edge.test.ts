@@ -472,3 +472,15 @@ test('a wss upstream is reached with its configured CA (101, frames both ways), 
   t.true(elapsed >= timeoutMs - 50 && elapsed < timeoutMs + SLACK_MS, `answered after ${Math.round(elapsed)} ms`)
   t.like(await accessLine(gw, header(timedOut, 'x-request-id')!), { route: 'silent', status: 504, code: 'upstream_timeout' })
 })
+
+test('a CONNECT request is 400 bad_request with an access line, not a silent close; a GET to the same authority is served', async (t) => {
+  const { gw } = t.context
+  const host = new URL(gw.url).host
+  const res = await rawRequest(gw.url, [`CONNECT ${host} HTTP/1.1`, `Host: ${host}`].join('\r\n'))
+  const body = await assertProblem(t, res, 400, 'bad_request')
+  const line = await accessLine(gw, String(body.requestId))
+  t.like(line, { method: 'CONNECT', status: 400, code: 'bad_request', route: '(none)' })
+  // The twin: an ordinary request on the same connection target is answered as usual.
+  const open = await rawGet(gw.url, '/open/x')
+  t.is(open.status, 200)
+})
