@@ -75,6 +75,16 @@ export async function runChain (steps: readonly Step[], ctx: ChainContext): Prom
     if (first < 0) {
       return rejected(result, Rejection.unauthenticated('missing_credentials', 'credentials required', firstMissing?.challenge ?? { scheme: 'Bearer', params: {} }), undefined, 'anyOf')
     }
+    // Two credentials that both pass but prove different callers (a key of one client, a password of another user):
+    // no member's answer is the request's; which one an upstream would act on is ambiguous, so the request is refused.
+    const subject = (outcomes[first] as Passed).identity?.subject
+    for (let i = first + 1; i < asked; i++) {
+      const other = outcomes[i]!
+      if (other instanceof Rejection || subject === undefined) continue
+      if (other.identity?.subject !== undefined && other.identity.subject !== subject) {
+        return rejected(result, Rejection.badRequest('the credentials of this request name different callers: send one'), members[i]!.instance, members[i]!.key)
+      }
+    }
     for (let i = first; i < asked; i++) {
       const outcome = outcomes[i]!
       if (!(outcome instanceof Rejection) && apply(result, members[i]!.key, outcome, true, i === first)) authenticated = true

@@ -89,14 +89,25 @@ test('anyOf: a valid API key with an invalid bearer token is 401 in either order
   }
 })
 
-test('anyOf: with two valid credentials the identity is the first listed member\'s, and every member that passed is listed', async (t) => {
-  const keyFirst = passed(t, await run([anyOf(['apiKey', keyPasses()], ['jwt', tokenPasses()])]))
+test('anyOf: two valid credentials of one caller: the identity is the first listed member\'s, and every member that passed is listed', async (t) => {
+  const sameCaller = () => fixed({ identity: { subject: 'key-client', client: 'app-1', scopes: ['write'] } }, BEARER)
+  const keyFirst = passed(t, await run([anyOf(['apiKey', keyPasses()], ['jwt', sameCaller()])]))
   t.like(keyFirst.identity, { subject: 'key-client', client: 'key-client', scopes: ['read'], tier: 'free' })
   t.deepEqual(keyFirst.identity.methods, ['apiKey', 'jwt'])
-  const tokenFirst = passed(t, await run([anyOf(['jwt', tokenPasses()], ['apiKey', keyPasses()])]))
-  t.like(tokenFirst.identity, { subject: 'user-1', client: 'app-1', scopes: ['write'] })
+  const tokenFirst = passed(t, await run([anyOf(['jwt', sameCaller()], ['apiKey', keyPasses()])]))
+  t.like(tokenFirst.identity, { subject: 'key-client', client: 'app-1', scopes: ['write'] })
   t.is(tokenFirst.identity.tier, undefined)
   t.deepEqual(tokenFirst.identity.methods, ['jwt', 'apiKey'])
+})
+
+test('anyOf: two valid credentials of different callers are 400 bad_request in either order; either alone passes (review F4)', async (t) => {
+  for (const members of [[['apiKey', keyPasses()], ['jwt', tokenPasses()]], [['jwt', tokenPasses()], ['apiKey', keyPasses()]]] as Array<Array<[string, PolicyInstance]>>) {
+    const outcome = await run([anyOf(...members)])
+    t.true('rejection' in outcome)
+    if ('rejection' in outcome) t.like(outcome.rejection, { status: 400, code: 'bad_request' })
+  }
+  t.like(passed(t, await run([anyOf(['apiKey', keyPasses()], ['jwt', tokenAbsent()])])).identity, { subject: 'key-client' })
+  t.like(passed(t, await run([anyOf(['apiKey', keyAbsent()], ['jwt', tokenPasses()])])).identity, { subject: 'user-1' })
 })
 
 test('anyOf: a 429, a 400 or a fault of a member whose credential is present wins over a pass, in any order', async (t) => {
@@ -149,7 +160,7 @@ test('anyOf: a member sees only what the steps before the group established', as
   const recorder = (subject: string): PolicyInstance => ({
     evaluate (ctx) { seen.push(ctx.identity.subject); return { identity: { subject } } },
   })
-  const outcome = passed(t, await run([policy('mtls', fixed({ identity: { subject: 'cert', client: 'cert' } })), anyOf(['a', recorder('a')], ['b', recorder('b')])]))
+  const outcome = passed(t, await run([policy('mtls', fixed({ identity: { subject: 'cert', client: 'cert' } })), anyOf(['a', recorder('a')], ['b', recorder('a')])]))
   t.deepEqual(seen, ['cert', 'cert'])
   t.like(outcome.identity, { subject: 'a', client: 'cert', methods: ['mtls', 'a', 'b'] })
 })

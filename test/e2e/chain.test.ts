@@ -88,14 +88,23 @@ test('anyOf: a valid API key with an invalid bearer token is 401 whatever the or
   }
 })
 
-test('anyOf: with a valid key and a valid token, the first listed method gives the identity and both are listed', async (t) => {
-  const good = await token(t)
+test('anyOf: a valid key and a valid token of the same caller: the first listed method gives the identity and both are listed', async (t) => {
+  const good = await token(t, { sub: 'key-client' })
   const keyFirst = await get(t, '/key-jwt/x', { 'x-api-key': t.context.key, authorization: `Bearer ${good}` })
   t.is(keyFirst.status, 200)
   t.like(await seen(keyFirst), { 'x-auth-subject': 'key-client', 'x-auth-client': 'key-client', 'x-auth-methods': 'apiKey,jwt', 'x-auth-scopes': 'read' })
   const tokenFirst = await get(t, '/jwt-key/x', { 'x-api-key': t.context.key, authorization: `Bearer ${good}` })
   t.is(tokenFirst.status, 200)
-  t.like(await seen(tokenFirst), { 'x-auth-subject': 'user-1', 'x-auth-client': 'app-1', 'x-auth-methods': 'jwt,apiKey' })
+  t.like(await seen(tokenFirst), { 'x-auth-subject': 'key-client', 'x-auth-client': 'app-1', 'x-auth-methods': 'jwt,apiKey' })
+})
+
+test('anyOf: a valid key and a valid token of different callers are 400 in either order; each alone passes (review F4)', async (t) => {
+  const other = await token(t)
+  for (const path of ['/key-jwt/x', '/jwt-key/x']) {
+    await assertProblem(t, await get(t, path, { 'x-api-key': t.context.key, authorization: `Bearer ${other}` }), 400, 'bad_request')
+    t.is((await get(t, path, { 'x-api-key': t.context.key })).status, 200)
+    t.is((await get(t, path, { authorization: `Bearer ${other}` })).status, 200)
+  }
 })
 
 test('anyOf with two JWT providers: a token either one accepts passes; one neither accepts is 401, also next to a valid key', async (t) => {
