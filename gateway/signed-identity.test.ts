@@ -9,6 +9,7 @@ import { ConfigError, StoreUnavailableError } from './errors.js'
 import { IdentitySigner, SIGNING_KEY, type SignedIdentityConfig } from './signed-identity.js'
 import { MemoryStore } from './store/memory.js'
 import { RedisStore } from './store/redis.js'
+import { until } from '../test/helpers/until.js'
 
 const config = (extra: Partial<SignedIdentityConfig> = {}): SignedIdentityConfig =>
   ({ header: 'X-Auth-Identity', ttl: '60s', issuer: 'authgate', algorithm: 'ES256', ...extra })
@@ -102,7 +103,7 @@ test('rotation signs with a new key, keeps the old public key for 2 × ttl, and 
   const oldKid = a.kid
   await a.rotate()
   t.not(a.kid, oldKid)
-  await new Promise((resolve) => setTimeout(resolve, 50)) // pub/sub delivery
+  await until(() => b.kid === a.kid, { timeoutMs: 2000, message: 'the rotation message to reach the other instance' }).catch(() => {}) // pub/sub delivery
   t.is(b.kid, a.kid, 'the other instance reloaded after the rotation message')
   const after = await a.sign(alice, 'orders')
   t.not(after, before, 'the token cache does not outlive the key')

@@ -5,7 +5,8 @@ import { challengesFor, formatChallenge, runChain, type ChainContext, type Chain
 import type { Outcome, PolicyInstance } from '../policies/types.js'
 import { jwt } from '../policies/jwt/index.js'
 import { schema as jwtSchema, type JwtPolicyConfig } from '../policies/jwt/schema.js'
-import { FakeClock, makeContext, makeDeps, provider, withDefaults } from '../policies/jwt/fixtures/harness.js'
+import { provider } from '../policies/jwt/fixtures/harness.js'
+import { FakeClock, makeContext, makeDeps, withDefaults } from './helpers/policy-harness.js'
 import { sign } from '../policies/jwt/fixtures/keys.js'
 
 interface Context { secret: Buffer, clock: FakeClock, jwt: PolicyInstance }

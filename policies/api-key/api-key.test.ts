@@ -11,7 +11,7 @@ import { hashApiKey, newApiKey } from './format.js'
 import { KEY_INDEX, lastUsedKey, recordKey } from './records.js'
 import { schema, type ApiKeyConfig } from './schema.js'
 import { KeyRequestError, KeyService } from './service.js'
-import { FakeClock, countingStore, makeContext, makeDeps, withDefaults, type CountingStore } from './fixtures/harness.js'
+import { FakeClock, countingStore, makeContext, makeDeps, withDefaults, type CountingStore } from '../../test/helpers/policy-harness.js'
 
 const test = anyTest as TestFn<{ redis: RedisServer }>
 

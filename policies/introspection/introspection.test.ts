@@ -4,7 +4,8 @@ import { isRejection, type Rejection } from '../../gateway/errors.js'
 import type { Outcome } from '../types.js'
 import { introspection, type Introspector } from './index.js'
 import { schema, type IntrospectionConfig } from './schema.js'
-import { bearer, FakeClock, listen, makeContext, makeDeps, withDefaults, type TestDeps, type TestServer } from '../jwt/fixtures/harness.js'
+import { FakeClock, listen, makeContext, makeDeps, withDefaults, type TestDeps, type TestServer } from '../../test/helpers/policy-harness.js'
+import { bearer } from '../jwt/fixtures/harness.js'
 
 /** A loopback RFC 7662 endpoint: answers per token from `answers`, records every request it got. */
 interface Endpoint extends TestServer {
@@ -172,7 +173,7 @@ test('a 5xx, a timeout or an oversized answer is refused and never cached; the e
   t.context.endpoint.mode = 'ok'
   t.is(detail(await policy.evaluate(bearer(token, t.context.clock))), undefined)
   t.is(t.context.endpoint.requests.length, 4)
-  const logs = t.context.deps.logged.join('\n')
+  const logs = t.context.deps.logged()
   t.false(logs.includes(token))
   t.false(logs.includes(t.context.secret))
 })

@@ -5,7 +5,8 @@ import type { Outcome, PolicyInstance } from '../types.js'
 import { jwt } from './index.js'
 import type { ProviderRuntime } from './provider.js'
 import { schema, type JwtPolicyConfig } from './schema.js'
-import { bearer, FakeClock, listen, makeDeps, provider, withDefaults, type TestServer } from './fixtures/harness.js'
+import { FakeClock, listen, makeDeps, withDefaults, type TestServer } from '../../test/helpers/policy-harness.js'
+import { bearer, provider } from './fixtures/harness.js'
 import { b64url, makeKey, sign, startJwksServer, type JwksServer, type TestKey } from './fixtures/keys.js'
 
 const test = anyTest as TestFn<{ servers: Array<{ close (): Promise<void> }> }>

@@ -6,7 +6,8 @@ import { introspection } from '../introspection/index.js'
 import { schema as introspectionSchema, type IntrospectionConfig } from '../introspection/schema.js'
 import { jwt } from './index.js'
 import { schema, type JwtPolicyConfig } from './schema.js'
-import { bearer, FakeClock, makeDeps, provider, withDefaults, type TestDeps } from './fixtures/harness.js'
+import { FakeClock, makeDeps, withDefaults, type TestDeps } from '../../test/helpers/policy-harness.js'
+import { bearer, provider } from './fixtures/harness.js'
 import { startIdp, type TestIdp } from './fixtures/idp.js'
 
 interface Context {

@@ -3,7 +3,7 @@ import test from 'ava'
 import type { ConfigIssue } from '../../gateway/errors.js'
 import { validate } from '../../gateway/config/validate.js'
 import { jwtProvidersSection } from './section.js'
-import { withDefaults } from './fixtures/harness.js'
+import { withDefaults } from '../../test/helpers/policy-harness.js'
 
 const rsaPem = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString()
 const ecPem = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString()

@@ -9,8 +9,12 @@ import { bcryptHash, passwordChecks, scryptHash } from '../../policies/basic/use
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { mintPki } from '../helpers/pki.js'
 import { startRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js'
-import { until } from '../faults/support.js'
+import { until as untilHelper } from '../helpers/until.js'
 import { assertProblem, rawGet, type Echo } from './support.js'
+
+/** True once `check` holds, false when `timeoutMs` passes first (the one poller, test/helpers/until.ts). */
+const until = (check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> =>
+  untilHelper(check, { timeoutMs, message: 'the condition' }).then(() => true, () => false)
 
 const test = anyTest as TestFn<{ redis: RedisServer, htpasswd: string, gateways: TestGateway[] }>
 

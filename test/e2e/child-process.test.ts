@@ -4,27 +4,11 @@ import { join } from 'node:path'
 import test from 'ava'
 import { stringify } from 'yaml'
 import { freePort, probe, recordingUpstream, type Seen } from './support.js'
-import { killChildren, runCli, type Child } from '../helpers/child.js'
+import { killChildren, runCli, waitUntilServing } from '../helpers/child.js'
 
 
 test.after.always(killChildren)
 
-/** Polls until `url` answers 200; fails early when the process exits. There is no event for "listening" to await. */
-async function waitUntilServing (child: Child, url: string, timeoutMs = 90_000): Promise<void> {
-  let exit: number | string | undefined
-  void child.exited.then((code) => { exit = code })
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (exit !== undefined) throw new Error(`the gateway exited (${exit}) before serving:\n${child.output()}`)
-    try {
-      if ((await fetch(url)).status === 200) return
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${url} did not answer within ${timeoutMs} ms:\n${child.output()}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 async function writeConfig (config: Record<string, unknown> | string): Promise<{ dir: string, file: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'authgate-child-'))

@@ -13,22 +13,13 @@ import test from 'ava'
 import { stringify } from 'yaml'
 import { startGateway } from '../helpers/gateway.js'
 import { freePort, probe, recordingUpstream, type RecordingUpstream } from './support.js'
-import { killChildren, runCli, type Child } from '../helpers/child.js'
+import { killChildren, runCli, waitUntilServing, type Child } from '../helpers/child.js'
+import { until } from '../helpers/until.js'
 import { startRedis, uniquePrefix } from '../helpers/redis.js'
 
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-async function until<T> (check: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value) return value as NonNullable<T>
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await delay(25)
-  }
-}
 
 /** A 64 KiB body whose every byte is known, so a cut answer cannot pass for a whole one. */
 const BODY = Buffer.alloc(64 * 1024, 'abcdefghijklmnopqrstuvwxyz0123456789\n').toString()
@@ -155,14 +146,6 @@ test('close() with a 200 ms deadline cuts a slower request and resolves within a
 
 test.after.always(killChildren)
 
-async function waitUntilServing (child: Child, url: string): Promise<void> {
-  let exit: number | string | undefined
-  void child.exited.then((code) => { exit = code })
-  await until(async () => {
-    if (exit !== undefined) throw new Error(`the gateway exited (${exit}) before serving:\n${child.output()}`)
-    try { return (await fetch(url)).status === 200 } catch { return false }
-  }, `${url} to answer`, 90_000)
-}
 
 /** Resolves with the exit code, or fails when the process is still running after `ms`. */
 async function exitWithin (child: Child, ms: number): Promise<number | string> {
@@ -257,7 +240,7 @@ test('workers: 2 serves requests, reloads every worker on SIGHUP to the primary,
   const child = runCli(['start', '-c', file])
   try {
     await waitUntilServing(child, `${adminUrl}/healthz`)
-    await until(() => started(child) === 2, 'both workers started', 90_000)
+    await until(() => started(child) === 2, { timeoutMs: 90_000, message: 'both workers started' })
     t.true(await allWorkers(adminUrl, (c) => c.hash === sha256(text)))
     for (let i = 0; i < 10; i++) {
       const res = await get(`http://127.0.0.1:${port}/v1/quick`)
@@ -269,13 +252,13 @@ test('workers: 2 serves requests, reloads every worker on SIGHUP to the primary,
 
     // The file has not changed: a new load time on every worker comes from the signal alone.
     child.process.kill('SIGHUP')
-    await until(() => allWorkers(adminUrl, (c) => !before.has(c.loadedAt) && c.hash === sha256(text)), 'every worker reloaded after SIGHUP')
+    await until(() => allWorkers(adminUrl, (c) => !before.has(c.loadedAt) && c.hash === sha256(text)), { timeoutMs: 15_000, message: 'every worker reloaded after SIGHUP' })
 
     // A changed file, then SIGHUP: every worker serves it.
     const next = stringify({ ...base, routes: [{ name: 'extra', match: { path: '/extra' }, upstream: 'app', public: true }, ...base.routes] })
     await writeFile(file, next)
     child.process.kill('SIGHUP')
-    await until(() => allWorkers(adminUrl, (c) => c.hash === sha256(next)), 'every worker on the new hash')
+    await until(() => allWorkers(adminUrl, (c) => c.hash === sha256(next)), { timeoutMs: 15_000, message: 'every worker on the new hash' })
     for (let i = 0; i < 6; i++) {
       const res = await get(`http://127.0.0.1:${port}/extra`)
       t.is('status' in res && res.status, 200)
@@ -309,7 +292,7 @@ test('workers: 2 told to stop while a worker is still starting exits 0 all the s
   const child = runCli(['start', '-c', file])
   try {
     // SIGTERM as soon as the first worker serves: the other is then usually still loading.
-    await until(() => started(child) >= 1 || child.process.exitCode !== null, 'a worker started', 90_000)
+    await until(() => started(child) >= 1 || child.process.exitCode !== null, { timeoutMs: 90_000, message: 'a worker started' })
     child.process.kill('SIGTERM')
     t.is(await exitWithin(child, 30_000), 0, child.output())
     t.is(await connect(`http://127.0.0.1:${port}`), 'ECONNREFUSED')

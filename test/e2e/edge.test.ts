@@ -12,10 +12,14 @@ import anyTest, { type TestFn } from 'ava'
 import type { GatewayDocument } from '../../gateway/config/types.js'
 import { Runtime } from '../../gateway/runtime.js'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
-import { until } from '../faults/support.js'
+import { until as untilHelper } from '../helpers/until.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { mintPki } from '../helpers/pki.js'
 import { assertProblem, header, parseResponse, probe, rawGet, rawRequest, recordingUpstream, type RawResponse, type RecordingUpstream } from './support.js'
+
+/** True once `check` holds, false when `timeoutMs` passes first (the one poller, test/helpers/until.ts). */
+const until = (check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> =>
+  untilHelper(check, { timeoutMs, message: 'the condition' }).then(() => true, () => false)
 
 interface Context { gw: TestGateway, upstream: RecordingUpstream, key: string, hmacSecret: string }
 const test = anyTest as TestFn<Context>

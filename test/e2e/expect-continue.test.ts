@@ -12,6 +12,18 @@ function config () {
   }
 }
 
+/** Resolves when `done()` holds after some data arrived, when the socket closes, or at `deadline` (the caller asserts). */
+function arrived (socket: net.Socket, done: () => boolean, deadline: number): Promise<void> {
+  if (done() || socket.destroyed) return Promise.resolve()
+  return new Promise((resolve) => {
+    const finish = () => { clearTimeout(timer); socket.off('data', onData); socket.off('close', finish); resolve() }
+    const onData = () => { if (done()) finish() }
+    const timer = setTimeout(finish, Math.max(0, deadline - Date.now()))
+    socket.on('data', onData) // registered after the caller's listener, so `received` already holds this chunk
+    socket.once('close', finish)
+  })
+}
+
 /** Sends a head with Expect: 100-continue, returns what arrives before the body is sent, then sends it. */
 async function expectContinue (gw: TestGateway, headers: string[]): Promise<{ first: string, final: string }> {
   const { port } = new URL(gw.url)
@@ -21,11 +33,11 @@ async function expectContinue (gw: TestGateway, headers: string[]): Promise<{ fi
   socket.on('data', (chunk) => { received += chunk.toString('latin1') })
   socket.write(['POST /v1/items HTTP/1.1', 'Host: gw.test', 'Content-Length: 5', 'Expect: 100-continue', ...headers, '', ''].join('\r\n'))
   const deadline = Date.now() + 5_000
-  while (!received.includes('\r\n\r\n') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  await arrived(socket, () => received.includes('\r\n\r\n'), deadline)
   const first = received
   received = ''
   if (first.startsWith('HTTP/1.1 100')) socket.write('hello')
-  while (!/\r\n\r\n[\s\S]*\}$/.test(received) && Date.now() < deadline && !socket.destroyed) await new Promise((resolve) => setTimeout(resolve, 10))
+  await arrived(socket, () => /\r\n\r\n[\s\S]*\}$/.test(received), deadline)
   socket.destroy()
   return { first, final: received }
 }

@@ -4,7 +4,7 @@ import net from 'node:net'
 import anyTest, { type TestFn } from 'ava'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
-import { until } from '../faults/support.js'
+import { until } from '../helpers/until.js'
 import {
   assertProblem, assertRequestId, freePort, header, openGet, parseResponse, probe, rawGet, rawRequest, recordingUpstream,
   type RawResponse, type RecordingUpstream, type Seen, type UpstreamHandler,
@@ -314,23 +314,23 @@ test('a client that goes away mid-response stops the upstream request; one that 
   const stays = await openGet(gw.url, `/endless?id=${staying}`, 2048)
   t.true(gone.received() >= 2048, 'the streamed answer started')
   gone.socket.destroy()
-  t.true(await until(() => upstreamClosed.has(leaving), 3_000), 'the upstream request was closed when its client left')
+  t.true(await until(() => upstreamClosed.has(leaving), { timeoutMs: 3_000, intervalMs: 50, message: 'the upstream request was closed when its client left' }).catch(() => false), 'the upstream request was closed when its client left')
   // The twin: the client that stays is still being streamed to, and its upstream request is still open.
   const before = stays.received()
-  t.true(await until(() => stays.received() > before + 4096, 3_000), 'the staying client keeps receiving')
+  t.true(await until(() => stays.received() > before + 4096, { timeoutMs: 3_000, intervalMs: 50, message: 'the staying client keeps receiving' }).catch(() => false), 'the staying client keeps receiving')
   t.false(upstreamClosed.has(staying))
   stays.socket.destroy()
-  t.true(await until(() => upstreamClosed.has(staying), 3_000))
+  t.true(await until(() => upstreamClosed.has(staying), { timeoutMs: 3_000, intervalMs: 50, message: 'the upstream request to close' }).catch(() => false))
 })
 
 test('a client that goes away before the upstream answered stops the upstream request', async (t) => {
   const { gw, upstream } = t.context
   const id = probe()
   const held = await openGet(gw.url, `/held?id=${id}`, 0)
-  t.true(await until(() => upstream.seen.some((s) => s.url.includes(id)), 3_000), 'the request reached the upstream')
+  t.true(await until(() => upstream.seen.some((s) => s.url.includes(id)), { timeoutMs: 3_000, intervalMs: 50, message: 'the request reached the upstream' }).catch(() => false), 'the request reached the upstream')
   t.false(upstreamClosed.has(id), 'the upstream request stays open while its client waits')
   held.socket.destroy()
-  t.true(await until(() => upstreamClosed.has(id), 3_000), 'the upstream request was closed when its client left')
+  t.true(await until(() => upstreamClosed.has(id), { timeoutMs: 3_000, intervalMs: 50, message: 'the upstream request was closed when its client left' }).catch(() => false), 'the upstream request was closed when its client left')
 })
 
 test('headers the gateway sets (RateLimit, X-Request-Id) replace the upstream\'s of the same name, whatever its case; others pass', async (t) => {

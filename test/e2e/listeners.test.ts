@@ -3,6 +3,7 @@ import tls from 'node:tls'
 import anyTest, { type TestFn } from 'ava'
 import { Agent } from 'undici'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/until.js'
 import { mintPki, type Pki } from '../helpers/pki.js'
 import { assertProblem, assertRequestId, parseResponse, rawGet, rawRequest, type Echo } from './support.js'
 
@@ -180,21 +181,14 @@ test('/readyz is 503 while the Redis store is down and 200 again when it is back
   }, { redis: true })
   try {
     const readyz = async () => (await fetch(`${gw.adminUrl}/readyz`)).status
-    const until = async (status: number) => {
-      // The store notices a dead connection by itself; poll its report with a generous deadline.
-      const deadline = Date.now() + 15_000
-      while (Date.now() < deadline) {
-        if (await readyz() === status) return true
-        await new Promise((resolve) => setTimeout(resolve, 100))
-      }
-      return false
-    }
-    t.true(await until(200), '/readyz 200 with Redis up')
+    // The store notices a dead connection by itself; poll its report with a generous deadline.
+    const readyzIs = (status: number) => until(async () => await readyz() === status, { timeoutMs: 15_000, intervalMs: 100, message: `/readyz ${status}` }).catch(() => false)
+    t.true(await readyzIs(200), '/readyz 200 with Redis up')
     const up = await fetch(`${gw.adminUrl}/readyz`)
     t.like(await up.json(), { status: 'ready', store: 'redis' })
 
     await gw.redis!.kill()
-    t.true(await until(503), '/readyz 503 with Redis down')
+    t.true(await readyzIs(503), '/readyz 503 with Redis down')
     const down = await fetch(`${gw.adminUrl}/readyz`)
     t.like(await down.json(), { status: 'store_unavailable' })
     // Routes that do not need the store keep serving.
@@ -202,7 +196,7 @@ test('/readyz is 503 while the Redis store is down and 200 again when it is back
     t.is((await fetch(`${gw.adminUrl}/healthz`)).status, 200)
 
     await gw.redis!.restart()
-    t.true(await until(200), '/readyz 200 after Redis is back')
+    t.true(await readyzIs(200), '/readyz 200 after Redis is back')
   } finally {
     await gw.close()
   }

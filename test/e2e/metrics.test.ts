@@ -1,6 +1,7 @@
 import test from 'ava'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/until.js'
 
 const good = newApiKey()
 
@@ -63,7 +64,7 @@ test('store failures are counted and a store outage shows on /readyz', async (t)
   const gw = await startGateway({ ...config(), store: { timeout: '2s' } }, { redis: true })
   t.teardown(() => gw.close())
   // The store connects in the background: wait until /readyz says so.
-  for (let i = 0; i < 100 && (await fetch(`${gw.adminUrl}/readyz`)).status !== 200; i++) await new Promise((resolve) => setTimeout(resolve, 50))
+  await until(async () => (await fetch(`${gw.adminUrl}/readyz`)).status === 200, { timeoutMs: 5000, intervalMs: 50, message: '/readyz 200' }).catch(() => {})
   t.is((await gw.fetch('/limited')).status, 200)
   t.is((await fetch(`${gw.adminUrl}/readyz`)).status, 200)
   await gw.redis!.kill()

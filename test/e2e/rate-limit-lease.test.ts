@@ -1,6 +1,7 @@
 import test from 'ava'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/until.js'
 import { command, startRedis, uniquePrefix } from '../helpers/redis.js'
 import { assertProblem } from './support.js'
 
@@ -13,11 +14,7 @@ async function scriptCalls (port: number): Promise<number> {
 }
 
 async function waitUntil (check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
+  await until(check, { timeoutMs, intervalMs: 100, message: what })
 }
 
 test('two instances with lease: 10 on one Redis never admit more than the GCRA bound, in fewer round trips than requests', async (t) => {

@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/until.js'
 import { startRedis, startRedisCluster, uniquePrefix } from '../helpers/redis.js'
 import { assertProblem } from './support.js'
 
@@ -30,11 +31,7 @@ async function timed (gw: TestGateway, path: string, key: string): Promise<{ res
 }
 
 async function waitUntil (check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
+  await until(check, { timeoutMs, intervalMs: 100, message: what })
 }
 
 /** Waits for the store's first connection, so a slow machine does not turn the first request into a 503. */

@@ -16,22 +16,13 @@ import { checkConfig } from '../../gateway/config/load.js'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, withDefaults, type TestGateway } from '../helpers/gateway.js'
 import { assertProblem, freePort, recordingUpstream, type RecordingUpstream } from './support.js'
-import { killChildren, runCli, type Child } from '../helpers/child.js'
+import { killChildren, runCli, waitUntilServing } from '../helpers/child.js'
+import { until } from '../helpers/until.js'
 
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-/** Polls `check` until it returns a truthy value; throws after `timeoutMs` with `what` in the message. */
-async function until<T> (check: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value) return value as NonNullable<T>
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await delay(25)
-  }
-}
 
 /** The value of one sample on a Prometheus text page (0 when absent). */
 function sample (page: string, name: string, labels: string): number {
@@ -123,7 +114,7 @@ test('ten reloads under continuous keep-alive and fresh-connection load fail no 
   const gw = await startGateway(variant('a', upstream, key))
   const traffic = load(gw.url, key.key)
   try {
-    await until(() => traffic.outcomes.length >= 20, 'the first requests')
+    await until(() => traffic.outcomes.length >= 20, { timeoutMs: 15_000, message: 'the first requests' })
     const extra = await gw.fetch('/extra')
     await assertProblem(t, extra, 404, 'no_route')
 
@@ -146,7 +137,7 @@ test('ten reloads under continuous keep-alive and fresh-connection load fail no 
       t.is((await keyed.json() as { url: string }).url, `/${next}/v1/orders`)
 
       // Let the clients run across the swap before the next one.
-      await until(() => traffic.outcomes.length >= before + 20, `requests after reload ${i}`)
+      await until(() => traffic.outcomes.length >= before + 20, { timeoutMs: 15_000, message: `requests after reload ${i}` })
     }
   } finally {
     await traffic.stop()
@@ -267,14 +258,14 @@ test('a watched config file reloads within about 2 s after an atomic rename and 
     await writeFile(temp, stringify(withDefaults(variant('b', upstream, key))))
     let started = Date.now()
     await rename(temp, gw.configFile)
-    await until(async () => (await gw.fetch('/extra')).status === 200, '/extra after the rename')
+    await until(async () => (await gw.fetch('/extra')).status === 200, { timeoutMs: 15_000, message: '/extra after the rename' })
     let elapsed = Date.now() - started
     t.true(elapsed < 4_000, `applied after ${elapsed} ms`)
 
     // In place (truncate, write): the route goes away again.
     started = Date.now()
     await writeFile(gw.configFile, stringify(withDefaults(variant('a', upstream, key))))
-    await until(async () => (await gw.fetch('/extra')).status === 404, '/extra gone after the in-place write')
+    await until(async () => (await gw.fetch('/extra')).status === 404, { timeoutMs: 15_000, message: '/extra gone after the in-place write' })
     elapsed = Date.now() - started
     t.true(elapsed < 4_000, `applied after ${elapsed} ms`)
     const keyed = await gw.fetch('/v1/orders', { headers: { 'x-api-key': key.key } })
@@ -310,7 +301,7 @@ test('a config file written in two parts 100 ms apart is applied only whole, nev
   const gw = await startGateway(old, { watch: true })
   const traffic = load(gw.url, key.key, 2)
   try {
-    await until(() => traffic.outcomes.length >= 10, 'the first requests')
+    await until(() => traffic.outcomes.length >= 10, { timeoutMs: 15_000, message: 'the first requests' })
     const file = await open(gw.configFile, 'w')
     try {
       await file.write(firstPart)
@@ -321,9 +312,9 @@ test('a config file written in two parts 100 ms apart is applied only whole, nev
       await file.close()
     }
     // The whole new file applies: /extra appears; /keyed (absent from the truncated form) never stopped answering.
-    await until(async () => (await gw.fetch('/extra')).status === 200, '/extra after the write')
+    await until(async () => (await gw.fetch('/extra')).status === 200, { timeoutMs: 15_000, message: '/extra after the write' })
     const before = traffic.outcomes.length
-    await until(() => traffic.outcomes.length >= before + 10, 'requests after the reload')
+    await until(() => traffic.outcomes.length >= before + 10, { timeoutMs: 15_000, message: 'requests after the reload' })
   } finally {
     await traffic.stop()
   }
@@ -426,14 +417,6 @@ test('a listener renamed on the same port, or given a second listener, keeps ans
 
 test.after.always(killChildren)
 
-async function waitUntilServing (child: Child, url: string): Promise<void> {
-  let exit: number | string | undefined
-  void child.exited.then((code) => { exit = code })
-  await until(async () => {
-    if (exit !== undefined) throw new Error(`the gateway exited (${exit}) before serving:\n${child.output()}`)
-    try { return (await fetch(url)).status === 200 } catch { return false }
-  }, `${url} to answer`, 90_000)
-}
 
 test('SIGHUP makes a running authgate process reload: the same file gets a new load time, a changed file its new hash', async (t) => {
   t.timeout(120_000)
@@ -458,14 +441,14 @@ test('SIGHUP makes a running authgate process reload: the same file gets a new l
 
     // Nothing on disk changed, so no file watcher fires: only the signal can give a new load time.
     child.process.kill('SIGHUP')
-    const again = await until(async () => { const r = await readyz(adminUrl); return r.config.loadedAt !== first.config.loadedAt ? r : undefined }, 'a new load time after SIGHUP')
+    const again = await until(async () => { const r = await readyz(adminUrl); return r.config.loadedAt !== first.config.loadedAt ? r : undefined }, { timeoutMs: 15_000, message: 'a new load time after SIGHUP' })
     t.is(again.config.hash, first.config.hash)
     t.true(Date.parse(again.config.loadedAt) > Date.parse(first.config.loadedAt))
 
     // A changed file, then SIGHUP: the new hash and the new route.
     await writeFile(file, config('b'))
     child.process.kill('SIGHUP')
-    await until(async () => (await readyz(adminUrl)).config.hash === sha256(config('b')), 'the new hash after SIGHUP')
+    await until(async () => (await readyz(adminUrl)).config.hash === sha256(config('b')), { timeoutMs: 15_000, message: 'the new hash after SIGHUP' })
     const res = await fetch(`http://127.0.0.1:${port}/extra`)
     t.is(res.status, 200)
     t.is((await res.json() as { url: string }).url, '/b/extra')

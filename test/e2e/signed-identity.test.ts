@@ -1,7 +1,7 @@
 import test from 'ava'
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
-import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { assertNotLogged, startGateway, type TestGateway } from '../helpers/gateway.js'
 import { startRedis, uniquePrefix } from '../helpers/redis.js'
 import type { Echo } from './support.js'
 
@@ -22,11 +22,17 @@ function config (extra: Record<string, unknown> = {}) {
 }
 
 async function identityHeader (gw: TestGateway, path: string, headers: Record<string, string> = {}): Promise<string | undefined> {
+  const { value } = await identityExchange(gw, path, headers)
+  return value
+}
+
+/** The X-Auth-Identity the upstream received for one request, and that request's id. */
+async function identityExchange (gw: TestGateway, path: string, headers: Record<string, string> = {}): Promise<{ value: string | undefined, requestId: string | null }> {
   const res = await gw.fetch(path, { headers: { 'x-api-key': alice.key, ...headers } })
   if (res.status !== 200) throw new Error(`${path}: ${res.status} ${await res.text()}`)
   const echo = await res.json() as Echo
   const value = echo.headers['x-auth-identity']
-  return Array.isArray(value) ? value.join(',') : value
+  return { value: Array.isArray(value) ? value.join(',') : value, requestId: res.headers.get('x-request-id') }
 }
 
 test('X-Auth-Identity verifies against the admin JWKS, carries the identity, and its aud is the upstream', async (t) => {
@@ -34,7 +40,7 @@ test('X-Auth-Identity verifies against the admin JWKS, carries the identity, and
   t.teardown(() => gw.close())
   const jwks = createRemoteJWKSet(new URL(`${gw.adminUrl}/.well-known/jwks.json`))
 
-  const token = await identityHeader(gw, '/v1/orders/7')
+  const { value: token, requestId } = await identityExchange(gw, '/v1/orders/7')
   t.truthy(token)
   const { payload, protectedHeader } = await jwtVerify(token!, jwks, { issuer: 'authgate', audience: 'orders', algorithms: ['ES256'] })
   t.is(protectedHeader.alg, 'ES256')
@@ -49,6 +55,7 @@ test('X-Auth-Identity verifies against the admin JWKS, carries the identity, and
   t.is((await jwtVerify(billing!, jwks, { issuer: 'authgate', audience: 'billing' })).payload.aud, 'billing')
   await t.throwsAsync(() => jwtVerify(billing!, jwks, { issuer: 'authgate', audience: 'orders' }), { code: 'ERR_JWT_CLAIM_VALIDATION_FAILED' },
     'a token meant for billing is refused by orders')
+  await assertNotLogged(t, gw, requestId, [token!], 'the signed token')
   t.false(gw.rawLogs().includes(token!), 'the signed token is not logged')
 })
 

@@ -220,8 +220,16 @@ export async function openGet (url: string, path: string, minBytes: number, head
   socket.on('error', () => {})
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
   socket.write([`GET ${path} HTTP/1.1`, `Host: ${hostname}:${port}`, ...headers, '', ''].join('\r\n'))
-  const deadline = Date.now() + 5_000
-  while (bytes < minBytes && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  if (bytes < minBytes) {
+    // Event-driven: resolve on the data that makes up minBytes, on close, or after 5 s (the caller asserts on `received`).
+    await new Promise<void>((resolve) => {
+      const done = () => { clearTimeout(timer); socket.off('data', onData); socket.off('close', done); resolve() }
+      const onData = () => { if (bytes >= minBytes) done() }
+      const timer = setTimeout(done, 5_000)
+      socket.on('data', onData)
+      socket.once('close', done)
+    })
+  }
   return { socket, received: () => bytes }
 }
 

@@ -7,7 +7,8 @@
 import anyTest, { type TestFn } from 'ava'
 import { makeKey, sign, startJwksServer, type JwksServer, type TestKey } from '../../policies/jwt/fixtures/keys.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
-import { delay, until } from './support.js'
+import { until } from '../helpers/until.js'
+import { delay } from './support.js'
 
 interface Context { key: TestKey }
 const test = anyTest as TestFn<Context>
@@ -61,7 +62,7 @@ test('a failing JWKS endpoint: tokens are refused at once (never passed), and ac
     t.like(await res.json(), { error: 'invalid_token', detail: 'signing keys unavailable' })
     // Recovery without a restart: failures are not cached as answers (retried after the 1 s cooldown).
     jwks.mode = 'ok'
-    t.true(await until(async () => (await gw.fetch('/x', { headers: { authorization: `Bearer ${bearer}` } })).status === 200, 8000))
+    t.true(await until(async () => (await gw.fetch('/x', { headers: { authorization: `Bearer ${bearer}` } })).status === 200, { timeoutMs: 8000, intervalMs: 50, message: '200 again after the JWKS recovered' }))
   } finally {
     await gw.close()
     await jwks.close()
@@ -114,7 +115,7 @@ test('keys cached before the IdP went away serve for the TTL and the stale grace
     t.true(performance.now() - closedAt < 4000 + SLACK_MS, `refused after ${Math.round(performance.now() - closedAt)} ms`)
     jwks.mode = 'ok'
     clock += 5_000 // past the failure retry delay
-    t.true(await until(async () => await ok() === 200, 8000))
+    t.true(await until(async () => await ok() === 200, { timeoutMs: 8000, intervalMs: 50, message: '200 again after the JWKS recovered' }))
   } finally {
     await gw.close()
     await jwks.close()

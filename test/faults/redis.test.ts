@@ -18,7 +18,8 @@ import { parseKeyHash } from '../../policies/api-key/format.js'
 import { signRequest } from '../../policies/hmac/sign.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { command } from '../helpers/redis.js'
-import { delay, histogram, startLoad, until, within, type Load, type Sample } from './support.js'
+import { until } from '../helpers/until.js'
+import { delay, histogram, startLoad, within, type Load, type Sample } from './support.js'
 
 interface Context { deny: TestGateway, allow: TestGateway, load: Load, keys: { static: string, dyn: Record<'deny' | 'allow', string> }, secret: string }
 const test = anyTest as TestFn<Context>
@@ -45,15 +46,13 @@ function config (onError: 'deny' | 'allow', staticKey: { id: string, key: string
 /** Writes a dynamic key record into a gateway's store (what `authgate keys create` does) and returns the key. */
 async function createDynamicKey (gw: TestGateway): Promise<string> {
   // After a restart the gateway reconnects by itself; wait for that, as an operator's tooling would.
-  const up = await until(async () => await gw.gateway.currentStore.ping().then(() => true, () => false), 10_000)
-  if (!up) throw new Error('the store did not reconnect within 10 s')
+  await until(() => gw.gateway.currentStore.ping().then(() => true, () => false), { timeoutMs: 10_000, intervalMs: 50, message: 'the store to reconnect' })
   const { id, key } = newApiKey()
   const fields = fieldsFromRecord({
     id, digest: parseKeyHash(hashApiKey(key))!, client: 'dynamic-client', scopes: ['read'], revoked: false, createdAtMs: Date.now(),
   })
   // The store timeout here is short on purpose (300 ms): on a loaded machine one write may miss it, so retry.
-  const written = await until(async () => await gw.gateway.currentStore.setHash(recordKey(id), fields).then(() => true, () => false), 10_000)
-  if (!written) throw new Error('could not write the key record within 10 s')
+  await until(() => gw.gateway.currentStore.setHash(recordKey(id), fields).then(() => true, () => false), { timeoutMs: 10_000, intervalMs: 50, message: 'the key record to be written' })
   return key
 }
 
@@ -107,16 +106,7 @@ async function fault (ctx: Context, inject: () => Promise<number>, recover: () =
 
 /** Resolves once a PING to Redis goes unanswered for 150 ms (it is blocked), at most after 5 s. */
 async function untilAsleep (port: number): Promise<void> {
-  const deadline = performance.now() + 5_000
-  while (performance.now() < deadline) {
-    try {
-      await command(port, ['PING'], 150)
-      await delay(10)
-    } catch {
-      return
-    }
-  }
-  throw new Error('Redis did not start sleeping within 5 s')
+  await until(() => command(port, ['PING'], 150).then(() => false, () => true), { timeoutMs: 5_000, intervalMs: 10, message: 'Redis to start sleeping' })
 }
 
 /** The common assertions for one fault window. */
@@ -150,7 +140,7 @@ async function assertFault (t: import('ava').ExecutionContext<Context>, name: st
       const got = recent.filter((s) => s.label === `${mode}:${kind}`)
       return got.length > 0 && got.every((s) => s.status === 200)
     }))
-  }, 10_000)
+  }, { timeoutMs: 10_000, intervalMs: 50, message: `${name}: service to come back` }).catch(() => false)
   t.true(back, `${name}: service did not come back within 10 s of recovery`)
   t.log(`${name}: every route answered 200 again ${Math.round(performance.now() - started)} ms after recovery`)
 }

@@ -92,13 +92,3 @@ export function histogram (samples: readonly Sample[]): Record<string, number> {
 export function delay (ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
-
-/** Polls `check` every 50 ms until it holds or `timeoutMs` passes; returns whether it held. */
-export async function until (check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = performance.now() + timeoutMs
-  while (performance.now() < deadline) {
-    if (await check()) return true
-    await delay(50)
-  }
-  return await check()
-}

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { until } from './until.js'
 
 /** `authgate` as a real child process (through tsx), for tests of signals, exit codes and workers. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -52,4 +53,14 @@ export function runCli (args: string[]): Child {
 /** Kills every child still running: call from `test.after.always`. */
 export function killChildren (): void {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+}
+
+/** Polls until `url` answers 200 (there is no event for "listening" to await); fails at once when the process exits. */
+export async function waitUntilServing (child: Child, url: string, timeoutMs = 90_000): Promise<void> {
+  let exit: number | string | undefined
+  void child.exited.then((code) => { exit = code })
+  await until(async () => {
+    if (exit !== undefined) throw new Error(`the gateway exited (${exit}) before serving:\n${child.output()}`)
+    try { return (await fetch(url)).status === 200 } catch { return false } // not listening yet
+  }, { timeoutMs, intervalMs: 100, message: `${url} to answer:\n${child.output()}` })
 }

@@ -9,6 +9,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
+import { until } from './until.js'
 
 const execFileAsync = promisify(execFile)
 
@@ -294,16 +295,7 @@ function makeTempDir (): string {
 }
 
 async function waitFor (check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      if (await check()) return
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await delay(50)
-  }
+  await until(() => check().catch(() => false), { timeoutMs, intervalMs: 50, message: what }) // an error: not up yet
 }
 
 function delay (ms: number): Promise<void> {

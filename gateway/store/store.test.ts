@@ -1,9 +1,11 @@
 import { inspect } from 'node:util'
 import anyTest, { type TestFn } from 'ava'
-import { StoreUnavailableError } from '../gateway/errors.js'
-import { MemoryStore, RedisStore, createStore } from '../gateway/store/index.js'
-import type { GcraCheck, Store } from '../gateway/store/types.js'
-import { command, startRedis, startRedisCluster, uniquePrefix, type RedisServer } from './helpers/redis.js'
+import { StoreUnavailableError } from '../errors.js'
+import { MemoryStore, RedisStore, createStore } from './index.js'
+import type { GcraCheck, Store } from './types.js'
+import { command, startRedis, startRedisCluster, uniquePrefix, type RedisServer } from '../../test/helpers/redis.js'
+import { FakeClock } from '../../test/helpers/clock.js'
+import { until } from '../../test/helpers/until.js'
 
 const test = anyTest as TestFn
 
@@ -50,17 +52,9 @@ async function timed (promise: Promise<unknown>): Promise<{ ms: number, error: u
   }
 }
 
+/** Whether `check` held within `timeoutMs` (an error counts as "still down"). */
 async function eventually (check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return true
-    } catch {
-      // still down
-    }
-    await delay(50)
-  }
-  return false
+  return await until(() => check().catch(() => false), { timeoutMs, intervalMs: 50, message: 'the store' }).then(() => true, () => false)
 }
 
 /** Subscription is asynchronous in Redis: publish until the subscriber has it, or the deadline passes. */
@@ -78,18 +72,29 @@ interface Kind {
   make (prefix?: string): Store
   /** A second store on the same backend (Redis: another connection; memory: the same instance). */
   peer (store: Store): Store
+  /** Lets `ms` pass for `store`: memory advances that store's own fake clock; Redis expires keys on its own clock, so waits. */
+  pass (store: Store, ms: number): Promise<void>
 }
+
+const clocks = new WeakMap<Store, FakeClock>()
 
 const kinds: Kind[] = [
   {
     name: 'memory',
-    make: (prefix = uniquePrefix('memory')) => track(new MemoryStore({ prefix })),
+    make: (prefix = uniquePrefix('memory')) => {
+      const clock = new FakeClock()
+      const store = track(new MemoryStore({ prefix, now: clock.now }))
+      clocks.set(store, clock)
+      return store
+    },
     peer: (store) => store,
+    pass: async (store, ms) => { clocks.get(store)!.advance(ms) },
   },
   {
     name: 'redis',
     make: (prefix) => redisStore(redis.url, prefix),
     peer: (store) => redisStore(redis.url, (store as RedisStore).prefix),
+    pass: async (_store, ms) => { await delay(ms) }, // a TTL in Redis runs on the server's clock: the test must wait it out
   },
 ]
 
@@ -117,7 +122,7 @@ for (const kind of kinds) {
     await store.set('short', 'x', 1000)
     await store.set('long', 'y')
     t.is(await store.get('short'), 'x')
-    await delay(1300)
+    await kind.pass(store, 1300)
     t.is(await store.get('short'), null)
     t.is(await store.get('long'), 'y')
   })
@@ -128,7 +133,7 @@ for (const kind of kinds) {
     t.is(results.filter(Boolean).length, 1)
     t.is(await store.get('nonce'), `caller-${results.indexOf(true)}`)
     t.false(await store.setIfAbsent('nonce', 'late', 1000))
-    await delay(1300)
+    await kind.pass(store, 1300)
     t.true(await store.setIfAbsent('nonce', 'after-expiry', 150))
   })
 
@@ -141,7 +146,7 @@ for (const kind of kinds) {
     t.deepEqual(await store.getHash('key:abc'), { client: 'shop', revoked: '1' })
     await store.setHash('key:tmp', { a: '1' }, 1000)
     t.deepEqual(await store.getHash('key:tmp'), { a: '1' })
-    await delay(1300)
+    await kind.pass(store, 1300)
     t.is(await store.getHash('key:tmp'), null)
     await store.delete('key:abc')
     t.is(await store.getHash('key:abc'), null)
@@ -171,7 +176,7 @@ for (const kind of kinds) {
     t.is(third.count, 3)
     t.true(third.resetMs <= first.resetMs, 'later increments do not extend the window')
     t.is((await store.increment('fail:bob', 1500)).count, 1)
-    await delay(1800)
+    await kind.pass(store, 1800)
     const fresh = await store.increment('fail:alice', 1500)
     t.is(fresh.count, 1)
     t.true(fresh.resetMs > 750)
@@ -258,7 +263,7 @@ for (const kind of kinds) {
     const [denied] = await store.rateLimit([check])
     t.false(denied!.allowed)
     t.true(denied!.retryAfterMs > 0 && denied!.retryAfterMs <= 1000)
-    await delay(denied!.retryAfterMs + 30)
+    await kind.pass(store, denied!.retryAfterMs + 30)
     const [again] = await store.rateLimit([check])
     t.true(again!.allowed)
     t.is(again!.remaining, 0)
@@ -358,7 +363,8 @@ for (const kind of kinds) {
 
     unsubscribe()
     await publisher.publish('revocations', 'key:def')
-    await delay(150)
+    // A barrier instead of a sleep: messages arrive in order, so once this one is in, key:def would have been too.
+    t.true(await publishUntilReceived(publisher, 'elsewhere', 'barrier', other, 1000), 'the barrier arrived')
     t.false(received.includes('key:def'))
   })
 
@@ -426,7 +432,7 @@ test('memory: expired keys are swept so memory stays bounded', async (t) => {
   await store.set('kept', 'v')
   t.is(store.size, 1003)
   now = 1001
-  await delay(50)
+  await until(() => store.size === 1, { timeoutMs: 2000, intervalMs: 5, message: 'the next sweep (every 10 ms)' }).catch(() => {})
   t.is(store.size, 1)
 })
 
