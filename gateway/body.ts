@@ -1,4 +1,5 @@
-import type { Readable } from 'node:stream'
+import type { IncomingMessage } from 'node:http'
+import { Readable } from 'node:stream'
 
 /** A request body passed the route's maxBodyBytes (413 payload_too_large), however it was being read. */
 export class BodyTooLargeError extends Error {
@@ -10,11 +11,32 @@ export class BodyAbortedError extends Error {
   constructor () { super('client aborted the request') }
 }
 
-/** Reads a whole body into one Buffer, refusing it as soon as it passes `maxBytes`. */
-export function readBody (source: Readable, maxBytes: number): Promise<Buffer> {
+/** The client sent nothing of its body for the route's bodyIdleTimeout while the gateway waited for it (408 request_timeout). */
+export class BodyStalledError extends Error {
+  constructor (readonly idleMs: number) { super('request body stalled') }
+}
+
+/** How a request body is read: the route's limits. */
+export interface BodyLimits {
+  readonly maxBodyBytes: number
+  /** Bodies up to this size are read whole before the upstream request starts. */
+  readonly bufferBodyBytes: number
+  /** Longest pause in the body while it is awaited; 0: no limit. */
+  readonly bodyIdleTimeoutMs: number
+}
+
+interface Collected { readonly chunks: Buffer[], readonly bytes: number, readonly ended: boolean }
+
+/**
+ * Reads `source` until it ends, or until more than `stopAfterBytes` arrived (then it is left paused, the chunks read
+ * so far returned). Rejects with BodyTooLargeError past `maxBytes`, BodyStalledError after `idleMs` without data.
+ */
+function collect (source: Readable, maxBytes: number, idleMs: number, stopAfterBytes: number): Promise<Collected> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let total = 0
+    // One timer per body, re-armed by each chunk (refresh() allocates nothing).
+    const timer = idleMs > 0 ? setTimeout(() => { cleanup(); reject(new BodyStalledError(idleMs)) }, idleMs) : undefined
     const onData = (chunk: Buffer) => {
       total += chunk.length
       if (total > maxBytes) {
@@ -23,11 +45,19 @@ export function readBody (source: Readable, maxBytes: number): Promise<Buffer> {
         return
       }
       chunks.push(chunk)
+      if (total > stopAfterBytes) {
+        cleanup()
+        source.pause()
+        resolve({ chunks, bytes: total, ended: false })
+        return
+      }
+      timer?.refresh()
     }
-    const onEnd = () => { cleanup(); resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total)) }
+    const onEnd = () => { cleanup(); resolve({ chunks, bytes: total, ended: true }) }
     const onError = (error: Error) => { cleanup(); reject(error) }
     const onAborted = () => { cleanup(); reject(new BodyAbortedError()) }
     const cleanup = () => {
+      clearTimeout(timer)
       source.off('data', onData); source.off('end', onEnd); source.off('error', onError); source.off('aborted', onAborted)
     }
     source.on('data', onData)
@@ -37,12 +67,84 @@ export function readBody (source: Readable, maxBytes: number): Promise<Buffer> {
   })
 }
 
-/** The body as it streams, counted and cut with BodyTooLargeError once it passes `maxBytes`. */
-export async function * limitedBody (source: AsyncIterable<Buffer>, maxBytes: number): AsyncGenerator<Buffer> {
-  let total = 0
-  for await (const chunk of source) {
-    total += chunk.length
-    if (total > maxBytes) throw new BodyTooLargeError(maxBytes)
-    yield chunk
+function concat (collected: Collected): Buffer {
+  return collected.chunks.length === 1 ? collected.chunks[0]! : Buffer.concat(collected.chunks, collected.bytes)
+}
+
+/** Reads a whole body into one Buffer, refusing it as soon as it passes `maxBytes` or stalls for `idleMs` (0: never). */
+export async function readBody (source: Readable, maxBytes: number, idleMs = 0): Promise<Buffer> {
+  return concat(await collect(source, maxBytes, idleMs, Infinity))
+}
+
+/**
+ * The body to forward. One that declares a Content-Length up to `bufferBodyBytes`, or a chunked one that ends
+ * within it, is read whole first (a Buffer): the upstream connection is taken only once it is here, so a slow client
+ * holds none. A larger one is streamed (what was buffered of it first), cut when it stalls or passes maxBodyBytes.
+ */
+export async function forwardBody (req: IncomingMessage, limits: BodyLimits): Promise<Buffer | Readable> {
+  const { maxBodyBytes, bufferBodyBytes, bodyIdleTimeoutMs } = limits
+  const length = req.headers['content-length']
+  if (req.headers['transfer-encoding'] === undefined && length !== undefined && Number(length) > bufferBodyBytes) {
+    return new StreamedBody(req, [], 0, maxBodyBytes, bodyIdleTimeoutMs)
+  }
+  const collected = await collect(req, maxBodyBytes, bodyIdleTimeoutMs, bufferBodyBytes)
+  if (collected.ended) return concat(collected)
+  return new StreamedBody(req, collected.chunks, collected.bytes, maxBodyBytes, bodyIdleTimeoutMs)
+}
+
+/**
+ * The rest of a body as undici reads it: the buffered prefix, then the client's stream. Counted and cut with
+ * BodyTooLargeError past maxBytes; cut with BodyStalledError when the client sends nothing for `idleMs` while the
+ * upstream side is waiting for more (a pause because the upstream reads slowly is not the client's).
+ */
+class StreamedBody extends Readable {
+  readonly #source: IncomingMessage
+  readonly #maxBytes: number
+  readonly #timer: NodeJS.Timeout | undefined
+  #total: number
+  #waiting = false
+  readonly #onData = (chunk: Buffer) => {
+    this.#total += chunk.length
+    if (this.#total > this.#maxBytes) { this.destroy(new BodyTooLargeError(this.#maxBytes)); return }
+    this.#timer?.refresh()
+    if (!this.push(chunk)) { this.#waiting = false; this.#source.pause() }
+  }
+
+  readonly #onEnd = () => { this.#stop(); this.push(null) }
+  readonly #onError = (error: Error) => { this.destroy(error) }
+  readonly #onAborted = () => { this.destroy(new BodyAbortedError()) }
+
+  constructor (source: IncomingMessage, prefix: readonly Buffer[], prefixBytes: number, maxBytes: number, idleMs: number) {
+    super()
+    this.#source = source
+    this.#maxBytes = maxBytes
+    this.#total = prefixBytes
+    for (const chunk of prefix) this.push(chunk)
+    this.#timer = idleMs > 0
+      ? setTimeout(() => { if (this.#waiting) this.destroy(new BodyStalledError(idleMs)) }, idleMs)
+      : undefined
+    source.on('data', this.#onData)
+    source.once('end', this.#onEnd)
+    source.once('error', this.#onError)
+    source.once('aborted', this.#onAborted)
+    source.pause()
+  }
+
+  override _read (): void {
+    this.#waiting = true
+    this.#timer?.refresh()
+    this.#source.resume()
+  }
+
+  override _destroy (error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#stop()
+    callback(error)
+  }
+
+  #stop (): void {
+    this.#waiting = false
+    clearTimeout(this.#timer)
+    const source = this.#source
+    source.off('data', this.#onData); source.off('end', this.#onEnd); source.off('error', this.#onError); source.off('aborted', this.#onAborted)
   }
 }

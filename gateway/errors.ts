@@ -10,13 +10,14 @@ export type RejectionCode =
   | 'insufficient_scope' | 'forbidden'
   | 'no_route'
   | 'payload_too_large' | 'headers_too_large'
+  | 'request_timeout'
   | 'rate_limited'
 
 export type FaultCode = 'upstream_unavailable' | 'store_unavailable' | 'upstream_timeout' | 'internal_error'
 
 export type ErrorCode = RejectionCode | FaultCode
 
-export type RejectionStatus = 400 | 401 | 403 | 404 | 413 | 429 | 431
+export type RejectionStatus = 400 | 401 | 403 | 404 | 408 | 413 | 429 | 431
 
 /** One `WWW-Authenticate` challenge (RFC 9110 §11.6.1). Parameters are written as quoted-strings. */
 export interface Challenge {
@@ -68,6 +69,11 @@ export class Rejection {
 
   static payloadTooLarge (limitBytes: number) {
     return new Rejection(413, 'payload_too_large', `request body exceeds ${limitBytes} bytes`)
+  }
+
+  /** The request body stalled for the route's bodyIdleTimeout. */
+  static requestTimeout () {
+    return new Rejection(408, 'request_timeout', 'request body not received in time')
   }
 
   static headersTooLarge () {

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Duplex } from 'node:stream'
-import { BodyAbortedError, BodyTooLargeError } from './body.js'
+import type { Socket } from 'node:net'
+import type { Duplex, Readable } from 'node:stream'
+import { BodyAbortedError, BodyStalledError, BodyTooLargeError, forwardBody } from './body.js'
 import { Rejection } from './errors.js'
 import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
@@ -105,15 +106,20 @@ export class RequestHandler {
       exchange.methods = result.identity.methods.length > 0 ? result.identity.methods.join(',') : undefined
     }
     exchange.bodyWanted()
+    let body: Buffer | Readable | undefined = decision.body
+    if (body === undefined && decision.hasBody) {
+      // Read before an upstream connection is taken (up to bufferBodyBytes): a slow client then holds none.
+      const read = await forwardBody(req, route)
+      if (Buffer.isBuffer(read)) decision.headers['content-length'] = String(read.length)
+      body = read
+    }
     const upstreamStarted = performance.now()
     try {
-      await forward(route.upstream, req, res, {
+      await forward(route.upstream, res, {
         method: decision.ctx.method,
         target: decision.target,
         headers: decision.headers,
-        body: decision.body,
-        hasBody: decision.hasBody,
-        maxBodyBytes: route.maxBodyBytes,
+        body,
         requestId,
         responseHeaders: result?.responseHeaders ?? NO_HEADERS,
       })
@@ -128,9 +134,11 @@ export class RequestHandler {
    */
   private answer (exchange: Exchange, problem: Problem): void {
     exchange.code = problem.code
-    const status = problem.status
-    if (status === 400 || status === 413 || status === 431 || exchange.awaitingContinue) drainOrClose(exchange.req, exchange.res)
-    sendProblem(exchange.res, problem, exchange.requestId)
+    // The decision can come while Node is still parsing the packet that carried the head: a body in that same packet
+    // is whole one turn later, and then the connection may stay open (closeAfterAnswer). A refused Expect closes
+    // anyway, and at once: what follows the head on that connection must never be parsed as a request.
+    if (!exchange.req.complete && !exchange.res.headersSent && !exchange.awaitingContinue) setImmediate(sendAnswer, exchange, problem)
+    else sendAnswer(exchange, problem)
   }
 
   private fail (error: unknown, exchange: Exchange): void {
@@ -140,12 +148,13 @@ export class RequestHandler {
       return
     }
     if (error instanceof BodyTooLargeError) return this.answer(exchange, Rejection.payloadTooLarge(error.limitBytes))
+    // A stalled body: 408 if nothing was answered yet; after the upstream's answer began, the connection is cut.
+    if (error instanceof BodyStalledError) return this.answer(exchange, Rejection.requestTimeout())
     const problem = faultProblem(error)
     const level = problem.status >= 500 && problem.code === 'internal_error' ? 'error' : problem.status >= 500 ? 'warn' : 'info'
     this.deps.log[level]({ requestId: exchange.requestId, code: problem.code, err: describeCause(error) },
       problem.code === 'internal_error' ? 'unexpected error while handling a request' : (error as Error).message)
-    exchange.code = problem.code
-    sendProblem(exchange.res, problem, exchange.requestId)
+    this.answer(exchange, problem)
   }
 
   logRequest (exchange: Exchange): void {
@@ -169,6 +178,13 @@ export class RequestHandler {
   }
 }
 
+function sendAnswer (exchange: Exchange, problem: Problem): void {
+  // Expect: 100-continue refused: the client may or may not send the body it held back, so no later byte on this
+  // connection can be read as a request (RFC 9110 §10.1.1).
+  if (!exchange.res.headersSent) closeAfterAnswer(exchange.req, exchange.res, exchange.awaitingContinue)
+  sendProblem(exchange.res, problem, exchange.requestId)
+}
+
 function declaresBody (req: IncomingMessage): boolean {
   const length = req.headers['content-length']
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
@@ -180,15 +196,49 @@ function declaresBody (req: IncomingMessage): boolean {
  */
 const closingSockets = new WeakSet<object>()
 
+/** Lingering close (RFC 9112 §9.6): how much of an unread body is read and discarded after an early answer, and for how long. */
+const LINGER_BYTES = 1024 * 1024
+const LINGER_MS = 2_000
+
 /**
- * Before an early answer: a request body the client is still sending is not read, so the answer says
- * `Connection: close` and the connection ends after it. The socket is taken now: Node detaches it from the
- * request once the response has finished.
+ * Before an answer sent while the request body is still arriving (a refusal, 408, 413...): the answer says
+ * `Connection: close`, and the connection is never used again (closingSockets), so nothing in that body can be read
+ * as a request. Closing at once would reset a connection with unread bytes, and the client could lose the answer:
+ * the body is read and discarded for up to LINGER_BYTES or LINGER_MS, then the connection closes. A body that
+ * already arrived whole needs none of this: Node discards it and the connection stays open.
  */
-function drainOrClose (req: IncomingMessage, res: ServerResponse): void {
-  if (req.complete) return
-  const socket = req.socket
-  if (socket) closingSockets.add(socket)
+function closeAfterAnswer (req: IncomingMessage, res: ServerResponse, always: boolean): void {
+  const socket = req.socket as Socket | null
+  if ((req.complete && !always) || socket === null) return
+  closingSockets.add(socket)
   res.shouldKeepAlive = false
-  res.once('finish', () => socket?.destroySoon?.())
+  let bytes = 0
+  let answered = false
+  let done = false
+  const close = () => {
+    if (done) return
+    done = true
+    clearTimeout(timer)
+    req.off('data', onData)
+    // Node's own close: end, then destroy once the answer is flushed.
+    delete (socket as Partial<Socket>).destroySoon
+    if (answered) socket.destroySoon()
+  }
+  const onData = (chunk: Buffer) => {
+    bytes += chunk.length
+    if (bytes > LINGER_BYTES) close()
+  }
+  // The bound on time: whatever the client does, the connection goes.
+  const timer = setTimeout(() => { close(); socket.destroy() }, LINGER_MS)
+  timer.unref()
+  req.on('data', onData)
+  req.once('end', close)
+  req.once('close', close)
+  req.resume()
+  // Node calls destroySoon() once the last response is written: send FIN, keep reading until close().
+  socket.destroySoon = function lingeringClose (this: Socket) {
+    answered = true
+    if (this.writable) this.end()
+    if (done) Object.getPrototypeOf(this).destroySoon.call(this)
+  }
 }

@@ -21,6 +21,10 @@ export interface CompiledRoute extends RouteSpec {
   /** Credential headers consumed by the chain: not forwarded. */
   readonly consumed: ReadonlySet<string>
   readonly maxBodyBytes: number
+  /** Bodies up to this size are read before the upstream request starts (a slow client holds no upstream connection). */
+  readonly bufferBodyBytes: number
+  /** Longest pause in a request body; 0: none. */
+  readonly bodyIdleTimeoutMs: number
   readonly maxHeaderBytes: number
   readonly maxHeaderCount: number
   readonly preflightPublic: boolean
@@ -116,6 +120,8 @@ export class Runtime {
           readsBody: all.some((i) => i.readsBody === true),
           consumed: new Set(all.flatMap((i) => i.credentialHeaders ?? [])),
           maxBodyBytes: info.maxBodyBytes,
+          bufferBodyBytes: parseSize(limits.bufferBodyBytes),
+          bodyIdleTimeoutMs: parseDuration(limits.bodyIdleTimeout),
           maxHeaderBytes: parseSize(limits.maxHeaderBytes),
           maxHeaderCount: limits.maxHeaderCount ?? 200,
           preflightPublic: route.cors?.preflight === 'public',

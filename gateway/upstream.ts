@@ -1,9 +1,9 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { Pool } from 'undici'
-import { BodyTooLargeError, limitedBody } from './body.js'
+import { BodyStalledError, BodyTooLargeError, readBody } from './body.js'
 import { GatewayError } from './errors.js'
 import { connectionTokens, HOP_BY_HOP } from './identity.js'
 import { parseDuration } from './config/units.js'
@@ -74,25 +74,13 @@ export class ClientGoneError extends Error {
   constructor () { super('the client closed the connection') }
 }
 
-/**
- * The client's body as undici reads it. With a Content-Length within the limit (Node's parser never delivers
- * more than it says), the request stream itself; a chunked body is counted as it streams and cut at the limit.
- */
-function requestBody (req: IncomingMessage, maxBytes: number): Readable {
-  const length = req.headers['content-length']
-  if (length !== undefined && req.headers['transfer-encoding'] === undefined && Number(length) <= maxBytes) return req
-  return Readable.from(limitedBody(req, maxBytes), { objectMode: false })
-}
-
 export interface ForwardRequest {
   readonly method: string
   /** Path and query as forwarded (normalized path). */
   readonly target: string
   readonly headers: Record<string, string | string[]>
-  /** Buffered body (a policy read it), or undefined to stream the client's body. */
-  readonly body: Buffer | undefined
-  readonly hasBody: boolean
-  readonly maxBodyBytes: number
+  /** The body: read whole (a Buffer), streamed (body.ts forwardBody, which enforces the limits), or none. */
+  readonly body: Buffer | Readable | undefined
   /** Sent back as X-Request-Id. */
   readonly requestId: string
   /** Added to the client response (X-Request-Id, RateLimit...). */
@@ -101,10 +89,10 @@ export interface ForwardRequest {
 
 /**
  * Streams the request to the upstream and the answer back. Resolves with the upstream's status when the response is
- * finished; rejects with a GatewayError (502/504), or BodyTooLargeError (413) when nothing was sent yet.
+ * finished; rejects with a GatewayError (502/504), BodyTooLargeError (413) or BodyStalledError (408) of a streamed body.
  */
-export function forward (upstream: Upstream, req: IncomingMessage, res: ServerResponse, request: ForwardRequest): Promise<number> {
-  if (upstream.echo) return echo(req, res, request)
+export function forward (upstream: Upstream, res: ServerResponse, request: ForwardRequest): Promise<number> {
+  if (upstream.echo) return echo(res, request)
   // Gone while the chain ran: no 'close' event will come again to stop the upstream request, so none is sent.
   if (res.destroyed) return Promise.reject(new ClientGoneError())
   return new Promise<number>((resolve, reject) => {
@@ -114,7 +102,7 @@ export function forward (upstream: Upstream, req: IncomingMessage, res: ServerRe
       path: upstream.basePath + request.target,
       method: request.method,
       headers: request.headers,
-      body: request.body ?? (request.hasBody ? requestBody(req, request.maxBodyBytes) : null),
+      body: request.body ?? null,
     }, exchange)
   })
 }
@@ -232,10 +220,9 @@ class UpstreamExchange {
 }
 
 function upstreamError (error: unknown): Error {
-  if (error instanceof ClientGoneError) return error
-  if (error instanceof BodyTooLargeError) return error
+  if (error instanceof ClientGoneError || error instanceof BodyTooLargeError || error instanceof BodyStalledError) return error
   const cause = error as { code?: string, name?: string, cause?: unknown }
-  if (cause.cause instanceof BodyTooLargeError) return cause.cause
+  if (cause.cause instanceof BodyTooLargeError || cause.cause instanceof BodyStalledError) return cause.cause
   const code = cause.code ?? ''
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return new GatewayError(504, 'upstream_timeout', 'upstream did not answer in time', { cause: error })
@@ -244,16 +231,12 @@ function upstreamError (error: unknown): Error {
 }
 
 /** The built-in `echo: true` upstream: answers with the request it would have received, as JSON. */
-async function echo (req: IncomingMessage, res: ServerResponse, request: ForwardRequest): Promise<number> {
-  let body = request.body
-  if (body === undefined && request.hasBody) {
-    const chunks: Buffer[] = []
-    try {
-      for await (const chunk of limitedBody(req, request.maxBodyBytes)) chunks.push(chunk)
-    } catch (error) {
-      throw upstreamError(error)
-    }
-    body = Buffer.concat(chunks)
+async function echo (res: ServerResponse, request: ForwardRequest): Promise<number> {
+  let body: Buffer | undefined
+  try {
+    body = request.body === undefined || Buffer.isBuffer(request.body) ? request.body : await readBody(request.body, Infinity)
+  } catch (error) {
+    throw upstreamError(error)
   }
   const q = request.target.indexOf('?')
   const payload = JSON.stringify({

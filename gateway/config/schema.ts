@@ -16,7 +16,9 @@ const StringOrList = (description: string) =>
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', description: 'A name: letters, digits, `_`, `.`, `-`.' })
 
 /** Global limit defaults (DESIGN.md). */
-export const DEFAULT_LIMITS = { maxBodyBytes: '1MiB', maxHeaderBytes: '16KiB', headersTimeout: '10s', requestTimeout: '60s' }
+export const DEFAULT_LIMITS = {
+  maxBodyBytes: '1MiB', maxHeaderBytes: '16KiB', headersTimeout: '10s', requestTimeout: '60s', bufferBodyBytes: '64KiB', bodyIdleTimeout: '10s',
+}
 
 function limitsSchema (withDefaults: boolean) {
   const d = (value: string) => withDefaults ? value : undefined
@@ -26,6 +28,8 @@ function limitsSchema (withDefaults: boolean) {
     maxHeaderCount: Type.Optional(Type.Integer({ minimum: 1, description: 'Most request header fields accepted (431 above it). Default 200.' })),
     headersTimeout: Duration('Time a client has to send the whole request head.', d(DEFAULT_LIMITS.headersTimeout)),
     requestTimeout: Duration('Time a client has to send the whole request.', d(DEFAULT_LIMITS.requestTimeout)),
+    bufferBodyBytes: Size('Request bodies up to this size are read whole before an upstream connection is taken, so a slow client holds none; a larger body is streamed.', d(DEFAULT_LIMITS.bufferBodyBytes)),
+    bodyIdleTimeout: Duration('Longest pause in a request body the gateway is waiting for (408 request_timeout; the upstream request, if any, is aborted); 0 turns the check off.', d(DEFAULT_LIMITS.bodyIdleTimeout)),
   }, { additionalProperties: false, description: 'Limits against oversized and slow requests.', ...(withDefaults ? { default: {} } : {}) })
 }
 export const LimitsSchema = limitsSchema(true)

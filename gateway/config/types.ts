@@ -31,6 +31,8 @@ export interface LimitsConfig {
   maxHeaderCount?: number
   headersTimeout: DurationValue
   requestTimeout: DurationValue
+  bufferBodyBytes: SizeValue
+  bodyIdleTimeout: DurationValue
 }
 
 export type PolicyStep = Record<string, unknown>

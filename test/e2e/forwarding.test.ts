@@ -110,7 +110,8 @@ test.before(async (t) => {
     limits: { maxBodyBytes: '2KiB' },
     routes: [
       { name: 'big', match: { path: '/big/**' }, upstream: 'app', public: true, limits: { maxBodyBytes: '10MiB' } },
-      { name: 'small', match: { path: '/small/**' }, upstream: 'app', public: true, limits: { maxBodyBytes: '1KiB' } },
+      // bufferBodyBytes 0: bodies are streamed from their first bytes, so a limit can be passed after forwarding began.
+      { name: 'small', match: { path: '/small/**' }, upstream: 'app', public: true, limits: { maxBodyBytes: '1KiB', bufferBodyBytes: 0 } },
       { name: 'slow', match: { path: '/slow' }, upstream: 'slow', public: true },
       { name: 'down', match: { path: '/down' }, upstream: 'down', public: true },
       { name: 'prefixed', match: { path: '/pre/**' }, upstream: 'prefixed', public: true },

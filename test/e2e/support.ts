@@ -246,3 +246,84 @@ export async function freePort (): Promise<number> {
   await new Promise((resolve) => server.close(resolve))
   return port
 }
+
+export interface Pushed {
+  /** Every byte the server sent. */
+  received: Buffer
+  /** The response, once its head and Content-Length body had all arrived. */
+  response: RawResponse | undefined
+  /** ms from connect until the whole response had arrived / until the server closed; undefined if it never did. */
+  answeredMs: number | undefined
+  closedMs: number | undefined
+  /** Body bytes the client managed to hand to its socket. */
+  sentBytes: number
+}
+
+export interface PushOptions {
+  chunk: Buffer | string
+  totalBytes?: number
+  everyMs?: number
+  maxMs: number
+  /** Frames each chunk (chunked coding). */
+  frame?: (chunk: Buffer) => Buffer
+  /** Awaited between the head and the body (the client starts its upload late). */
+  beforeBody?: () => Promise<unknown>
+  /** Read nothing until the whole body is written, as a blocking client (Python's http.client) does. */
+  readAfterBody?: boolean
+}
+
+/**
+ * A client that sends `head` (with its final empty line) and then keeps writing `chunk` (as fast as the socket takes
+ * it, or one every `everyMs`) until `totalBytes` are written, the server closes, or `maxMs` passes. It reads the
+ * server's answer all along (or once the body is written) and ignores write errors (EPIPE, ECONNRESET): what counts
+ * is what it received.
+ */
+export function pushBody (url: string, head: string, options: PushOptions): Promise<Pushed> {
+  const { hostname, port } = new URL(url)
+  const chunk = Buffer.from(options.chunk)
+  const frame = options.frame ?? ((c: Buffer) => c)
+  return new Promise((resolve) => {
+    const started = performance.now()
+    const socket = net.connect(Number(port), hostname)
+    const chunks: Buffer[] = []
+    const result: Pushed = { received: Buffer.alloc(0), response: undefined, answeredMs: undefined, closedMs: undefined, sentBytes: 0 }
+    let finished = false
+    const finish = () => {
+      if (finished) return
+      finished = true
+      clearTimeout(guard)
+      socket.destroy()
+      result.received = Buffer.concat(chunks)
+      resolve(result)
+    }
+    const guard = setTimeout(finish, options.maxMs)
+    socket.on('data', (data: Buffer) => {
+      chunks.push(data)
+      if (result.response !== undefined) return
+      try {
+        const all = Buffer.concat(chunks)
+        const response = parseResponse(all)
+        const length = Number(header(response, 'content-length') ?? NaN)
+        if (Buffer.byteLength(response.body) >= length) { result.response = response; result.answeredMs = performance.now() - started }
+      } catch {}
+    })
+    socket.on('error', () => {})
+    socket.on('close', () => { result.closedMs = performance.now() - started; finish() })
+    const write = () => {
+      while (!socket.destroyed && !finished && (options.totalBytes === undefined || result.sentBytes < options.totalBytes)) {
+        const piece = options.totalBytes === undefined ? chunk : chunk.subarray(0, Math.min(chunk.length, options.totalBytes - result.sentBytes))
+        result.sentBytes += piece.length
+        const more = socket.write(frame(piece))
+        if (options.everyMs !== undefined) { setTimeout(write, options.everyMs); return }
+        if (!more) { socket.once('drain', write); return }
+      }
+      if (options.readAfterBody) socket.resume()
+    }
+    socket.once('connect', () => {
+      if (options.readAfterBody) socket.pause()
+      socket.write(head)
+      if (options.beforeBody) void options.beforeBody().then(write)
+      else write()
+    })
+  })
+}
