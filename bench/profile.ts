@@ -52,7 +52,7 @@ export function activity (stack: readonly CallFrame[]): string {
   const has = (re: RegExp) => stack.some((f) => re.test(f.url) || re.test(f.functionName))
   if (has(/gateway\/access-log|node_modules\/sonic-boom/)) return 'access log: building the line and writing it (access-log.ts, sonic-boom)'
   if (has(/node_modules\/(pino|@pinojs|fast-redact|quick-format)/)) return 'other log lines (pino)'
-  if (has(/gateway\/(fast-)?metrics|node_modules\/prom-client/)) return 'metrics (fast-metrics.ts, prom-client)'
+  if (has(/gateway\/(fast-)?metrics|node_modules\/prom-client/)) return 'metrics (metric-series.ts, prom-client)'
   if (has(/node_modules\/(ioredis|redis-parser|denque|cluster-key-slot)|gateway\/store\/|policies\/rate-limit\//)) return 'rate limit and Redis round trip (ioredis, store, limiter)'
   if (has(/policies\/api-key\//)) return 'API key check (parse, SHA-256, cache)'
   if (has(/policies\/(jwt|hmac|basic|mtls|scopes|claims)\//)) return 'other policies'

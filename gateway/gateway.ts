@@ -9,7 +9,7 @@ import { AdminServer } from './admin.js'
 import { openListener, type Listener, type ListenerLimits } from './listeners.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
-import { Runtime } from './runtime.js'
+import { Generation } from './generation.js'
 import { RequestHandler } from './handler.js'
 import { configuredCredentialHeaders } from './lint.js'
 import { policies, sections } from '../policies/index.js'
@@ -65,7 +65,7 @@ export class Gateway {
     const handler = new RequestHandler({ log, metrics, now: options.now ?? Date.now })
     const gateway = new Gateway(config, store, handler, log, metrics, options)
     try {
-      handler.runtime = await Runtime.build(config, { store, log, now: options.now ?? Date.now })
+      handler.runtime = await Generation.build(config, { store, log, now: options.now ?? Date.now })
       metrics.cacheStats = () => handler.runtime.cacheStats()
       gateway.useSigner(await gateway.createSigner(config, store))
       await gateway.openListeners()
@@ -151,13 +151,13 @@ export class Gateway {
     const oldStore = this.store
     const storeChanged = !isDeepStrictEqual(old.doc.store, config.doc.store)
     const store = storeChanged ? openStore(config.doc.store, this.log, this.metrics) : this.store
-    let runtime: Runtime
-    let built: Runtime | undefined
+    let runtime: Generation
+    let built: Generation | undefined
     let opened: Map<string, Listener>
     let signerChanged = false
     let nextSigner: IdentitySigner | undefined
     try {
-      runtime = built = await Runtime.build(config, { store, log: this.log, now: this.options.now ?? Date.now })
+      runtime = built = await Generation.build(config, { store, log: this.log, now: this.options.now ?? Date.now })
       signerChanged = storeChanged || !isDeepStrictEqual(old.doc.identity.signed, config.doc.identity.signed)
       if (signerChanged) nextSigner = await this.createSigner(config, store)
       for (const listener of config.doc.listeners) {
@@ -245,7 +245,7 @@ export class Gateway {
    * Opens the listeners a new configuration adds or moves to an address not bound yet. One that reuses the address
    * of a current listener (its TLS changed, or it was renamed) is reopened by rebindListeners, after the old one closes.
    */
-  private async openNewListeners (config: LoadedConfig, runtime: Runtime): Promise<Map<string, Listener>> {
+  private async openNewListeners (config: LoadedConfig, runtime: Generation): Promise<Map<string, Listener>> {
     const bound = new Set([...this.listenersByName.values()].map((l) => l.config.address))
     const opened = new Map<string, Listener>()
     try {
@@ -312,7 +312,7 @@ export class Gateway {
   }
 }
 
-function listenerLimits (runtime: Runtime): ListenerLimits {
+function listenerLimits (runtime: Generation): ListenerLimits {
   return { maxHeaderBytes: runtime.maxHeaderBytes, headersTimeoutMs: runtime.headersTimeoutMs, requestTimeoutMs: runtime.requestTimeoutMs }
 }
 

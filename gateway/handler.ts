@@ -9,7 +9,7 @@ import type { Metrics } from './metrics.js'
 import { decide, type BodyWaiter, type DecideEnv, type ListenerRef } from './pipeline/decide.js'
 import { describeCause, faultProblem, sendProblem, type Problem } from './problem.js'
 import { RequestLog } from './request-log.js'
-import type { CompiledRoute, Runtime } from './runtime.js'
+import type { CompiledRoute, Generation } from './generation.js'
 import { Tunnel } from './tunnel.js'
 import { ClientGoneError, clientClosed, forward } from './upstream.js'
 
@@ -60,7 +60,7 @@ const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, s
  * compiled configuration) is swapped atomically on reload and each request keeps the one it started with.
  */
 export class RequestHandler {
-  runtime!: Runtime
+  runtime!: Generation
   /** What decide() needs beyond the request; the gateway adds the signed-identity hook. */
   readonly hooks: DecideEnv
   readonly requests: RequestLog
@@ -89,7 +89,7 @@ export class RequestHandler {
     return this.#tunnel.handle(this.runtime, listener, req, socket, head)
   }
 
-  private async process (runtime: Runtime, exchange: Exchange): Promise<void> {
+  private async process (runtime: Generation, exchange: Exchange): Promise<void> {
     const { listener, req, res, requestId } = exchange
     const expect = req.headers.expect
     if (expect !== undefined) exchange.awaitingContinue = expect.toLowerCase() === '100-continue' && declaresBody(req)

@@ -1,21 +1,21 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
-import { FastCounter, FastHistogram } from './fast-metrics.js'
+import { SeriesCounter, SeriesHistogram } from './metric-series.js'
 
 /**
  * Prometheus metrics (DESIGN.md names). One registry per gateway, so tests can run several in one process. Those
- * updated on the request path are FastCounter/FastHistogram (fast-metrics.ts); the rest are prom-client's own.
+ * updated on the request path are SeriesCounter/SeriesHistogram (metric-series.ts); the rest are prom-client's own.
  */
 export class Metrics {
   readonly registry = new Registry()
-  readonly requests = new FastCounter({ name: 'authgate_requests_total', help: 'Requests by route, status and decision code.', labelNames: ['route', 'status', 'code'], registers: [this.registry] })
-  readonly duration = new FastHistogram({ name: 'authgate_request_duration_seconds', help: 'Time from request to response end, by route.', labelNames: ['route'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] })
-  readonly upstreamDuration = new FastHistogram({ name: 'authgate_upstream_duration_seconds', help: 'Time spent waiting for the upstream, by upstream.', labelNames: ['upstream'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] })
-  readonly authFailures = new FastCounter({ name: 'authgate_auth_failures_total', help: 'Rejected credentials by policy and code.', labelNames: ['method', 'code'], registers: [this.registry] })
-  readonly rateLimited = new FastCounter({ name: 'authgate_rate_limited_total', help: 'Requests refused by a rate limit, by route.', labelNames: ['route'], registers: [this.registry] })
-  readonly storeErrors = new FastCounter({ name: 'authgate_store_errors_total', help: 'Store (Redis) calls that failed or timed out.', registers: [this.registry] })
+  readonly requests = new SeriesCounter({ name: 'authgate_requests_total', help: 'Requests by route, status and decision code.', labelNames: ['route', 'status', 'code'], registers: [this.registry] })
+  readonly duration = new SeriesHistogram({ name: 'authgate_request_duration_seconds', help: 'Time from request to response end, by route.', labelNames: ['route'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] })
+  readonly upstreamDuration = new SeriesHistogram({ name: 'authgate_upstream_duration_seconds', help: 'Time spent waiting for the upstream, by upstream.', labelNames: ['upstream'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] })
+  readonly authFailures = new SeriesCounter({ name: 'authgate_auth_failures_total', help: 'Rejected credentials by policy and code.', labelNames: ['method', 'code'], registers: [this.registry] })
+  readonly rateLimited = new SeriesCounter({ name: 'authgate_rate_limited_total', help: 'Requests refused by a rate limit, by route.', labelNames: ['route'], registers: [this.registry] })
+  readonly storeErrors = new SeriesCounter({ name: 'authgate_store_errors_total', help: 'Store (Redis) calls that failed or timed out.', registers: [this.registry] })
   readonly reloads = new Counter({ name: 'authgate_config_reloads_total', help: 'Configuration reloads by result.', labelNames: ['result'], registers: [this.registry] })
   readonly configInfo = new Gauge({ name: 'authgate_config_info', help: 'The loaded configuration: hash label, value = load time (unix seconds).', labelNames: ['hash'], registers: [this.registry] })
-  readonly storeDuration = new FastHistogram({ name: 'authgate_store_duration_seconds', help: 'Store (Redis) call latency by operation.', labelNames: ['op'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [this.registry] })
+  readonly storeDuration = new SeriesHistogram({ name: 'authgate_store_duration_seconds', help: 'Store (Redis) call latency by operation.', labelNames: ['op'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [this.registry] })
   /** Read at scrape time from the caches of the current configuration (apiKey, jwt_token, jwks). */
   cacheStats: () => Array<{ cache: string, hits: number, misses: number }> = () => []
   readonly cacheLookups: Counter<'cache' | 'result'>

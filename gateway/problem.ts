@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import { STATUS_CODES } from 'node:http'
 import { GatewayError, type Challenge } from './errors.js'
-import { challengesFor, formatChallenge, type ChainRejection, type Step } from './chain.js'
+import { challengesFor, formatChallenge, type ChainRejection, type Step } from './pipeline/chain.js'
 
 export interface Problem {
   readonly status: number

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls'
 import type { Identity } from '../policies/types.js'
-import type { ChainContext } from './chain.js'
+import type { ChainContext } from './pipeline/chain.js'
 import { readBody } from './body.js'
 
 const NO_VALUES: readonly string[] = Object.freeze([])

@@ -7,7 +7,7 @@ import type { Logger } from './log.js'
 import { decide, type DecideEnv, type ListenerRef } from './pipeline/decide.js'
 import { describeCause, faultProblem, rawProblem, type Problem } from './problem.js'
 import type { RequestEnd, RequestLog } from './request-log.js'
-import type { Runtime } from './runtime.js'
+import type { Generation } from './generation.js'
 import type { Upstream } from './upstream.js'
 
 /** One upgrade request: what its access line says once the upstream answered or the tunnel failed. */
@@ -98,7 +98,7 @@ export class Tunnel {
     })
   }
 
-  async handle (generation: Runtime, listener: ListenerRef, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  async handle (generation: Generation, listener: ListenerRef, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const upgrade = new Upgrade(listener, req, socket, randomUUID(), performance.now(), req.method ?? '', req.url ?? '',
       req.socket?.remoteAddress)
     socket.on('error', () => socket.destroy())

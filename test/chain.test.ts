@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import anyTest, { type TestFn } from 'ava'
 import { Rejection, type Challenge } from '../gateway/errors.js'
-import { challengesFor, formatChallenge, runChain, type ChainContext, type ChainRejection, type ChainResult, type Step } from '../gateway/chain.js'
+import { challengesFor, formatChallenge, runChain, type ChainContext, type ChainRejection, type ChainResult, type Step } from '../gateway/pipeline/chain.js'
 import type { Outcome, PolicyInstance } from '../policies/types.js'
 import { jwt } from '../policies/jwt/index.js'
 import { schema as jwtSchema, type JwtPolicyConfig } from '../policies/jwt/schema.js'

@@ -5,15 +5,15 @@ import type { IncomingMessage } from 'node:http'
 import { BlockList } from 'node:net'
 import { addIdentity, connectionTokens, identityHeaders, HOP_BY_HOP } from '../../gateway/identity.js'
 import { upstreamHeaders, type ForwardPeer } from '../../gateway/pipeline/forward-headers.js'
-import type { ChainResult } from '../../gateway/chain.js'
-import type { CompiledRoute, Runtime } from '../../gateway/runtime.js'
+import type { ChainResult } from '../../gateway/pipeline/chain.js'
+import type { CompiledRoute, Generation } from '../../gateway/generation.js'
 import { bench, section } from './harness.js'
 
 const identity = identityHeaders({
   headers: { subject: 'X-Auth-Subject', client: 'X-Auth-Client', methods: 'X-Auth-Methods', scopes: 'X-Auth-Scopes', tier: 'X-Auth-Tier' },
   stripInbound: ['X-User-Id'],
 } as never)
-const runtime = { identity, trustsAnyProxy: false, trustProxies: new BlockList() } as unknown as Runtime
+const runtime = { identity, trustsAnyProxy: false, trustProxies: new BlockList() } as unknown as Generation
 const route = { consumed: new Set(['x-api-key']), connectionProtected: new Set(['x-api-key']), upstream: { preserveHost: false, host: '127.0.0.1:9000' } } as unknown as CompiledRoute
 
 /** What a browser-ish client sends: 12 headers, one of them a credential and one a spoofed identity header. */

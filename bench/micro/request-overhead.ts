@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { Counter, Histogram, Registry } from 'prom-client'
-import { FastCounter, FastHistogram } from '../../gateway/fast-metrics.js'
+import { SeriesCounter, SeriesHistogram } from '../../gateway/metric-series.js'
 import { bench, section } from './harness.js'
 
 section('request bookkeeping')
@@ -51,11 +51,11 @@ bench('Histogram.observe({ route }, v)', 2_000_000, (i) => duration.observe({ ro
 const histogramChild = duration.labels({ route: 'orders' })
 bench('cached child Histogram.observe(v)', 2_000_000, (i) => histogramChild.observe((i % 100) / 10_000))
 
-section('request-path metrics (gateway/fast-metrics.ts)')
+section('request-path metrics (gateway/metric-series.ts)')
 {
   const registry = new Registry()
-  const fastRequests = new FastCounter({ name: 'fast_requests_total', help: 'h', labelNames: ['route', 'status', 'code'], registers: [registry] })
-  const fastDuration = new FastHistogram({ name: 'fast_duration_seconds', help: 'h', labelNames: ['route'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] })
-  bench('FastCounter.inc({ route, status, code })', 2_000_000, () => fastRequests.inc({ route: 'orders', status: 200, code: 'ok' }))
-  bench('FastHistogram.observe({ route }, v)', 2_000_000, (i) => fastDuration.observe({ route: 'orders' }, (i % 100) / 10_000))
+  const fastRequests = new SeriesCounter({ name: 'fast_requests_total', help: 'h', labelNames: ['route', 'status', 'code'], registers: [registry] })
+  const fastDuration = new SeriesHistogram({ name: 'fast_duration_seconds', help: 'h', labelNames: ['route'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] })
+  bench('SeriesCounter.inc({ route, status, code })', 2_000_000, () => fastRequests.inc({ route: 'orders', status: 200, code: 'ok' }))
+  bench('SeriesHistogram.observe({ route }, v)', 2_000_000, (i) => fastDuration.observe({ route: 'orders' }, (i % 100) / 10_000))
 }

@@ -9,14 +9,14 @@
  * text form (report.ts) and the read-only store (read-only-store.ts) live beside it.
  */
 import { Writable } from 'node:stream'
-import { credentialAbsent, formatChallenge, type Step } from '../../gateway/chain.js'
+import { credentialAbsent, formatChallenge, type Step } from '../../gateway/pipeline/chain.js'
 import type { LoadedConfig } from '../../gateway/config/types.js'
 import { parseDuration } from '../../gateway/config/units.js'
 import { GatewayError, Rejection } from '../../gateway/errors.js'
 import { configuredCredentialHeaders } from '../../gateway/lint.js'
 import { ALWAYS_REDACTED_HEADERS, createLogger } from '../../gateway/log.js'
 import { normalizePath } from '../../gateway/router/index.js'
-import { Runtime, type CompiledRoute } from '../../gateway/runtime.js'
+import { Generation, type CompiledRoute } from '../../gateway/generation.js'
 import { decide, type Decision, type ListenerRef } from '../../gateway/pipeline/decide.js'
 import { createStore } from '../../gateway/store/index.js'
 import type { PolicyInstance, Outcome, RequestContext } from '../../policies/types.js'
@@ -66,9 +66,9 @@ export async function explainRequest (config: LoadedConfig, method: string, url:
   })
   const now = options.now ?? Date.now
   const log = createLogger({ level: 'warn', destination: discard() })
-  let runtime: Runtime | undefined
+  let runtime: Generation | undefined
   try {
-    runtime = await Runtime.build(config, { store, log, now })
+    runtime = await Generation.build(config, { store, log, now })
     const reports = instrumentRoutes(runtime)
     let decision: Decision
     try {
@@ -152,7 +152,7 @@ export async function explainRequest (config: LoadedConfig, method: string, url:
  * Every route's steps wrapped so that each policy's verdict is recorded, for the route decide() picks. The runtime is
  * explain's own (built for this one request), so its routes are changed in place.
  */
-function instrumentRoutes (runtime: Runtime): Map<CompiledRoute, { list (): StepReport[] }> {
+function instrumentRoutes (runtime: Generation): Map<CompiledRoute, { list (): StepReport[] }> {
   const out = new Map<CompiledRoute, { list (): StepReport[] }>()
   for (const route of runtime.table.routes) {
     const { steps, reports, wrapped } = instrument(route.steps)

@@ -1,11 +1,11 @@
 import type { IncomingMessage } from 'node:http'
 import { BodyTooLargeError } from '../body.js'
-import { runChain, type ChainResult, type Step } from '../chain.js'
+import { runChain, type ChainResult, type Step } from './chain.js'
 import { Rejection } from '../errors.js'
 import { isTrusted, unmapAddress } from '../net.js'
 import { chainProblem, type Problem } from '../problem.js'
 import { HttpRequestContext } from '../request-context.js'
-import type { CompiledRoute, Runtime } from '../runtime.js'
+import type { CompiledRoute, Generation } from '../generation.js'
 import { clientAddress } from './client-address.js'
 import { checkEdge } from './edge.js'
 import { forwardTarget, UNTRUSTED_FORWARDING, upstreamHeaders } from './forward-headers.js'
@@ -61,7 +61,7 @@ export interface BodyWaiter { bodyWanted (): void }
  * edge checks -> normalize + route -> limits -> the chain -> the upstream request. Refusals are values; faults (a
  * store that is down) are thrown and become problems through faultProblem().
  */
-export async function decide (generation: Runtime, listener: ListenerRef, req: IncomingMessage, requestId: string,
+export async function decide (generation: Generation, listener: ListenerRef, req: IncomingMessage, requestId: string,
   env: DecideEnv, waiter?: BodyWaiter): Promise<Decision> {
   const edge = checkEdge(req)
   if (edge instanceof Rejection) return refuse(edge, undefined)
@@ -137,7 +137,7 @@ function stepsFor (route: CompiledRoute, req: IncomingMessage, method: string, h
  * runs, and so are the forwarding headers of a peer that is not a trusted proxy: policies, rate-limit keys and logs
  * see only what the gateway vouches for. A header is deleted only when present, so the usual request costs lookups.
  */
-function removeGatewayOwned (generation: Runtime, req: IncomingMessage, trustedPeer: boolean, forwardedFamily: boolean): void {
+function removeGatewayOwned (generation: Generation, req: IncomingMessage, trustedPeer: boolean, forwardedFamily: boolean): void {
   const headers = req.headers
   for (const name of generation.identity.strip) if (headers[name] !== undefined) delete headers[name]
   if (trustedPeer) return

@@ -40,7 +40,7 @@ interface Setup {
 
 /**
  * Builds every rateLimit step of `steps` (a route's policies) with one shared generation cache, as
- * Runtime.build does. Other steps are only there for placement.
+ * Generation.build does. Other steps are only there for placement.
  */
 async function setup (steps: Step[], options: { doc?: Record<string, unknown>, store?: CountingStore, route?: Partial<RouteInfo> & { public?: boolean }, storeConfig?: Record<string, unknown> } = {}): Promise<Setup> {
   const c = clock()

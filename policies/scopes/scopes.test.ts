@@ -1,5 +1,5 @@
 import test from 'ava'
-import { formatChallenge } from '../../gateway/chain.js'
+import { formatChallenge } from '../../gateway/pipeline/chain.js'
 import { validate } from '../../gateway/config/validate.js'
 import { isRejection, type Rejection } from '../../gateway/errors.js'
 import { MemoryStore } from '../../gateway/store/memory.js'

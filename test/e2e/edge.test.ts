@@ -10,7 +10,7 @@ import https from 'node:https'
 import net, { type AddressInfo } from 'node:net'
 import anyTest, { type TestFn } from 'ava'
 import type { GatewayDocument } from '../../gateway/config/types.js'
-import { Runtime } from '../../gateway/runtime.js'
+import { Generation } from '../../gateway/generation.js'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { until as untilHelper } from '../helpers/until.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
@@ -346,7 +346,7 @@ test('a rate limit keyed on a gateway-owned or forwarding header counts every sp
   const loaded = gw.gateway.handler.runtime
   const doc = structuredClone(loaded.config.doc) as GatewayDocument
   RESERVED_KEYS.forEach((name, i) => { (doc.routes.find((r) => r.name === `by-${i}`)!.policies![0] as { rateLimit: { by: string } }).rateLimit.by = `header:${name}` })
-  gw.gateway.handler.runtime = await Runtime.build({ ...loaded.config, doc }, { store: gw.gateway.currentStore, log: gw.gateway.log, now: Date.now })
+  gw.gateway.handler.runtime = await Generation.build({ ...loaded.config, doc }, { store: gw.gateway.currentStore, log: gw.gateway.log, now: Date.now })
   t.teardown(async () => { await gw.close(); await loaded.close() })
 
   for (const [i, name] of RESERVED_KEYS.entries()) {

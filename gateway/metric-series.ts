@@ -5,7 +5,7 @@ import type { Registry } from 'prom-client'
  * and search the buckets on each call (about 1 µs per observation, four per request); these keep one series per
  * label combination in a Map keyed by the label values, and build prom-client's exposition format only when
  * /metrics is scraped. They register in a prom-client Registry like any metric, and print exactly as
- * prom-client's Counter and Histogram would (fast-metrics.test.ts compares the two).
+ * prom-client's Counter and Histogram would (metric-series.test.ts compares the two).
  */
 
 type Labels<L extends string> = Readonly<Record<L, string | number>>
@@ -38,7 +38,7 @@ function pickLabels<L extends string> (names: readonly L[], labels: Labels<L> | 
   return picked
 }
 
-export class FastCounter<L extends string = never> {
+export class SeriesCounter<L extends string = never> {
   readonly name: string
   readonly help: string
   readonly type = 'counter'
@@ -77,7 +77,7 @@ interface HistogramSeries {
   count: number
 }
 
-export class FastHistogram<L extends string> {
+export class SeriesHistogram<L extends string> {
   readonly name: string
   readonly help: string
   readonly type = 'histogram'

@@ -1,6 +1,6 @@
 import test from 'ava'
 import { Counter, Histogram, Registry } from 'prom-client'
-import { FastCounter, FastHistogram } from './fast-metrics.js'
+import { SeriesCounter, SeriesHistogram } from './metric-series.js'
 
 const buckets = [0.0005, 0.001, 0.005, 0.1, 1]
 const observations: Array<[string, number]> = [
@@ -8,10 +8,10 @@ const observations: Array<[string, number]> = [
   ['we"ird\\route\n', 0.01],
 ]
 
-test('FastHistogram prints exactly what prom-client\'s Histogram prints for the same observations', async (t) => {
+test('SeriesHistogram prints exactly what prom-client\'s Histogram prints for the same observations', async (t) => {
   const ours = new Registry()
   const theirs = new Registry()
-  const fast = new FastHistogram({ name: 'x_seconds', help: 'Help with "quotes" and \\.', labelNames: ['route'], buckets, registers: [ours] })
+  const fast = new SeriesHistogram({ name: 'x_seconds', help: 'Help with "quotes" and \\.', labelNames: ['route'], buckets, registers: [ours] })
   const reference = new Histogram({ name: 'x_seconds', help: 'Help with "quotes" and \\.', labelNames: ['route'], buckets, registers: [theirs] })
   for (const [route, value] of observations) {
     fast.observe({ route }, value)
@@ -27,12 +27,12 @@ test('FastHistogram prints exactly what prom-client\'s Histogram prints for the 
   t.is(await ours.metrics(), await theirs.metrics())
 })
 
-test('FastCounter prints exactly what prom-client\'s Counter prints, with several labels, increments and none', async (t) => {
+test('SeriesCounter prints exactly what prom-client\'s Counter prints, with several labels, increments and none', async (t) => {
   const ours = new Registry()
   const theirs = new Registry()
-  const fast = new FastCounter({ name: 'y_total', help: 'h', labelNames: ['route', 'status', 'code'], registers: [ours] })
+  const fast = new SeriesCounter({ name: 'y_total', help: 'h', labelNames: ['route', 'status', 'code'], registers: [ours] })
   const reference = new Counter({ name: 'y_total', help: 'h', labelNames: ['route', 'status', 'code'], registers: [theirs] })
-  const bare = new FastCounter({ name: 'z_total', help: 'no labels', registers: [ours] })
+  const bare = new SeriesCounter({ name: 'z_total', help: 'no labels', registers: [ours] })
   const bareReference = new Counter({ name: 'z_total', help: 'no labels', registers: [theirs] })
   for (const [route, status, code] of [['a', 200, 'ok'], ['a', 200, 'ok'], ['a', 401, 'missing_credentials'], ['b', 200, 'ok']] as const) {
     fast.inc({ route, status, code })
@@ -51,7 +51,7 @@ test('FastCounter prints exactly what prom-client\'s Counter prints, with severa
 
 test('a series that differs in one label value is its own series, and a scrape is a snapshot', async (t) => {
   const registry = new Registry()
-  const fast = new FastCounter({ name: 'c_total', help: 'h', labelNames: ['a', 'b'], registers: [registry] })
+  const fast = new SeriesCounter({ name: 'c_total', help: 'h', labelNames: ['a', 'b'], registers: [registry] })
   // Keys join values with a NUL: "x\u0000" + "y" and "x" + "\u0000y" must not collide into one series.
   fast.inc({ a: 'x\u0000', b: 'y' })
   fast.inc({ a: 'x', b: '\u0000y' })

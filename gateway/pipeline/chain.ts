@@ -1,5 +1,5 @@
-import { Rejection, type Challenge } from './errors.js'
-import type { Identity, Outcome, PolicyInstance, RequestContext } from '../policies/types.js'
+import { Rejection, type Challenge } from '../errors.js'
+import type { Identity, Outcome, PolicyInstance, RequestContext } from '../../policies/types.js'
 
 /** A compiled step of a route's chain. */
 export type Step =

@@ -1,7 +1,7 @@
 import type { BlockList } from 'node:net'
 import { policies } from '../policies/index.js'
 import type { CacheReporter, PolicyDeps, PolicyInstance, StepPosition } from '../policies/types.js'
-import type { Step } from './chain.js'
+import type { Step } from './pipeline/chain.js'
 import type { LoadedConfig, RouteConfig, PolicyStep } from './config/types.js'
 import { routeInfo, toRouteSpec } from './config/load.js'
 import { parseDuration, parseSize } from './config/units.js'
@@ -35,7 +35,7 @@ export interface CompiledRoute extends RouteSpec {
   readonly stripPrefix: string | undefined
 }
 
-export interface RuntimeDeps {
+export interface GenerationDeps {
   readonly store: Store
   readonly log: Logger
   readonly now: () => number
@@ -45,7 +45,7 @@ export interface RuntimeDeps {
  * One configuration generation, compiled: route table, policy chains, upstream pools. Swapped atomically on
  * reload; requests in flight keep the generation they started with.
  */
-export class Runtime {
+export class Generation {
   private constructor (
     readonly config: LoadedConfig,
     readonly table: RouteTable<CompiledRoute>,
@@ -69,7 +69,7 @@ export class Runtime {
     return out
   }
 
-  static async build (config: LoadedConfig, deps: RuntimeDeps): Promise<Runtime> {
+  static async build (config: LoadedConfig, deps: GenerationDeps): Promise<Generation> {
     const doc = config.doc
     const upstreams = createUpstreams(doc.upstreams, config.baseDir)
     const shared = new Map<string, unknown>()
@@ -131,7 +131,7 @@ export class Runtime {
         })
       }
       const { list } = parseCidrs(doc.trustProxies)
-      return new Runtime(config, compileRoutes(routes), upstreams, identityHeaders(doc.identity), list,
+      return new Generation(config, compileRoutes(routes), upstreams, identityHeaders(doc.identity), list,
         doc.trustProxies.length > 0, doc.realm, instances, shared)
     } catch (error) {
       await Promise.all(instances.map(async (i) => i.close?.()))
