@@ -263,6 +263,28 @@ test('after maxFailuresPerIp failures from one address every user from it is 429
   accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.8'), 'bob')
 })
 
+test('maxFailuresPerIp counts an IPv6 client per /64: rotating addresses inside it is 429 past the limit; another /64 and IPv4 addresses are not', async (t) => {
+  const { send, store } = await setup(t.context.dir, { config: { maxFailuresPerIp: 5, maxFailuresPerUser: 1000 } })
+  const statuses: number[] = []
+  for (let i = 1; i <= 12; i++) {
+    const outcome = await send(basicHeader(`user${i}`, 'guess'), `2001:db8:1:2::${i.toString(16)}`)
+    statuses.push(isRejection(outcome) ? outcome.status : 200)
+  }
+  t.deepEqual(statuses, [...Array<number>(5).fill(401), ...Array<number>(7).fill(429)])
+  t.is(await store.get(ipKey('2001:db8:1:2::1')), '5', 'one counter for the /64')
+  t.is(ipKey('2001:DB8:1:2:0:0:0:ffff'), 'basic:fail:ip:2001:db8:1:2::/64')
+  rejected(t, await send(basicHeader('bob', BOB_PASSWORD), '2001:db8:1:2::abcd'), 429, 'rate_limited')
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '2001:db8:1:3::1'), 'bob')
+  // IPv4 control: the limit holds per address, and an IPv4-mapped address is the IPv4 one.
+  const v4: number[] = []
+  for (let i = 0; i < 7; i++) {
+    const outcome = await send(basicHeader(`v4user${i}`, 'guess'), i % 2 === 0 ? '198.51.100.9' : '::ffff:198.51.100.9')
+    v4.push(isRejection(outcome) ? outcome.status : 200)
+  }
+  t.deepEqual(v4, [401, 401, 401, 401, 401, 429, 429])
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.10'), 'bob')
+})
+
 test('failed attempts are counted in Redis: failures through one instance lock the user out on another', async (t) => {
   const prefix = uniquePrefix('basic-unit')
   const storeA = countingStore(new RedisStore(t.context.redis.url, { prefix, timeoutMs: 3000 }))

@@ -231,6 +231,30 @@ for (const kind of ['memory', 'redis'] as const) {
   })
 }
 
+/** A request for the route from `clientIp`, as a trusted proxy on loopback (trustProxies) reports it. */
+async function asFrom (gw: TestGateway, username: string, password: string, clientIp: string): Promise<Response> {
+  return await gw.fetch('/console/home', { headers: { authorization: basicAuth(username, password), 'x-forwarded-for': clientIp } })
+}
+
+async function statusOf (response: Promise<Response>): Promise<number> {
+  const res = await response
+  await res.arrayBuffer()
+  return res.status
+}
+
+test('maxFailuresPerIp holds for one client rotating addresses inside its IPv6 /64, as for one IPv4 address; another /64 is not limited', async (t) => {
+  const gw = await start(t, config({ maxFailuresPerIp: 5, maxFailuresPerUser: 1000 }, { trustProxies: ['127.0.0.1/32'] }))
+  const v6: number[] = []
+  for (let i = 1; i <= 12; i++) v6.push(await statusOf(asFrom(gw, `user${i}`, 'guess', `2001:db8:1:2::${i.toString(16)}`)))
+  t.deepEqual(v6, [...Array<number>(5).fill(401), ...Array<number>(7).fill(429)])
+  t.is(await statusOf(asFrom(gw, 'bob', BOB, '2001:db8:1:2::ffff')), 429, 'the right password too, from the same /64')
+  t.is(await statusOf(asFrom(gw, 'bob', BOB, '2001:db8:1:3::1')), 200, 'the next /64 is another client')
+  const v4: number[] = []
+  for (let i = 1; i <= 8; i++) v4.push(await statusOf(asFrom(gw, `v4user${i}`, 'guess', '198.51.100.7')))
+  t.deepEqual(v4, [401, 401, 401, 401, 401, 429, 429, 429])
+  t.is(await statusOf(asFrom(gw, 'bob', BOB, '198.51.100.8')), 200)
+})
+
 test.serial('past maxConcurrentChecks and its queue a password check is 429 rate_limited with Retry-After: 1; the right password passes after', async (t) => {
   const password = randomBytes(12).toString('base64url')
   const gw = await start(t, config({ maxConcurrentChecks: 1, maxFailuresPerUser: 100, maxFailuresPerIp: 100 }), { files: { 'users.htpasswd': `carol:${await bcryptHash(password, 10)}\n` } })
