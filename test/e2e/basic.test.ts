@@ -37,8 +37,20 @@ function config (basic: Record<string, unknown> = {}, extra: Record<string, unkn
   }
 }
 
+/**
+ * Each gateway's requests come from a client address of its own (X-Forwarded-For from loopback, a trusted proxy):
+ * the gateways of concurrent tests share the process's password pool, and one address gets only a quarter of it.
+ */
+const clients = new WeakMap<TestGateway, string>()
+let gateways = 0
+
+function clientOf (gw: TestGateway): string {
+  return clients.get(gw) ?? '127.0.0.1'
+}
+
 async function start (t: import('ava').ExecutionContext<{ redis: RedisServer, htpasswd: string, gateways: TestGateway[] }>, cfg: Record<string, unknown> = config(), options: { redis?: string, files?: Record<string, string> } = {}): Promise<TestGateway> {
-  const gw = await startGateway(cfg, { files: { 'users.htpasswd': t.context.htpasswd, ...options.files }, ...(options.redis ? { redis: options.redis } : {}) })
+  const gw = await startGateway({ trustProxies: ['127.0.0.1/32'], ...cfg }, { files: { 'users.htpasswd': t.context.htpasswd, ...options.files }, ...(options.redis ? { redis: options.redis } : {}) })
+  clients.set(gw, `192.0.2.${++gateways}`)
   t.context.gateways.push(gw)
   return gw
 }
@@ -48,7 +60,7 @@ function basicAuth (username: string, password: string): string {
 }
 
 async function as (gw: TestGateway, username: string, password: string, path = '/console/home'): Promise<Response> {
-  return await gw.fetch(path, { headers: { authorization: basicAuth(username, password) } })
+  return await gw.fetch(path, { headers: { authorization: basicAuth(username, password), 'x-forwarded-for': clientOf(gw) } })
 }
 
 test('the right password reaches the upstream as the user, without the Authorization header; a wrong one is 401 with the Basic challenge', async (t) => {
@@ -148,9 +160,9 @@ test('on a TLS listener basic needs no allowInsecure', async (t) => {
   }, { files: { 'pki/server.crt': pki.server.cert, 'pki/server.key': pki.server.key } })
   const agent = new Agent({ connect: { ca: pki.ca.cert } })
   t.teardown(async () => await agent.close())
-  const ok = await gw.fetch('/console/home', { listener: 'secure', dispatcher: agent as never, headers: { authorization: basicAuth('alice', ALICE) } })
+  const ok = await gw.fetch('/console/home', { listener: 'secure', dispatcher: agent as never, headers: { authorization: basicAuth('alice', ALICE), 'x-forwarded-for': clientOf(gw) } })
   t.is(ok.status, 200)
-  const wrong = await gw.fetch('/console/home', { listener: 'secure', dispatcher: agent as never, headers: { authorization: basicAuth('alice', 'nope') } })
+  const wrong = await gw.fetch('/console/home', { listener: 'secure', dispatcher: agent as never, headers: { authorization: basicAuth('alice', 'nope'), 'x-forwarded-for': clientOf(gw) } })
   await assertProblem(t, wrong, 401, 'invalid_credentials')
 })
 
