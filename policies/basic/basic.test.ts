@@ -13,6 +13,7 @@ import { startRedis, uniquePrefix, type RedisServer } from '../../test/helpers/r
 import { FakeClock, countingStore, makeContext, makeDeps, withDefaults, type CountingStore } from '../api-key/fixtures/harness.js'
 import { basic, usersSection } from './index.js'
 import { ipKey, userKey } from './failures.js'
+import { PasswordPool, PoolFullError, type Place } from './password-pool.js'
 import { parseBasic } from './credentials.js'
 import { passwdCommand, type PasswordInput } from './cli.js'
 import { schema, type BasicConfig } from './schema.js'
@@ -51,13 +52,18 @@ interface Setup {
   send (authorization: string | string[] | undefined, from?: string): Promise<Continue | Rejection>
 }
 
+let setups = 1
+
 async function setup (dir: string, options: { config?: Partial<BasicConfig>, store?: CountingStore, clock?: FakeClock, users?: unknown, onError?: 'deny' | 'allow' } = {}): Promise<Setup> {
   const clock = options.clock ?? new FakeClock()
   const store = options.store ?? countingStore(new MemoryStore({ now: clock.now }))
   const deps = makeDeps({ clock, store, baseDir: dir, config: { users: options.users ?? { htpasswd: 'users.htpasswd' }, store: { onError: options.onError ?? 'deny' } } })
   const policy = await basic.create(withDefaults<BasicConfig>(schema, { allowInsecure: true, ...options.config }), deps)
   policies.push(policy)
-  const send = async (authorization: string | string[] | undefined, from = '127.0.0.1') => {
+  // Each setup its own default client address: concurrent tests share the process's pool, and one address's share
+  // of it is small (a quarter).
+  const address = `10.0.${(setups >> 8) & 255}.${setups++ & 255}`
+  const send = async (authorization: string | string[] | undefined, from = address) => {
     const values = authorization === undefined ? [] : [authorization].flat()
     return await policy.evaluate(makeContext({ clock, remoteAddress: from, headers: values.map((v) => ['authorization', v] as [string, string]) }))
   }
@@ -196,8 +202,8 @@ for (const kind of ['memory', 'redis'] as const) {
   test.serial(`${kind}: of 30 concurrent guesses for one user from one IP only maxFailuresPerUser are checked; the right password 26th is 429, and 200 once the window is over`, async (t) => {
     const clock = new FakeClock()
     const store = storeFor(t, clock)
-    // 10 workers and a queue of 40: only the lockout may refuse here (and in the next test, 50 fit exactly).
-    const { send } = await setup(t.context.dir, { clock, store, config: { maxFailuresPerUser: 10, failureWindow: '5m', maxConcurrentChecks: 10 } })
+    // 24 workers and a queue of 96, 30 places per client: only the lockout may refuse here (10 checks run).
+    const { send } = await setup(t.context.dir, { clock, store, config: { maxFailuresPerUser: 10, failureWindow: '5m', maxConcurrentChecks: 24 } })
     const before = passwordChecks.count
     const outcomes = await Promise.all(Array.from({ length: 30 }, (_, i) => send(basicHeader('alice', i === 25 ? ALICE_PASSWORD : `guess-${i}`), '192.0.2.10')))
     const statuses = outcomes.map((o) => isRejection(o) ? o.status : 200)
@@ -220,17 +226,19 @@ for (const kind of ['memory', 'redis'] as const) {
     t.is(await store.get(userKey('alice')), null, 'a success takes its reservation back')
   })
 
-  test.serial(`${kind}: of 120 concurrent unknown-user guesses from one IP only maxFailuresPerIp are checked, the rest 429; the users it named are not locked out`, async (t) => {
+  test.serial(`${kind}: of 40 concurrent unknown-user guesses from one IP only maxFailuresPerIp are checked, the rest 429; the users it named are not locked out`, async (t) => {
     const clock = new FakeClock()
     const store = storeFor(t, clock)
-    const { send } = await setup(t.context.dir, { clock, store, config: { maxConcurrentChecks: 10 } })
+    // 40 places per client (32 workers, a queue of 128): all 40 race for the 10 reservations, 10 checks run.
+    const { send } = await setup(t.context.dir, { clock, store, config: { maxConcurrentChecks: 32, maxFailuresPerIp: 10 } })
     const before = passwordChecks.count
-    const outcomes = await Promise.all(Array.from({ length: 120 }, (_, i) => send(basicHeader(`ghost-${i}`, 'guess'), '198.51.100.20')))
+    const outcomes = await Promise.all(Array.from({ length: 40 }, (_, i) => send(basicHeader(`ghost-${i}`, 'guess'), '198.51.100.20')))
     const statuses = outcomes.map((o) => isRejection(o) ? o.status : 200)
-    t.is(statuses.filter((s) => s === 401).length, 50, 'the default per-IP limit')
-    t.is(statuses.filter((s) => s === 429).length, 70)
-    t.is(passwordChecks.count - before, 50)
-    t.is(await store.get(ipKey('198.51.100.20')), '50')
+    t.is(statuses.filter((s) => s === 401).length, 10, 'the per-IP limit')
+    t.is(statuses.filter((s) => s === 429).length, 30)
+    for (const outcome of outcomes.filter((o) => isRejection(o) && o.status === 429) as Rejection[]) t.is(outcome.detail, 'too many failed attempts; try again later')
+    t.is(passwordChecks.count - before, 10)
+    t.is(await store.get(ipKey('198.51.100.20')), '10')
     const refused = outcomes.findIndex((o) => isRejection(o) && o.status === 429)
     t.is(await store.get(userKey(`ghost-${refused}`)), null, 'a refused attempt takes back its reservation on the user')
     rejected(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.20'), 429, 'rate_limited')
@@ -241,7 +249,8 @@ for (const kind of ['memory', 'redis'] as const) {
 test.serial('beyond maxConcurrentChecks and a queue of 4 per worker a check is 429 with Retry-After: 1, not counted as a failure; the right password passes after', async (t) => {
   const { send, store } = await setup(t.context.dir, { config: { maxConcurrentChecks: 1, maxFailuresPerUser: 100, maxFailuresPerIp: 100 } })
   const before = passwordChecks.count
-  const outcomes = await Promise.all(Array.from({ length: 20 }, (_, i) => send(basicHeader('bob', `guess-${i}`), '203.0.113.5')))
+  // Twenty clients, one guess each: the total bound refuses, not the share of each client.
+  const outcomes = await Promise.all(Array.from({ length: 20 }, (_, i) => send(basicHeader('bob', `guess-${i}`), `203.0.113.${i + 1}`)))
   const checked = outcomes.filter((o) => isRejection(o) && o.status === 401)
   const shed = outcomes.filter((o) => isRejection(o) && o.status === 429) as Rejection[]
   t.is(checked.length, 5, 'one running and four queued')
@@ -249,11 +258,71 @@ test.serial('beyond maxConcurrentChecks and a queue of 4 per worker a check is 4
   for (const outcome of shed) {
     t.is(outcome.code, 'rate_limited')
     t.is(outcome.headers['Retry-After'], '1')
+    t.is(outcome.detail, 'too many password checks in progress; try again shortly')
   }
   t.is(passwordChecks.count - before, 5)
   t.is(await store.get(userKey('bob')), '5', 'only checked attempts count as failures')
-  t.is(await store.get(ipKey('203.0.113.5')), '5')
+  t.is(await store.get(ipKey('203.0.113.1')), '1')
+  t.is(await store.get(ipKey('203.0.113.20')), null)
   accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '203.0.113.5'), 'bob')
+})
+
+// Review F6: the pool was first come, first served, so one client's burst filled it and every other client without a
+// cached success got 429, even with the right password.
+test.serial('one client address gets at most its share of the pool (2 of 5 here); past it that address is 429 Retry-After: 1 while another address is still checked', async (t) => {
+  const { send, store } = await setup(t.context.dir, { config: { maxConcurrentChecks: 1, maxFailuresPerUser: 1000, maxFailuresPerIp: 1000 } })
+  const before = passwordChecks.count
+  const burst = Promise.all(Array.from({ length: 20 }, (_, i) => send(basicHeader(`nobody${i}`, 'guess'), '203.0.113.9')))
+  // While the burst's checks are queued or running, another address with the right password is queued, not refused.
+  const bob = await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.20')
+  const outcomes = await burst
+  accepted(t, bob, 'bob')
+  const checked = outcomes.filter((o) => isRejection(o) && o.status === 401)
+  const shed = outcomes.filter((o) => isRejection(o) && o.status === 429) as Rejection[]
+  t.is(checked.length, 2, 'the share of one address: a quarter of 1 worker + 4 queued, at least 2')
+  t.is(shed.length, 18)
+  for (const outcome of shed) {
+    t.is(outcome.code, 'rate_limited')
+    t.is(outcome.headers['Retry-After'], '1')
+    t.is(outcome.detail, 'too many password checks in progress from this address; try again shortly')
+  }
+  t.is(passwordChecks.count - before, 3, 'two guesses and bob')
+  t.is(await store.get(ipKey('203.0.113.9')), '2', 'refused for the share: not counted as failures')
+
+  // One IPv6 /64 is one client for the share too.
+  const v6 = await Promise.all(Array.from({ length: 10 }, (_, i) => send(basicHeader(`v6-${i}`, 'guess'), `2001:db8:1:2::${(i + 1).toString(16)}`)))
+  t.is(v6.filter((o) => isRejection(o) && o.status === 401).length, 2)
+  t.is(v6.filter((o) => isRejection(o) && o.status === 429).length, 8)
+
+  // Parallel requests with the same credentials from one address share one place (and one check): a browser's
+  // first page load is not refused.
+  const same = await Promise.all(Array.from({ length: 8 }, () => send(basicHeader('alice', ALICE_PASSWORD), '192.0.2.77')))
+  for (const outcome of same) accepted(t, outcome, 'alice')
+
+  // The places are given back: the address is checked again once its burst is answered.
+  rejected(t, await send(basicHeader('bob', 'wrong'), '203.0.113.9'), 401, 'invalid_credentials')
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '203.0.113.9'), 'bob')
+})
+
+test('PasswordPool.admit: a client holds at most clientShare places, others still get theirs; release is idempotent', (t) => {
+  const pool = new PasswordPool(1)
+  t.is(pool.clientShare, 2)
+  t.is(new PasswordPool(8).clientShare, 10, 'a quarter of 8 workers + 32 queued')
+  t.is(new PasswordPool(2, 0).clientShare, 2, 'at least 2')
+  const first = pool.admit('203.0.113.9')
+  const second = pool.admit('203.0.113.9')
+  t.false(first instanceof PoolFullError)
+  t.false(second instanceof PoolFullError)
+  const third = pool.admit('203.0.113.9')
+  t.true(third instanceof PoolFullError)
+  t.is((third as PoolFullError).scope, 'client')
+  const other = pool.admit('198.51.100.20')
+  t.false(other instanceof PoolFullError)
+  ;(first as Place).release()
+  ;(first as Place).release()
+  t.is(pool.placesOf('203.0.113.9'), 1)
+  t.false(pool.admit('203.0.113.9') instanceof PoolFullError)
+  t.is(pool.placesOf('203.0.113.9'), 2)
 })
 
 test('after maxFailuresPerIp failures from one address every user from it is 429; another address is not limited', async (t) => {
@@ -261,6 +330,28 @@ test('after maxFailuresPerIp failures from one address every user from it is 429
   for (let i = 0; i < 4; i++) rejected(t, await send(basicHeader(`user${i}`, 'x'), '198.51.100.7'), 401, 'invalid_credentials')
   rejected(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.7'), 429, 'rate_limited')
   accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.8'), 'bob')
+})
+
+test('maxFailuresPerIp counts an IPv6 client per /64: rotating addresses inside it is 429 past the limit; another /64 and IPv4 addresses are not', async (t) => {
+  const { send, store } = await setup(t.context.dir, { config: { maxFailuresPerIp: 5, maxFailuresPerUser: 1000 } })
+  const statuses: number[] = []
+  for (let i = 1; i <= 12; i++) {
+    const outcome = await send(basicHeader(`user${i}`, 'guess'), `2001:db8:1:2::${i.toString(16)}`)
+    statuses.push(isRejection(outcome) ? outcome.status : 200)
+  }
+  t.deepEqual(statuses, [...Array<number>(5).fill(401), ...Array<number>(7).fill(429)])
+  t.is(await store.get(ipKey('2001:db8:1:2::1')), '5', 'one counter for the /64')
+  t.is(ipKey('2001:DB8:1:2:0:0:0:ffff'), 'basic:fail:ip:2001:db8:1:2::/64')
+  rejected(t, await send(basicHeader('bob', BOB_PASSWORD), '2001:db8:1:2::abcd'), 429, 'rate_limited')
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '2001:db8:1:3::1'), 'bob')
+  // IPv4 control: the limit holds per address, and an IPv4-mapped address is the IPv4 one.
+  const v4: number[] = []
+  for (let i = 0; i < 7; i++) {
+    const outcome = await send(basicHeader(`v4user${i}`, 'guess'), i % 2 === 0 ? '198.51.100.9' : '::ffff:198.51.100.9')
+    v4.push(isRejection(outcome) ? outcome.status : 200)
+  }
+  t.deepEqual(v4, [401, 401, 401, 401, 401, 429, 429])
+  accepted(t, await send(basicHeader('bob', BOB_PASSWORD), '198.51.100.10'), 'bob')
 })
 
 test('failed attempts are counted in Redis: failures through one instance lock the user out on another', async (t) => {

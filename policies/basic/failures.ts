@@ -1,5 +1,6 @@
 import { StoreUnavailableError } from '../../gateway/errors.js'
 import type { Logger } from '../../gateway/log.js'
+import { clientKey } from '../../gateway/net.js'
 import type { Store } from '../../gateway/store/types.js'
 
 export interface FailureLimits {
@@ -13,8 +14,9 @@ export function userKey (username: string): string {
   return `basic:fail:user:${encodeURIComponent(username)}`
 }
 
+/** Per client address: an IPv6 address counts as its /64 (clientKey), or one client would have 2^64 counters. */
 export function ipKey (address: string): string {
-  return `basic:fail:ip:${address}`
+  return `basic:fail:ip:${clientKey(address)}`
 }
 
 /** An attempt reserved before the hash check, or refused because a counter is exhausted. */

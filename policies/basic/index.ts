@@ -2,12 +2,13 @@ import { createHmac, randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { Rejection, type ConfigIssue } from '../../gateway/errors.js'
 import { parseDuration } from '../../gateway/config/units.js'
+import { clientKey } from '../../gateway/net.js'
 import type { LintFinding, PolicyDefinition, SectionDefinition } from '../types.js'
 import { resolve } from 'node:path'
 import { parseBasic } from './credentials.js'
 import { FailureCounters, type FailureLimits } from './failures.js'
 import { schema, usersSectionSchema, type BasicConfig, type UsersSection } from './schema.js'
-import { PoolFullError, acquirePool } from './password-pool.js'
+import { PoolFullError, acquirePool, type Place } from './password-pool.js'
 import { checkUsers, loadUsers, poolCheck } from './users.js'
 
 export { passwordChecks } from './users.js'
@@ -21,6 +22,11 @@ class SuccessCache {
    * share one bcrypt/scrypt run instead of each starting its own (dozens of them would hold the CPU for seconds).
    */
   readonly verifying = new Map<string, Promise<boolean>>()
+  /**
+   * Places in the password pool held by digest, from admission until the check has ended: requests that carry the
+   * same credentials at once (a browser's parallel requests, a cold start) share one place, as they share one check.
+   */
+  readonly places = new Map<string, { readonly place: Place, holders: number }>()
 
   constructor (private readonly maxEntries = 10_000) {}
 
@@ -43,10 +49,11 @@ class SuccessCache {
 /**
  * `basic`: HTTP Basic (RFC 7617) against `users:` (htpasswd bcrypt lines, inline scrypt hashes).
  * Per request: duplicate Authorization → 400; another scheme → missing (so `anyOf` tries the others); malformed
- * → 401; a cached success → no hashing (a locked-out user or IP still 429); else the attempt is reserved against the
- * user and the IP first (429 past either limit, no hashing), then one bcrypt/scrypt check on the worker pool (a dummy
- * hash of equal cost for unknown users; 429 `Retry-After: 1` when the pool's queue is full), and a success takes the
- * reservation back.
+ * → 401; a cached success → no hashing (a locked-out user or IP still 429); else a place in the worker pool for the
+ * client address (429 `Retry-After: 1` when the pool's queue is full or the address, IPv6 per /64, already has its
+ * share in progress), the attempt reserved against the user and the IP (429 past either limit, no hashing), then one
+ * bcrypt/scrypt check on the pool (a dummy hash of equal cost for unknown users), and a success takes the reservation
+ * back.
  */
 export const basic: PolicyDefinition<BasicConfig> = {
   key: 'basic',
@@ -107,7 +114,9 @@ export const basic: PolicyDefinition<BasicConfig> = {
     const pool = lease.pool
     const check = poolCheck(pool)
     const lockedOut = (ms: number) => Rejection.tooManyRequests('too many failed attempts; try again later', { 'Retry-After': String(Math.max(1, Math.ceil(ms / 1000))) })
-    const busy = () => Rejection.tooManyRequests('too many password checks in progress; try again shortly', { 'Retry-After': '1' })
+    const busy = (refusal: PoolFullError) => Rejection.tooManyRequests(refusal.scope === 'client'
+      ? 'too many password checks in progress from this address; try again shortly'
+      : 'too many password checks in progress; try again shortly', { 'Retry-After': '1' })
 
     return {
       challenge,
@@ -129,31 +138,47 @@ export const basic: PolicyDefinition<BasicConfig> = {
           return lockedMs === undefined ? { identity } : lockedOut(lockedMs)
         }
 
-        // Every worker busy and the queue full: refuse before touching the store (a check already running for
-        // these credentials needs no worker of its own).
-        if (!cache.verifying.has(digest) && pool.saturated) return busy()
-        // Counted before the hash is checked, so concurrent guesses cannot pass the lockout (DESIGN.md "Password
-        // checks"); a locked-out user or address costs no hash.
-        const reservation = await failures.reserve(username, ctx.remoteAddress, limits)
-        if (!reservation.granted) return lockedOut(reservation.retryAfterMs)
-
-        let ok: boolean
-        try {
-          let verifying = cache.verifying.get(digest)
-          if (verifying === undefined) {
-            verifying = users.verify(username, password, check).finally(() => cache.verifying.delete(digest))
-            cache.verifying.set(digest, verifying)
-          }
-          ok = await verifying
-        } catch (error) {
-          // No check ran (queue full) or it failed: this was no failed attempt.
-          await reservation.release()
-          if (error instanceof PoolFullError) return busy()
-          throw error
+        // A place in the pool for this client (IPv6: its /64), held from here until the check has ended: every
+        // worker busy and the queue full, or this client already holding its share, is 429 before the store is
+        // touched, and other clients keep their places (DESIGN.md "Password checks"). Credentials already being
+        // checked need no place of their own.
+        let held = cache.verifying.has(digest) ? undefined : cache.places.get(digest)
+        if (held) {
+          held.holders++
+        } else if (!cache.verifying.has(digest)) {
+          const admitted = pool.admit(clientKey(ctx.remoteAddress))
+          if (admitted instanceof PoolFullError) return busy(admitted)
+          cache.places.set(digest, held = { place: admitted, holders: 1 })
         }
-        if (!ok) return Rejection.unauthenticated('invalid_credentials', 'wrong username or password', challenge)
-        // A success is no failure: its reservation goes back. Earlier failures stay counted (no reset on success).
-        await reservation.release()
+        try {
+          // Counted before the hash is checked, so concurrent guesses cannot pass the lockout (DESIGN.md "Password
+          // checks"); a locked-out user or address costs no hash.
+          const reservation = await failures.reserve(username, ctx.remoteAddress, limits)
+          if (!reservation.granted) return lockedOut(reservation.retryAfterMs)
+
+          let ok: boolean
+          try {
+            let verifying = cache.verifying.get(digest)
+            if (verifying === undefined) {
+              verifying = users.verify(username, password, check).finally(() => cache.verifying.delete(digest))
+              cache.verifying.set(digest, verifying)
+            }
+            ok = await verifying
+          } catch (error) {
+            // No check ran (queue full) or it failed: this was no failed attempt.
+            await reservation.release()
+            if (error instanceof PoolFullError) return busy(error)
+            throw error
+          }
+          if (!ok) return Rejection.unauthenticated('invalid_credentials', 'wrong username or password', challenge)
+          // A success is no failure: its reservation goes back. Earlier failures stay counted (no reset on success).
+          await reservation.release()
+        } finally {
+          if (held !== undefined && --held.holders === 0) {
+            held.place.release()
+            if (cache.places.get(digest) === held) cache.places.delete(digest)
+          }
+        }
         if (cacheTtlMs > 0) cache.remember(digest, username, ctx.now())
         return { identity }
       },

@@ -11,12 +11,20 @@ export interface CheckRequest {
 }
 export type CheckReply = { readonly ok: boolean } | { readonly error: string }
 
-/** Every worker is busy and the queue is full: the caller answers 429 with `Retry-After: 1`. */
+/**
+ * A check refused at once, and the caller answers 429 with `Retry-After: 1`: every worker is busy and the queue is full
+ * (`pool`), or the client already has its share of the pool in progress (`client`).
+ */
 export class PoolFullError extends Error {
-  constructor () {
-    super('too many password checks in progress')
+  constructor (readonly scope: 'pool' | 'client' = 'pool') {
+    super(scope === 'pool' ? 'too many password checks in progress' : 'too many password checks in progress for this client')
     this.name = 'PoolFullError'
   }
+}
+
+/** One client's place in the pool (PasswordPool.admit), held until `release()` (idempotent). */
+export interface Place {
+  release (): void
 }
 
 interface Job {
@@ -27,6 +35,15 @@ interface Job {
 
 /** Queued checks allowed per worker: a short queue (about 4 hash times of waiting), then 429. */
 export const QUEUE_PER_WORKER = 4
+
+/**
+ * Checks one client may have in progress at once: a quarter of what the pool holds (workers + queue), at least 2.
+ * One client alone never fills the pool, so other clients' checks are still queued (and wait at most about a
+ * quarter of the pool's hash times behind it). With the default queue that is max(2, ceil(1.25 × concurrency)).
+ */
+export function clientShareOf (concurrency: number, queueSize: number): number {
+  return Math.max(2, Math.ceil((concurrency + queueSize) / 4))
+}
 
 /**
  * From dist/ the worker is password-worker.js. Under tsx (tests, benchmarks) this module is TypeScript and so is the
@@ -46,24 +63,59 @@ function startWorker (): Worker {
  * At most `concurrency` checks run at once (one per worker, started on first use); up to `queueSize` more wait;
  * beyond that `check` rejects with PoolFullError at once. Idle workers are unref'd (they never keep the process
  * alive), busy ones are ref'd (a pending check does); close() terminates them.
+ *
+ * Fairness: a caller first takes a place for its client (`admit`, keyed by clientKey of the address) and holds it
+ * until its check has ended; a client holds at most `clientShare` places, so one client cannot fill the workers and
+ * the queue and leave every other client a 429.
  */
 export class PasswordPool {
   readonly concurrency: number
   readonly queueSize: number
+  readonly clientShare: number
   readonly #idle: Worker[] = []
   readonly #busy = new Map<Worker, Job>()
   readonly #queue: Job[] = []
+  /** Places held per client; an entry exists only while its count is above 0 (so at most one per pending check). */
+  readonly #places = new Map<string, number>()
   #closed = false
 
-  constructor (concurrency = availableParallelism(), queueSize = QUEUE_PER_WORKER * concurrency) {
+  constructor (concurrency = availableParallelism(), queueSize = QUEUE_PER_WORKER * concurrency, clientShare = clientShareOf(concurrency, queueSize)) {
     if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be an integer >= 1, got ${concurrency}`)
+    if (!Number.isSafeInteger(clientShare) || clientShare < 1) throw new RangeError(`clientShare must be an integer >= 1, got ${clientShare}`)
     this.concurrency = concurrency
     this.queueSize = queueSize
+    this.clientShare = clientShare
   }
 
   /** True when a new check would be refused: every worker busy and the queue full. */
   get saturated (): boolean {
     return this.#busy.size >= this.concurrency && this.#queue.length >= this.queueSize
+  }
+
+  /**
+   * A place for one check of `client`, or the PoolFullError to answer with: `pool` when saturated, `client` when the
+   * client already holds `clientShare` places. Release it when the check has ended (or was never started).
+   */
+  admit (client: string): Place | PoolFullError {
+    if (this.saturated) return new PoolFullError('pool')
+    const held = this.#places.get(client) ?? 0
+    if (held >= this.clientShare) return new PoolFullError('client')
+    this.#places.set(client, held + 1)
+    let released = false
+    return {
+      release: () => {
+        if (released) return
+        released = true
+        const left = (this.#places.get(client) ?? 1) - 1
+        if (left > 0) this.#places.set(client, left)
+        else this.#places.delete(client)
+      },
+    }
+  }
+
+  /** Places `client` holds (for tests). */
+  placesOf (client: string): number {
+    return this.#places.get(client) ?? 0
   }
 
   /** Checks in progress and waiting (for tests and metrics). */

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { Rejection, StoreUnavailableError } from '../../gateway/errors.js'
 import type { Rate } from '../../gateway/config/units.js'
 import type { Logger } from '../../gateway/log.js'
+import { clientKey } from '../../gateway/net.js'
 import { MemoryStore } from '../../gateway/store/memory.js'
 import type { GcraCheck, GcraResult, Store } from '../../gateway/store/types.js'
 import type { Identity, Outcome, PolicyDeps, RequestContext } from '../types.js'
@@ -242,7 +243,7 @@ export function keyValue (by: By, ctx: RequestContext): string {
   let value: string | undefined
   switch (by.kind) {
     case 'route': return '-'
-    case 'ip': return encode(ctx.remoteAddress)
+    case 'ip': return addressValue(ctx.remoteAddress)
     case 'client': value = identity.client || identity.subject || undefined; break
     case 'subject': value = identity.subject || undefined; break
     case 'header': {
@@ -256,8 +257,17 @@ export function keyValue (by: By, ctx: RequestContext): string {
       break
     }
   }
-  if (value === undefined || value === '') return `@ip:${encode(ctx.remoteAddress)}`
+  if (value === undefined || value === '') return `@ip:${addressValue(ctx.remoteAddress)}`
   return encode(value)
+}
+
+/**
+ * A client address as counted: an IPv6 address by its /64 (clientKey: one client may use any address in it), an
+ * IPv4-mapped one as the IPv4 address. `2001:db8:1:2::/64` is readable as it is (hex, `:` and `/` only).
+ */
+function addressValue (address: string): string {
+  const key = clientKey(address)
+  return key.endsWith('::/64') ? key : encode(key)
 }
 
 function encode (value: string): string {

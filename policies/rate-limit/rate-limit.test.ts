@@ -212,12 +212,14 @@ test('keys are hash-tagged by route and readable when plain, hashed when long or
   const ctx = (who: Partial<Identity>, extra: { remoteAddress?: string, headers?: Array<[string, string]> } = {}) => makeContext({ identity: who, ...extra })
   t.is(keyValue(parseBy('client')!, ctx(identity({ client: 'web-1' }))), 'web-1')
   t.is(keyValue(parseBy('subject')!, ctx(identity({ subject: 'user@example.com' }))), '#' + (await sha256hex('user@example.com')).slice(0, 32))
-  t.is(keyValue(parseBy('ip')!, ctx({}, { remoteAddress: '2001:db8::1' })), '2001:db8::1')
+  t.is(keyValue(parseBy('ip')!, ctx({}, { remoteAddress: '2001:db8::1' })), '2001:db8::/64', 'an IPv6 address counts as its /64')
+  t.is(keyValue(parseBy('ip')!, ctx({}, { remoteAddress: '::ffff:192.0.2.9' })), '192.0.2.9')
   t.is(keyValue(parseBy('route')!, ctx({})), '-')
   t.is(keyValue(parseBy('header:X-Tenant')!, ctx({}, { headers: [['x-tenant', 'acme']] })), 'acme')
   t.is(keyValue(parseBy('header:X-Tenant')!, ctx({}, { remoteAddress: '192.0.2.7' })), '@ip:192.0.2.7', 'a missing header counts against the address')
   t.is(keyValue(parseBy('claim:org')!, ctx(identity({ claims: { org: 42 } }))), '42')
   t.is(keyValue(parseBy('claim:org')!, ctx(identity({ claims: {} }), { remoteAddress: '192.0.2.8' })), '@ip:192.0.2.8')
+  t.is(keyValue(parseBy('claim:org')!, ctx(identity({ claims: {} }), { remoteAddress: '2001:db8:1:2::8' })), '@ip:2001:db8:1:2::/64')
   const long = 'x'.repeat(200)
   t.regex(keyValue(parseBy('header:x-tenant')!, ctx({}, { headers: [['x-tenant', long]] })), /^#[0-9a-f]{32}$/)
   t.regex(keyValue(parseBy('header:x-tenant')!, ctx({}, { headers: [['x-tenant', 'a}b{c']] })), /^#[0-9a-f]{32}$/, 'braces never reach a key')
@@ -244,6 +246,19 @@ test('by ip counts each client address on its own', async (t) => {
   t.false(isRejection((await s.request({}, { remoteAddress: '192.0.2.1' })).result))
   t.true(isRejection((await s.request({}, { remoteAddress: '192.0.2.1' })).result))
   t.false(isRejection((await s.request({}, { remoteAddress: '192.0.2.2' })).result))
+})
+
+test('by ip counts an IPv6 client per /64: rotating addresses inside it buys no fresh counter; another /64 has its own', async (t) => {
+  const s = await setup([limit({ by: 'ip', limit: '3/min' })], { route: { public: true } })
+  const from = async (remoteAddress: string) => isRejection((await s.request({}, { remoteAddress })).result) ? 429 : 200
+  const rotating: number[] = []
+  for (let i = 1; i <= 6; i++) rotating.push(await from(`2001:db8:1:2::${i.toString(16)}`))
+  t.deepEqual(rotating, [200, 200, 200, 429, 429, 429])
+  t.is(await from('2001:db8:1:2:ffff:ffff:ffff:ffff'), 429, 'the last address of the /64 too')
+  t.deepEqual(s.store.calls.map((calls) => calls[0]!.key).slice(0, 2), ['rl:{orders}:ip:2001:db8:1:2::/64', 'rl:{orders}:ip:2001:db8:1:2::/64'])
+  t.is(await from('2001:db8:1:3::1'), 200, 'the next /64 is another client')
+  // IPv4 control: one counter per address, an IPv4-mapped address counts as the IPv4 one.
+  t.deepEqual([await from('192.0.2.1'), await from('::ffff:192.0.2.1'), await from('192.0.2.1'), await from('192.0.2.1'), await from('192.0.2.2')], [200, 200, 200, 429, 200])
 })
 
 async function deadRedis (): Promise<RedisStore> {

@@ -41,8 +41,20 @@ function config (basic: Record<string, unknown> = {}, extra: Record<string, unkn
   }
 }
 
+/**
+ * Each gateway's requests come from a client address of its own (X-Forwarded-For from loopback, a trusted proxy):
+ * the gateways of concurrent tests share the process's password pool, and one address gets only a quarter of it.
+ */
+const clients = new WeakMap<TestGateway, string>()
+let gateways = 0
+
+function clientOf (gw: TestGateway): string {
+  return clients.get(gw) ?? '127.0.0.1'
+}
+
 async function start (t: import('ava').ExecutionContext<{ redis: RedisServer, htpasswd: string, gateways: TestGateway[] }>, cfg: Record<string, unknown> = config(), options: { redis?: string, files?: Record<string, string> } = {}): Promise<TestGateway> {
-  const gw = await startGateway(cfg, { files: { 'users.htpasswd': t.context.htpasswd, ...options.files }, ...(options.redis ? { redis: options.redis } : {}) })
+  const gw = await startGateway({ trustProxies: ['127.0.0.1/32'], ...cfg }, { files: { 'users.htpasswd': t.context.htpasswd, ...options.files }, ...(options.redis ? { redis: options.redis } : {}) })
+  clients.set(gw, `192.0.2.${++gateways}`)
   t.context.gateways.push(gw)
   return gw
 }
@@ -52,7 +64,7 @@ function basicAuth (username: string, password: string): string {
 }
 
 async function as (gw: TestGateway, username: string, password: string, path = '/console/home'): Promise<Response> {
-  return await gw.fetch(path, { headers: { authorization: basicAuth(username, password) } })
+  return await gw.fetch(path, { headers: { authorization: basicAuth(username, password), 'x-forwarded-for': clientOf(gw) } })
 }
 
 test('the right password reaches the upstream as the user, without the Authorization header; a wrong one is 401 with the Basic challenge', async (t) => {
@@ -152,9 +164,9 @@ test('on a TLS listener basic needs no allowInsecure', async (t) => {
   }, { files: { 'pki/server.crt': pki.server.cert, 'pki/server.key': pki.server.key } })
   const agent = new Agent({ connect: { ca: pki.ca.cert } })
   t.teardown(async () => await agent.close())
-  const ok = await gw.fetch('/console/home', { listener: 'secure', dispatcher: agent as never, headers: { authorization: basicAuth('alice', ALICE) } })
+  const ok = await gw.fetch('/console/home', { listener: 'secure', dispatcher: agent as never, headers: { authorization: basicAuth('alice', ALICE), 'x-forwarded-for': clientOf(gw) } })
   t.is(ok.status, 200)
-  const wrong = await gw.fetch('/console/home', { listener: 'secure', dispatcher: agent as never, headers: { authorization: basicAuth('alice', 'nope') } })
+  const wrong = await gw.fetch('/console/home', { listener: 'secure', dispatcher: agent as never, headers: { authorization: basicAuth('alice', 'nope'), 'x-forwarded-for': clientOf(gw) } })
   await assertProblem(t, wrong, 401, 'invalid_credentials')
 })
 
@@ -203,8 +215,8 @@ for (const kind of ['memory', 'redis'] as const) {
   }
 
   test.serial(`${kind}: 30 concurrent guesses for one user, the right password 26th: no 200, 429 past the limit, and 200 once the window is over`, async (t) => {
-    // Workers and queue enough for all 30 (10 + 40): only the lockout refuses.
-    const gw = await on(t, { maxFailuresPerUser: 10, failureWindow: '5s', maxConcurrentChecks: 10 })
+    // Places enough for all 30 from one address (24 workers + 96 queued, a quarter each): only the lockout refuses.
+    const gw = await on(t, { maxFailuresPerUser: 10, failureWindow: '5s', maxConcurrentChecks: 24 })
     const responses = await Promise.all(Array.from({ length: 30 }, (_, i) => as(gw, 'alice', i === 25 ? ALICE : `guess-${i}`)))
     const statuses = responses.map((r) => r.status)
     t.is(statuses.filter((s) => s === 200).length, 0, 'the right password does not get in past the limit')
@@ -215,12 +227,13 @@ for (const kind of ['memory', 'redis'] as const) {
     t.true(await until(async () => (await as(gw, 'alice', ALICE)).status === 200, 15_000), 'the right password passes once the window is over')
   })
 
-  test.serial(`${kind}: 120 concurrent unknown-user guesses from one IP: 50 are checked, the rest 429; another address is not limited`, async (t) => {
-    const gw = await on(t, { maxConcurrentChecks: 10 })
-    const responses = await Promise.all(Array.from({ length: 120 }, (_, i) => as(gw, `ghost-${i}`, 'guess')))
+  test.serial(`${kind}: 40 concurrent unknown-user guesses from one IP: maxFailuresPerIp are checked, the rest 429; another address is not limited`, async (t) => {
+    // 40 places for one address (32 workers + 128 queued, a quarter each): all 40 race for the 10 reservations.
+    const gw = await on(t, { maxConcurrentChecks: 32, maxFailuresPerIp: 10 })
+    const responses = await Promise.all(Array.from({ length: 40 }, (_, i) => as(gw, `ghost-${i}`, 'guess')))
     const statuses = responses.map((r) => r.status)
-    t.is(statuses.filter((s) => s === 401).length, 50, 'the default per-IP limit')
-    t.is(statuses.filter((s) => s === 429).length, 70)
+    t.is(statuses.filter((s) => s === 401).length, 10, 'the per-IP limit')
+    t.is(statuses.filter((s) => s === 429).length, 30)
     for (const res of responses.filter((r) => r.status === 429)) await assertProblem(t, res, 429, 'rate_limited')
     const locked = await as(gw, 'bob', BOB)
     await assertProblem(t, locked, 429, 'rate_limited')
@@ -235,10 +248,35 @@ for (const kind of ['memory', 'redis'] as const) {
   })
 }
 
+/** A request for the route from `clientIp`, as a trusted proxy on loopback (trustProxies) reports it. */
+async function asFrom (gw: TestGateway, username: string, password: string, clientIp: string): Promise<Response> {
+  return await gw.fetch('/console/home', { headers: { authorization: basicAuth(username, password), 'x-forwarded-for': clientIp } })
+}
+
+async function statusOf (response: Promise<Response>): Promise<number> {
+  const res = await response
+  await res.arrayBuffer()
+  return res.status
+}
+
+test('maxFailuresPerIp holds for one client rotating addresses inside its IPv6 /64, as for one IPv4 address; another /64 is not limited', async (t) => {
+  const gw = await start(t, config({ maxFailuresPerIp: 5, maxFailuresPerUser: 1000 }, { trustProxies: ['127.0.0.1/32'] }))
+  const v6: number[] = []
+  for (let i = 1; i <= 12; i++) v6.push(await statusOf(asFrom(gw, `user${i}`, 'guess', `2001:db8:1:2::${i.toString(16)}`)))
+  t.deepEqual(v6, [...Array<number>(5).fill(401), ...Array<number>(7).fill(429)])
+  t.is(await statusOf(asFrom(gw, 'bob', BOB, '2001:db8:1:2::ffff')), 429, 'the right password too, from the same /64')
+  t.is(await statusOf(asFrom(gw, 'bob', BOB, '2001:db8:1:3::1')), 200, 'the next /64 is another client')
+  const v4: number[] = []
+  for (let i = 1; i <= 8; i++) v4.push(await statusOf(asFrom(gw, `v4user${i}`, 'guess', '198.51.100.7')))
+  t.deepEqual(v4, [401, 401, 401, 401, 401, 429, 429, 429])
+  t.is(await statusOf(asFrom(gw, 'bob', BOB, '198.51.100.8')), 200)
+})
+
 test.serial('past maxConcurrentChecks and its queue a password check is 429 rate_limited with Retry-After: 1; the right password passes after', async (t) => {
   const password = randomBytes(12).toString('base64url')
-  const gw = await start(t, config({ maxConcurrentChecks: 1, maxFailuresPerUser: 100, maxFailuresPerIp: 100 }), { files: { 'users.htpasswd': `carol:${await bcryptHash(password, 10)}\n` } })
-  const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => as(gw, 'carol', `guess-${i}`)))
+  const gw = await start(t, config({ maxConcurrentChecks: 1, maxFailuresPerUser: 100, maxFailuresPerIp: 100 }, { trustProxies: ['127.0.0.1/32'] }), { files: { 'users.htpasswd': `carol:${await bcryptHash(password, 10)}\n` } })
+  // Twenty client addresses, one guess each: the total bound refuses, not the share of one address.
+  const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => asFrom(gw, 'carol', `guess-${i}`, `203.0.113.${i + 1}`)))
   const shed = responses.filter((r) => r.status === 429)
   const checked = responses.filter((r) => r.status === 401)
   t.true(shed.length >= 15, `${shed.length} refused`)
@@ -250,12 +288,40 @@ test.serial('past maxConcurrentChecks and its queue a password check is 429 rate
   t.is((await as(gw, 'carol', password)).status, 200)
 })
 
+// Review F6: one client filled the shared pool, and everyone else without a cached success got 429.
+test.serial('one address\'s burst of guesses gets its share of the pool, the rest 429 Retry-After: 1; another address with the right password is checked: 200', async (t) => {
+  const password = randomBytes(12).toString('base64url')
+  // bcrypt cost 12: the burst is still hashing when the other client arrives.
+  const gw = await start(t, config({ maxConcurrentChecks: 1, maxFailuresPerUser: 1000, maxFailuresPerIp: 50 }, { trustProxies: ['127.0.0.1/32'] }),
+    { files: { 'users.htpasswd': `alice:${await bcryptHash(password, 12)}\n` } })
+  const before = passwordChecks.count
+  const burst = Promise.all(Array.from({ length: 20 }, async (_, i) => {
+    const res = await asFrom(gw, `nobody${i}`, 'guess', '203.0.113.9')
+    await res.arrayBuffer()
+    return res
+  }))
+  t.true(await until(() => passwordChecks.count > before, 10_000), 'the burst is hashing')
+  const alice = await asFrom(gw, 'alice', password, '198.51.100.20')
+  const responses = await burst
+  t.is(alice.status, 200, `the other address: ${alice.status} ${alice.headers.get('retry-after') ?? ''}`)
+  t.is((await alice.json() as Echo).headers['x-auth-subject'], 'alice')
+  t.is(responses.filter((r) => r.status === 401).length, 2, 'the share of one address: a quarter of 1 worker + 4 queued, at least 2')
+  const shed = responses.filter((r) => r.status === 429)
+  t.is(shed.length, 18)
+  for (const res of shed) t.is(res.headers.get('retry-after'), '1')
+  // One /64 is one address for the share too; its other half is refused while the first checks run.
+  const v6 = await Promise.all(Array.from({ length: 6 }, (_, i) => statusOf(asFrom(gw, `v6-${i}`, 'guess', `2001:db8:1:2::${i + 1}`))))
+  t.deepEqual(v6.filter((s) => s === 401).length, 2, v6.join(' '))
+  t.deepEqual(v6.filter((s) => s === 429).length, 4, v6.join(' '))
+})
+
 test.serial('a public route stays fast (p99 under 50 ms) while a 200-guess burst for bcrypt cost 11 runs', async (t) => {
   const password = randomBytes(12).toString('base64url')
   // The default maxConcurrentChecks: every core hashing (the workers run at a lower priority on Linux).
   const workers = availableParallelism()
   const gw = await start(t, {
     ...config(),
+    trustProxies: ['127.0.0.1/32'],
     routes: [...config().routes, { name: 'open', match: { path: '/open' }, upstream: 'demo', public: true }],
   }, { files: { 'users.htpasswd': `carol:${await bcryptHash(password, 11)}\n` } })
   const keepAlive = new Agent({ keepAliveTimeout: 10_000 })
@@ -264,7 +330,7 @@ test.serial('a public route stays fast (p99 under 50 ms) while a 200-guess burst
   t.is(await open(), 200)
   t.is((await as(gw, 'carol', password)).status, 200)
   // Start every worker first (a cold worker under tsx takes a while).
-  t.deepEqual(await Promise.all(Array.from({ length: workers }, async (_, i) => (await as(gw, `warm-${i}`, 'x')).status)), Array(workers).fill(401))
+  t.deepEqual(await Promise.all(Array.from({ length: workers }, async (_, i) => (await asFrom(gw, `warm-${i}`, 'x', `198.19.0.${i + 1}`)).status)), Array(workers).fill(401))
 
   const baseline: number[] = []
   for (let i = 0; i < 50; i++) {
@@ -276,7 +342,8 @@ test.serial('a public route stays fast (p99 under 50 ms) while a 200-guess burst
   const before = passwordChecks.count
   let answered = 0
   const burst = Promise.all(Array.from({ length: 200 }, async (_, i) => {
-    const res = await as(gw, i % 2 === 0 ? 'carol' : `ghost-${i}`, `guess-${i}`)
+    // From many addresses, so the pool fills (one address gets only a quarter of it).
+    const res = await asFrom(gw, i % 2 === 0 ? 'carol' : `ghost-${i}`, `guess-${i}`, `198.18.${i >> 8}.${i & 255}`)
     await res.arrayBuffer()
     answered++
     return res.status

@@ -279,3 +279,15 @@ test('by ip uses X-Forwarded-For only from a trusted proxy, else the socket addr
   t.is(await via(untrusting, '192.0.2.1'), 200)
   t.is(await via(untrusting, '192.0.2.2'), 429, 'a forged X-Forwarded-For does not buy a fresh counter')
 })
+
+test('by ip counts an IPv6 client behind a trusted proxy per /64; an IPv4 client per address', async (t) => {
+  const route = { name: 'status', match: { path: '/status' }, upstream: 'demo', public: true, policies: [{ rateLimit: { by: 'ip', limit: '2/min' } }] }
+  const gw = await startGateway({ trustProxies: ['127.0.0.1/32'], routes: [route] })
+  t.teardown(() => gw.close())
+  const via = (client: string) => gw.fetch('/status', { headers: { 'x-forwarded-for': client } }).then(async (res) => { await res.arrayBuffer(); return res.status })
+  const rotating: number[] = []
+  for (let i = 1; i <= 5; i++) rotating.push(await via(`2001:db8:1:2::${i.toString(16)}`))
+  t.deepEqual(rotating, [200, 200, 429, 429, 429], 'five addresses of one /64 share one counter')
+  t.is(await via('2001:db8:1:3::1'), 200, 'the next /64 is another client')
+  t.deepEqual([await via('198.51.100.7'), await via('198.51.100.7'), await via('198.51.100.7'), await via('198.51.100.8')], [200, 200, 429, 200])
+})
