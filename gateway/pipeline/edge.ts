@@ -34,6 +34,10 @@ export function checkEdge (req: IncomingMessage): Edge | Rejection {
     else if (name.length > 12 && (name.charCodeAt(0) | 32) === 120 && name.slice(0, 12).toLowerCase() === 'x-forwarded-') forwardedFamily = true
   }
   if (hostCount > 1) return Rejection.badRequest('more than one Host header')
+  // Node removes `chunked` and leaves any other transfer coding (`gzip, chunked`) undone: the upstream would get gzip
+  // bytes with no header left to say so (Transfer-Encoding is hop-by-hop), and a signature would cover other bytes.
+  const coding = req.headers['transfer-encoding']
+  if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked') return Rejection.badRequest('transfer codings other than chunked are refused')
 
   const target = normalizePath(req.url ?? '')
   if (!target.ok) return Rejection.badRequest(target.reason)

@@ -488,3 +488,14 @@ test('a CONNECT request is 400 bad_request with an access line, not a silent clo
   const open = await rawGet(gw.url, '/open/x')
   t.is(open.status, 200)
 })
+
+test('Transfer-Encoding: gzip, chunked is 400 and never forwarded (the gzip coding would be lost); plain chunked is forwarded', async (t) => {
+  const { gw, upstream } = t.context
+  const host = new URL(gw.url).host
+  const id = probe()
+  const refused = await rawRequest(gw.url, [`POST /open/${id} HTTP/1.1`, `Host: ${host}`, 'Transfer-Encoding: gzip, chunked'].join('\r\n'), '5\r\nhello\r\n0\r\n\r\n')
+  await assertProblem(t, refused, 400, 'bad_request')
+  t.false(upstream.seen.some((s) => s.url.includes(id)))
+  const ok = await rawRequest(gw.url, [`POST /open/${id}-ok HTTP/1.1`, `Host: ${host}`, 'Transfer-Encoding: chunked'].join('\r\n'), '5\r\nhello\r\n0\r\n\r\n')
+  t.is(ok.status, 200)
+})
