@@ -7,11 +7,11 @@ import { benchAsync, bench, section } from './harness.js'
 
 let schemes: typeof import('../../policies/hmac/schemes.js')
 let clients: typeof import('../../policies/hmac/signing-clients.js')
-let fixtures: typeof import('../../policies/hmac/fixtures/context.js')
+let harness: typeof import('../../test/helpers/policy-harness.js')
 try {
   schemes = await import('../../policies/hmac/schemes.js')
   clients = await import('../../policies/hmac/signing-clients.js')
-  fixtures = await import('../../policies/hmac/fixtures/context.js')
+  harness = await import('../../test/helpers/policy-harness.js')
 } catch {
   console.log('\n## HMAC\nskipped: policy not available (policies/hmac/)')
   process.exit(0)
@@ -34,7 +34,7 @@ const COUNT = 20_000
 const contexts = Array.from({ length: COUNT }, (_, i) => {
   const target = `/v1/payments?n=${i}`
   const signature = createHmac('sha256', secret).update(`POST\n${target}\n${timestamp}\n${bodyHash}`).digest('base64')
-  return fixtures.makeContext({ target, body, now, headers: [['X-Key-Id', 'bench'], ['X-Timestamp', timestamp], ['X-Signature', signature]] })
+  return harness.makeContext({ method: 'POST', target, scheme: 'https', authority: 'api.example.com', body, now, headers: [['X-Key-Id', 'bench'], ['X-Timestamp', timestamp], ['X-Signature', signature]] })
 })
 // Each round gets a new store: the same signature twice is refused as a replay.
 let store = new MemoryStore({ prefix: 'micro:' })

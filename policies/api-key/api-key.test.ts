@@ -4,11 +4,12 @@ import { StoreUnavailableError, isRejection, type Rejection } from '../../gatewa
 import { MemoryStore } from '../../gateway/store/memory.js'
 import { RedisStore } from '../../gateway/store/redis.js'
 import type { Continue, PolicyInstance } from '../types.js'
-import { startRedis, uniquePrefix, type RedisServer } from '../../test/helpers/redis.js'
+import { command, startRedis, uniquePrefix, type RedisServer } from '../../test/helpers/redis.js'
+import { until } from '../../test/helpers/until.js'
 import { apiKey } from './index.js'
 import { KeyDirectory } from './directory.js'
 import { hashApiKey, newApiKey } from './format.js'
-import { KEY_INDEX, lastUsedKey, recordKey } from './records.js'
+import { KEY_EVENTS, KEY_INDEX, lastUsedKey, recordKey } from './records.js'
 import { schema, type ApiKeyConfig } from './schema.js'
 import { KeyRequestError, KeyService } from './service.js'
 import { FakeClock, countingStore, makeContext, makeDeps, withDefaults, type CountingStore } from '../../test/helpers/policy-harness.js'
@@ -282,17 +283,16 @@ test('on Redis, a revocation published by one instance drops the cached key of a
   const service = new KeyService({ store: storeA })
   const created = await service.create({ client: 'shared' })
   assertAccepted(t, await send(created.key), 'shared')
-  await new Promise((resolve) => setTimeout(resolve, 100)) // the subscription is made asynchronously
+  // The subscription is made asynchronously: PUBLISH answers how many subscribers got it ('{}' names no key, so it is ignored).
+  await until(async () => Number(await command(t.context.redis.port, ['PUBLISH', `${prefix}${KEY_EVENTS}`, '{}'])) > 0,
+    { timeoutMs: 5000, intervalMs: 10, message: 'the instance to subscribe to key events' })
   const reads = storeB.count('getHash')
   assertAccepted(t, await send(created.key), 'shared')
   t.is(storeB.count('getHash'), reads, 'served from the cache')
   await service.revoke(created.id)
   const started = Date.now()
-  let outcome: Continue | Rejection = await send(created.key)
-  while (!isRejection(outcome) && Date.now() - started < 1000) {
-    await new Promise((resolve) => setTimeout(resolve, 10))
-    outcome = await send(created.key)
-  }
+  const outcome = await until(async () => { const o = await send(created.key); return isRejection(o) ? o : undefined },
+    { timeoutMs: 1000, intervalMs: 10, message: 'the revoked key to be refused by the other instance' })
   assertRejected(t, outcome, 401, 'invalid_credentials', 'API key revoked')
   t.true(Date.now() - started < 1000)
   t.truthy(await storeA.get(lastUsedKey(created.id)) === null, 'lastUsedAt not written yet (batched)')

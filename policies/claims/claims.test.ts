@@ -3,7 +3,7 @@ import { validate } from '../../gateway/config/validate.js'
 import { isRejection, type Rejection } from '../../gateway/errors.js'
 import { MemoryStore } from '../../gateway/store/memory.js'
 import type { Outcome } from '../types.js'
-import { build, identity, makeContext, makeDeps } from '../rate-limit/fixtures/context.js'
+import { build, identity, makeContext, makeDeps } from '../../test/helpers/policy-harness.js'
 import { claims, matches } from './index.js'
 
 async function run (config: unknown, held: Record<string, unknown>, methods = ['jwt']): Promise<Outcome> {

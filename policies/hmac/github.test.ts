@@ -1,8 +1,7 @@
 /** The hmac policy's github webhook scheme: X-Hub-Signature-256. */
 import anyTest, { type TestFn } from 'ava'
 import { createHmac, randomBytes } from 'node:crypto'
-import type { FakeRequest } from './fixtures/context.js'
-import { NOW, passed, policy, rejected, run, setup } from './fixtures/policy.js'
+import { NOW, passed, policy, rejected, run, setup, type FakeRequest } from './fixtures/policy.js'
 
 const test = anyTest as TestFn
 setup(test)

@@ -4,9 +4,8 @@ import { createHash, createHmac } from 'node:crypto'
 import { StoreUnavailableError } from '../../gateway/errors.js'
 import type { Outcome } from '../types.js'
 import { startRedis, uniquePrefix } from '../../test/helpers/redis.js'
-import { makeContext } from './fixtures/context.js'
 import {
-  NOW, NOW_SEC, base64Secret, billingSecret, passed, plainSecret, policy, redisStore, rejected, run, setup, signed,
+  NOW, NOW_SEC, base64Secret, billingSecret, context, passed, plainSecret, policy, redisStore, rejected, run, setup, signed,
 } from './fixtures/policy.js'
 
 const test = anyTest as TestFn
@@ -224,7 +223,7 @@ test('hmac-sha256: header names are configurable, and so is the challenge', asyn
 test('hmac-sha256: a body over the route limit is not turned into a 401: the body error propagates', async (t) => {
   const instance = await policy({})
   const tooLarge = new Error('request body too large')
-  await t.throwsAsync(instance.evaluate(makeContext({ ...signed({ body: 'big' }), bodyError: tooLarge })) as Promise<Outcome>, { is: tooLarge })
+  await t.throwsAsync(instance.evaluate(context({ ...signed({ body: 'big' }), bodyError: tooLarge })) as Promise<Outcome>, { is: tooLarge })
 })
 
 test('hmac-sha256: a store failure propagates as StoreUnavailableError, never as a pass', async (t) => {
@@ -233,7 +232,7 @@ test('hmac-sha256: a store failure propagates as StoreUnavailableError, never as
   const instance = await policy({}, { store: redisStore(uniquePrefix('hmac-down'), { url: down.url, timeoutMs: 300 }) })
   passed(t, await run(instance, signed({ body: 'before' })))
   down.pause()
-  await t.throwsAsync(instance.evaluate(makeContext(signed({ body: 'while down' }))) as Promise<Outcome>, { instanceOf: StoreUnavailableError })
+  await t.throwsAsync(instance.evaluate(context(signed({ body: 'while down' }))) as Promise<Outcome>, { instanceOf: StoreUnavailableError })
   down.resume()
 })
 

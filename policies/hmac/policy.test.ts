@@ -1,6 +1,6 @@
 /** What every scheme of the hmac policy shares: body reading, credential headers, signing clients, configuration checks. */
 import anyTest, { type TestFn } from 'ava'
-import { withSchemaDefaults } from './fixtures/context.js'
+import { withDefaults } from '../../test/helpers/policy-harness.js'
 import { document, ed, pem, policy, setup, signingClients } from './fixtures/policy.js'
 import { hmac, signingClientsSection } from './index.js'
 import { schema, signingClientsSectionSchema, type HmacPolicyConfig } from './schema.js'
@@ -54,7 +54,7 @@ test('signingClients check: key material must fit the algorithm, keyIds must be 
 
 test('hmac check: webhook schemes need a secret; signing schemes need signing clients and refuse a secret', (t) => {
   const check = (config: Partial<HmacPolicyConfig>, doc: Record<string, unknown> = document) =>
-    hmac.check!(withSchemaDefaults(schema, config) as HmacPolicyConfig, { config: doc, route: { name: 'r', upstream: 'demo', listeners: [], maxBodyBytes: 1024 } })
+    hmac.check!(withDefaults<HmacPolicyConfig>(schema, config), { config: doc, route: { name: 'r', upstream: 'demo', listeners: [], maxBodyBytes: 1024 } })
       .filter((issue) => issue.severity === 'error').map((issue) => issue.message)
   t.deepEqual(check({ scheme: 'github', secret: 's' }), [])
   t.regex(check({ scheme: 'github' })[0]!, /needs the webhook `secret`/)
@@ -72,23 +72,23 @@ test('hmac check: webhook schemes need a secret; signing schemes need signing cl
 })
 
 test('hmac check: options of another scheme are warnings', (t) => {
-  const warnings = hmac.check!(withSchemaDefaults(schema, { scheme: 'github', secret: 's', components: ['@method'], headers: { keyId: 'X-K' } }) as HmacPolicyConfig,
+  const warnings = hmac.check!(withDefaults<HmacPolicyConfig>(schema, { scheme: 'github', secret: 's', components: ['@method'], headers: { keyId: 'X-K' } }),
     { config: document, route: { name: 'r', upstream: 'demo', listeners: [], maxBodyBytes: 1024 } })
   t.deepEqual(warnings.map((w) => [w.severity, w.path.join('.')]), [['warning', 'components'], ['warning', 'headers']])
 })
 
 test('the schema refuses unknown fields and schemes, and fills the defaults', (t) => {
-  t.throws(() => withSchemaDefaults(schema, { scheme: 'md5' }))
-  t.throws(() => withSchemaDefaults(schema, { windw: '5s' }))
-  t.throws(() => withSchemaDefaults(schema, { label: 'Not A Key' }))
-  t.like(withSchemaDefaults(schema, {}), { scheme: 'hmac-sha256', window: '300s', replay: true, requireNonce: false })
-  t.like(withSchemaDefaults(signingClientsSectionSchema, [{ keyId: 'k', secret: 's' }])[0], { secretEncoding: 'utf8', algorithm: 'hmac-sha256', scopes: [] })
+  t.throws(() => withDefaults(schema, { scheme: 'md5' }))
+  t.throws(() => withDefaults(schema, { windw: '5s' }))
+  t.throws(() => withDefaults(schema, { label: 'Not A Key' }))
+  t.like(withDefaults(schema, {}), { scheme: 'hmac-sha256', window: '300s', replay: true, requireNonce: false })
+  t.like(withDefaults<unknown[]>(signingClientsSectionSchema, [{ keyId: 'k', secret: 's' }])[0], { secretEncoding: 'utf8', algorithm: 'hmac-sha256', scopes: [] })
   t.true((schema.properties.secret as { sensitive?: boolean }).sensitive)
 })
 
 test('hmac check: more required rfc9421 components than a signature may cover is an error; 32 is fine', (t) => {
   const check = (components: string[]) =>
-    hmac.check!(withSchemaDefaults(schema, { scheme: 'rfc9421', components }) as HmacPolicyConfig, { config: document, route: { name: 'r', upstream: 'demo', listeners: [], maxBodyBytes: 1024 } })
+    hmac.check!(withDefaults<HmacPolicyConfig>(schema, { scheme: 'rfc9421', components }), { config: document, route: { name: 'r', upstream: 'demo', listeners: [], maxBodyBytes: 1024 } })
       .filter((issue) => issue.severity === 'error')
   const fields = (count: number) => ['@method', '@target-uri', ...Array.from({ length: count - 2 }, (_, i) => `x-h${i}`)]
   t.deepEqual(check(fields(32)), [])

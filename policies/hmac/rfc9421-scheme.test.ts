@@ -3,10 +3,9 @@ import anyTest, { type TestFn } from 'ava'
 import { createSigner } from 'http-message-signatures'
 import { uniquePrefix } from '../../test/helpers/redis.js'
 import type { Outcome, PolicyInstance } from '../types.js'
-import { makeContext, type FakeRequest } from './fixtures/context.js'
 import {
-  NOW, asymmetric, billingSecret, ec, ed, libraryDigest, librarySign, otherKeys, passed, policy, redisStore, rejected, run, setup,
-  signed9421, type Signed,
+  NOW, asymmetric, billingSecret, context, ec, ed, libraryDigest, librarySign, otherKeys, passed, policy, redisStore, rejected, run, setup,
+  signed9421, type FakeRequest, type Signed,
 } from './fixtures/policy.js'
 import { createContentDigest } from './content-digest.js'
 
@@ -325,7 +324,7 @@ function signedOverMany (keys: number, params: number, extra: string[] = []): Si
 
 /** Runs a request and counts the field reads the policy makes, by name. */
 async function runCounting (instance: PolicyInstance, request: FakeRequest): Promise<{ outcome: Outcome, reads: Map<string, number> }> {
-  const ctx = makeContext(request)
+  const ctx = context(request)
   const reads = new Map<string, number>()
   const outcome = await instance.evaluate({
     ...ctx,

@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { Agent, fetch as undiciFetch, request as undiciRequest } from 'undici'
-import type { FakeRequest } from './fixtures/context.js'
-import { NOW, billingSecret, ed, passed, policy, rejected, run, setup } from './fixtures/policy.js'
+import { NOW, billingSecret, ed, passed, policy, rejected, run, setup, type FakeRequest } from './fixtures/policy.js'
 import { signCommand, signRequest, signingInterceptor } from './sign.js'
 
 const test = anyTest as TestFn

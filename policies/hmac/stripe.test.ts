@@ -1,8 +1,7 @@
 /** The hmac policy's stripe webhook scheme: Stripe-Signature. */
 import anyTest, { type TestFn } from 'ava'
 import { createHmac, randomBytes } from 'node:crypto'
-import type { FakeRequest } from './fixtures/context.js'
-import { NOW, NOW_SEC, passed, policy, rejected, run, setup } from './fixtures/policy.js'
+import { NOW, NOW_SEC, passed, policy, rejected, run, setup, type FakeRequest } from './fixtures/policy.js'
 
 const test = anyTest as TestFn
 setup(test)

@@ -6,7 +6,7 @@ import { RedisStore } from '../../gateway/store/redis.js'
 import type { GcraCheck, GcraResult, Store } from '../../gateway/store/types.js'
 import type { Continue, Identity, Outcome, PolicyInstance } from '../types.js'
 import { freePort } from '../../test/e2e/support.js'
-import { build, identity, makeContext, makeDeps, quietLogger } from './fixtures/context.js'
+import { build, identity, makeContext, makeDeps, quietLogger } from '../../test/helpers/policy-harness.js'
 import { rateLimit } from './index.js'
 import { policies } from '../index.js'
 import { LEASE_LIFETIME_MS, Leases } from './lease.js'
@@ -41,7 +41,7 @@ const limit = (config: Record<string, unknown>): Step => ({ rateLimit: { ...conf
 /** One gateway instance's rateLimit steps of route "orders" on a given store and clock. */
 async function instance (steps: Step[], store: Store, c: Clock, storeConfig: Record<string, unknown> = { onError: 'deny' }) {
   const route = { name: 'orders', upstream: 'demo', policies: steps }
-  const deps = makeDeps({ store, config: { rateLimitTiers: {}, store: storeConfig, routes: [route] }, shared: new Map(), now: c.now, log: quietLogger().log })
+  const deps = makeDeps({ store, config: { rateLimitTiers: {}, store: storeConfig, routes: [route] }, routeName: 'orders', listeners: [], shared: new Map(), now: c.now, log: quietLogger().log })
   const instances: PolicyInstance[] = []
   for (const [index, step] of steps.entries()) if ('rateLimit' in step) instances.push(await build(rateLimit, step.rateLimit, { ...deps, step: { index } }))
   return {

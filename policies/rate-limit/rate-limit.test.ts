@@ -6,7 +6,7 @@ import { RedisStore } from '../../gateway/store/redis.js'
 import type { GcraCheck, GcraResult } from '../../gateway/store/types.js'
 import type { Continue, Identity, Outcome, PolicyDeps, PolicyInstance, RouteInfo } from '../types.js'
 import { freePort } from '../../test/e2e/support.js'
-import { build, identity, makeContext, makeDeps, quietLogger } from './fixtures/context.js'
+import { build, identity, makeContext, makeDeps, quietLogger } from '../../test/helpers/policy-harness.js'
 import { rateLimit } from './index.js'
 import { policies } from '../index.js'
 import { keyValue, parseBy } from './limiter.js'
@@ -48,7 +48,7 @@ async function setup (steps: Step[], options: { doc?: Record<string, unknown>, s
   const route = { name: 'orders', upstream: 'demo', policies: steps, ...(options.route?.public ? { public: true } : {}) }
   const doc = { rateLimitTiers: {}, store: { onError: 'deny', ...options.storeConfig }, ...options.doc, routes: [route] }
   const shared = new Map<string, unknown>()
-  const deps = makeDeps({ store, config: doc, shared, now: c.now })
+  const deps = makeDeps({ store, config: doc, routeName: 'orders', listeners: [], shared, now: c.now })
   const instances: PolicyInstance[] = []
   for (const [index, step] of steps.entries()) {
     if ('rateLimit' in step) instances.push(await build(rateLimit, step.rateLimit, { ...deps, step: { index } }))
@@ -269,7 +269,7 @@ async function deadRedis (): Promise<RedisStore> {
 test('onError deny: a store failure propagates as StoreUnavailableError (the core answers 503)', async (t) => {
   const store = await deadRedis()
   try {
-    const deps = makeDeps({ store, config: { rateLimitTiers: {}, store: { onError: 'deny' }, routes: [{ name: 'orders', policies: [auth, limit({ by: 'client', limit: '2/min' })] }] } })
+    const deps = makeDeps({ store, routeName: 'orders', listeners: [], now: Date.now, config: { rateLimitTiers: {}, store: { onError: 'deny' }, routes: [{ name: 'orders', policies: [auth, limit({ by: 'client', limit: '2/min' })] }] } })
     const policy = await build(rateLimit, { by: 'client', limit: '2/min' }, { ...deps, step: { index: 1 } })
     const started = Date.now()
     await t.throwsAsync(async () => await policy.evaluate(makeContext({ identity: identity() })), { instanceOf: StoreUnavailableError })
@@ -284,7 +284,7 @@ test('onError allow: while the store is down, per-instance counters still enforc
   const logs = quietLogger()
   try {
     const step = limit({ by: 'client', limit: '2/min' })
-    const deps = makeDeps({ store, log: logs.log, config: { rateLimitTiers: {}, store: { onError: 'allow' }, routes: [{ name: 'orders', policies: [auth, step] }] } })
+    const deps = makeDeps({ store, log: logs.log, routeName: 'orders', listeners: [], now: Date.now, config: { rateLimitTiers: {}, store: { onError: 'allow' }, routes: [{ name: 'orders', policies: [auth, step] }] } })
     const policy = await build(rateLimit, step.rateLimit, { ...deps, step: { index: 1 } })
     const results = []
     for (let i = 0; i < 3; i++) results.push(await policy.evaluate(makeContext({ identity: identity() })))

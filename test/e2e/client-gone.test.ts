@@ -8,6 +8,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import anyTest, { type TestFn } from 'ava'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/until.js'
 import { openGet, probe, recordingUpstream, type RecordingUpstream } from './support.js'
 
 const test = anyTest as TestFn<{ gw: TestGateway, upstream: RecordingUpstream, introspection: http.Server }>
@@ -63,9 +64,12 @@ test('clients that leave while the chain runs are never forwarded, and later req
   const gone = probe()
   // Three in a row: each would have taken the upstream's only connection for good.
   for (let i = 0; i < 3; i++) await abandon(gw, `/slow/${gone}/${i}`, `opaque-token-${gone}-${i}`, 50)
-  await new Promise((resolve) => setTimeout(resolve, SLOW_MS + 200))
+  // Each is logged when its chain ends (after the slow introspection); it had no X-Request-Id to wait for. A request
+  // forwarded would have reached the upstream before its line, so only now is "never forwarded" final.
+  const lines = () => gw.rawLogs().split('\n').filter((l) => l.includes(gone) && l.includes('"msg":"request"'))
+  await until(() => lines().length >= 3, { timeoutMs: 5000, intervalMs: 10, message: 'the access lines of the three abandoned requests' })
   t.is(upstream.seen.filter((s) => s.url.includes(gone)).length, 0, 'a departed client\'s request was forwarded')
-  const logged = gw.rawLogs().split('\n').filter((l) => l.includes(gone) && l.includes('"msg":"request"')).map((l) => JSON.parse(l) as { status: number, code: string })
+  const logged = lines().map((l) => JSON.parse(l) as { status: number, code: string })
   t.deepEqual(logged.map((l) => `${l.status} ${l.code}`), ['499 client_closed', '499 client_closed', '499 client_closed'])
 
   // The twin: requests whose clients wait are answered in full, through the same single connection.

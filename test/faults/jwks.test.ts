@@ -4,11 +4,12 @@
  * none waits longer, cached keys are served for the TTL and the stale grace and then refused, and the gateway
  * recovers without a restart once the IdP answers again.
  */
+import { once } from 'node:events'
+import type { Socket } from 'node:net'
 import anyTest, { type TestFn } from 'ava'
 import { makeKey, sign, startJwksServer, type JwksServer, type TestKey } from '../../policies/jwt/fixtures/keys.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/until.js'
-import { delay } from './support.js'
 
 interface Context { key: TestKey }
 const test = anyTest as TestFn<Context>
@@ -104,12 +105,15 @@ test('keys cached before the IdP went away serve for the TTL and the stale grace
     jwks.mode = 'hang'
     clock += 30_000 // inside the TTL
     t.is(await ok(), 200)
+    // The next JWKS request is the background refresh: its connection closes when the gateway gives up on it.
+    const refresh = new Promise<Socket>((resolve) => jwks.server.once('request', (req: { socket: Socket }) => resolve(req.socket)))
     clock += 60_000 // past the TTL, inside the stale grace: served while a background refresh hangs
     const started = performance.now()
     t.is(await ok(), 200)
     t.true(performance.now() - started < 3000, 'a stale key is served without waiting for the 4 s refresh')
     clock += 120_000 // past TTL + grace: fail closed, within the fetch timeout
-    await delay(4200) // the background refresh gives up
+    const socket = await refresh
+    if (!socket.closed) await once(socket, 'close', { signal: AbortSignal.timeout(4000 + SLACK_MS) }) // the background refresh gives up
     const closedAt = performance.now()
     t.is(await ok(), 401)
     t.true(performance.now() - closedAt < 4000 + SLACK_MS, `refused after ${Math.round(performance.now() - closedAt)} ms`)

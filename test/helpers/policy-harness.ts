@@ -12,6 +12,7 @@ import { StoreUnavailableError } from '../../gateway/errors.js'
 import { createLogger, type Logger } from '../../gateway/log.js'
 import { MemoryStore } from '../../gateway/store/memory.js'
 import type { Store } from '../../gateway/store/types.js'
+import { policies } from '../../policies/index.js'
 import type { Identity, ListenerInfo, PolicyDefinition, PolicyDeps, PolicyInstance, RequestContext } from '../../policies/types.js'
 import { FakeClock } from './clock.js'
 import { LogCapture } from './gateway.js'
@@ -79,6 +80,8 @@ export interface DepsOptions {
   readonly config?: Record<string, unknown>
   /** `now` for the policy and the default store. Default: a fake clock at the real time now. */
   readonly clock?: FakeClock
+  /** Overrides `clock`: any `() => number` (a hand-rolled clock, `Date.now`). */
+  readonly now?: () => number
   /** Default: a memory store on the same clock. */
   readonly store?: Store
   readonly baseDir?: string
@@ -88,20 +91,23 @@ export interface DepsOptions {
   readonly shared?: Map<string, unknown>
   /** Default: a debug-level logger whose lines `logged()` returns. */
   readonly log?: Logger
+  /** The registry lent to policies (which steps authenticate, which read a bearer token). Default: the real one, as the gateway lends it. */
+  readonly policies?: ReadonlyMap<string, PolicyDefinition>
 }
 
 const PLAIN: ListenerInfo = { name: 'local', tls: false, clientCA: false, clientCert: 'none' }
 
 /** PolicyDeps for one configuration generation: `shared` builds once per name, as the loader's does. */
 export function makeDeps (options: DepsOptions = {}): TestDeps {
-  const clock = options.clock ?? new FakeClock()
+  const now = options.now ?? (options.clock ?? new FakeClock()).now
   const shared = options.shared ?? new Map<string, unknown>()
   const capture = new LogCapture()
   return {
-    store: options.store ?? new MemoryStore({ now: clock.now }),
+    store: options.store ?? new MemoryStore({ now }),
     realm: 'authgate',
     config: options.config ?? {},
     route: { name: options.routeName ?? 'test', upstream: 'demo', listeners: options.listeners ?? [PLAIN], maxBodyBytes: 1 << 20 },
+    policies: options.policies ?? policies,
     baseDir: options.baseDir ?? process.cwd(),
     log: options.log ?? createLogger({ level: 'debug', destination: capture.destination }),
     logged: () => capture.text(),
@@ -109,18 +115,42 @@ export function makeDeps (options: DepsOptions = {}): TestDeps {
       if (!shared.has(name)) shared.set(name, build())
       return shared.get(name) as T
     },
-    now: clock.now,
+    now,
   }
 }
 
+/** A debug-level logger whose lines are kept, for a test that passes its own `log` and asserts on what it wrote. */
+export function quietLogger (): { log: Logger, lines: () => string } {
+  const capture = new LogCapture()
+  return { log: createLogger({ level: 'debug', destination: capture.destination }), lines: () => capture.text() }
+}
+
+/** An authenticated identity with the given parts, as a step after authentication sees it. */
+export function identity (parts: Partial<Identity> = {}): Partial<Identity> {
+  return { subject: 'alice', client: 'web', methods: ['apiKey'], scopes: [], claims: {}, ...parts }
+}
+
 export interface ContextOptions {
-  /** Field lines in order (duplicates kept); `headers` holds the first value of each lower-cased name. */
-  readonly headers?: Array<[string, string]>
+  /**
+   * Field lines in order, a name may repeat (`headerValues` returns each). `headers` is Node's joined view:
+   * duplicates of Authorization, Host, Content-Type... keep the first, others are joined with `, `.
+   * A Host line (from `authority`) is added when none is given, and Content-Length for a non-empty body.
+   */
+  readonly headers?: ReadonlyArray<readonly [string, string]>
   /** The raw query string, without `?`. */
   readonly query?: string
   readonly method?: string
   readonly path?: string
+  /** The request-target exactly as sent (path and query); wins over `path` and `query`. */
+  readonly target?: string
+  readonly scheme?: 'http' | 'https'
+  /** The Host when the field lines carry none (default `127.0.0.1`); a Host line wins, as in the gateway. */
+  readonly authority?: string
   readonly clock?: FakeClock
+  /** Overrides `clock`: a fixed time in ms, or any `() => number`. */
+  readonly now?: number | (() => number)
+  /** body() rejects with this (e.g. the chain's PayloadTooLargeError). */
+  readonly bodyError?: Error
   readonly remoteAddress?: string
   /** What earlier steps established (for steps after authentication). */
   readonly identity?: Partial<Identity>
@@ -128,27 +158,44 @@ export interface ContextOptions {
   readonly body?: string | Buffer
 }
 
-/** A request as the gateway would present it to a policy. */
-export function makeContext (options: ContextOptions = {}): RequestContext {
-  const lines = options.headers ?? []
-  const headers: Record<string, string> = {}
-  for (const [name, value] of lines) headers[name.toLowerCase()] ??= value
-  const rawQuery = options.query ?? ''
-  const path = options.path ?? '/v1/orders'
-  const clock = options.clock ?? new FakeClock()
-  const address = options.remoteAddress ?? '127.0.0.1'
+// Node's IncomingMessage.headers keeps the first of these when a request repeats them (and joins Cookie with `; `).
+const FIRST_WINS = new Set(['age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host',
+  'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization',
+  'referer', 'retry-after', 'server', 'user-agent'])
+
+/** A request as the gateway would present it to a policy; `bodyReads()` counts the calls to `body()`. */
+export function makeContext (options: ContextOptions = {}): RequestContext & { bodyReads: () => number } {
   const body = options.body === undefined ? Buffer.alloc(0) : Buffer.from(options.body)
+  const lines: Array<[string, string]> = (options.headers ?? []).map(([name, value]) => [name.toLowerCase(), value])
+  const host = lines.find(([name]) => name === 'host')?.[1]
+  const authority = host ?? options.authority ?? '127.0.0.1'
+  if (host === undefined) lines.unshift(['host', authority])
+  if (body.length > 0 && !lines.some(([name]) => name === 'content-length' || name === 'transfer-encoding')) {
+    lines.push(['content-length', String(body.length)])
+  }
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>
+  for (const [name, value] of lines) {
+    const held = headers[name]
+    if (held === undefined) headers[name] = value
+    else if (!FIRST_WINS.has(name)) headers[name] = `${held}${name === 'cookie' ? '; ' : ', '}${value}`
+  }
+  const q = options.target?.indexOf('?') ?? -1
+  const path = options.target === undefined ? options.path ?? '/v1/orders' : q === -1 ? options.target : options.target.slice(0, q)
+  const rawQuery = options.target === undefined ? options.query ?? '' : q === -1 ? '' : options.target.slice(q + 1)
+  const now = typeof options.now === 'number' ? ((ms: number) => () => ms)(options.now) : options.now ?? (options.clock ?? new FakeClock()).now
+  const address = options.remoteAddress ?? '127.0.0.1'
+  let reads = 0
   return {
     requestId: 'test-request',
     method: options.method ?? 'GET',
     path,
-    rawTarget: rawQuery ? `${path}?${rawQuery}` : path,
+    rawTarget: options.target ?? (rawQuery ? `${path}?${rawQuery}` : path),
     rawQuery,
     query: new URLSearchParams(rawQuery),
-    scheme: 'http',
-    authority: '127.0.0.1',
+    scheme: options.scheme ?? 'http',
+    authority,
     headers,
-    headerValues: (name: string) => lines.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v),
+    headerValues: (name: string) => lines.filter(([n]) => n === name).map(([, v]) => v),
     remoteAddress: address,
     peerAddress: address,
     listener: 'local',
@@ -157,8 +204,13 @@ export function makeContext (options: ContextOptions = {}): RequestContext {
     peerCert: undefined,
     peerCertRejected: false,
     identity: options.identity ?? {},
-    body: async () => body,
-    now: clock.now,
+    body: async () => {
+      reads++
+      if (options.bodyError) throw options.bodyError
+      return body
+    },
+    now,
+    bodyReads: () => reads,
   }
 }
 
