@@ -239,12 +239,23 @@ export function probe (): string {
 }
 
 /** A loopback port that was free a moment ago (bound, then released). */
+/**
+ * A port for a server a test starts later (a listener added by a reload, a child process). Taken below the kernel's
+ * ephemeral range (32768-60999): a port the OS hands out for `listen(0)` and that is then released can be taken
+ * again at once as the local port of any outgoing connection of a test running beside this one (EADDRINUSE later).
+ */
 export async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const server = net.createServer()
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false))
+      server.listen({ port, host: '127.0.0.1', exclusive: true }, () => resolve(true))
+    })
+    if (!bound) continue
+    await new Promise((resolve) => server.close(resolve))
+    return port
+  }
 }
 
 export interface Pushed {
