@@ -55,6 +55,8 @@ export async function startCommand (args: readonly string[], io: CommandIo): Pro
   return 0
 }
 
+function ignoreSendError (): void {}
+
 /**
  * `workers: N`: N processes share the listeners (node:cluster). The primary watches the config and relays
  * SIGHUP and SIGTERM to every worker once; a worker that dies unexpectedly is replaced.
@@ -68,10 +70,14 @@ async function supervise (count: number, file: string, io: CommandIo): Promise<n
     io.stderr.write(`authgate: worker ${worker.process.pid} exited (${signal ?? code}); starting another\n`)
     setTimeout(fork, 500).unref()
   })
-  const broadcast = (message: string) => { for (const worker of Object.values(cluster.workers ?? {})) worker?.send(message) }
+  // A worker that is exiting has closed its channel: a send to it fails (EPIPE), and without a callback that error
+  // is an 'error' event that would end the primary. It is going away anyway, so the error is dropped.
+  const broadcast = (message: string) => {
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected()) worker.send(message, ignoreSendError)
+  }
   // A worker still loading when the stop went out may have missed it: tell it again once it listens.
-  cluster.on('listening', (worker) => { if (stopping) worker.send('authgate:stop') })
-  process.on('SIGHUP', () => broadcast('authgate:reload'))
+  cluster.on('listening', (worker) => { if (stopping && worker.isConnected()) worker.send('authgate:stop', ignoreSendError) })
+  process.on('SIGHUP', () => { if (!stopping) broadcast('authgate:reload') })
   const stop = () => {
     if (stopping) return
     stopping = true
@@ -87,7 +93,7 @@ async function supervise (count: number, file: string, io: CommandIo): Promise<n
   let timer: NodeJS.Timeout | undefined
   watch(dirname(resolve(file)), { persistent: false }, () => {
     clearTimeout(timer)
-    timer = setTimeout(() => broadcast('authgate:reload'), 250)
+    timer = setTimeout(() => { if (!stopping) broadcast('authgate:reload') }, 250)
   }).on('error', () => {})
   await new Promise(() => {})
   return 0
