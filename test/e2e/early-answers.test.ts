@@ -7,6 +7,7 @@ import anyTest, { type TestFn } from 'ava'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { assertProblem, header, probe, pushBody, type Pushed } from './support.js'
+import { until } from '../helpers/until.js'
 
 const test = anyTest as TestFn<{ gw: TestGateway }>
 
@@ -56,8 +57,8 @@ test('a client that keeps writing a 2 MiB body to a 1 MiB route reads the whole 
 
 /** Resolves once the access line of the request to `path` is written: its answer has been sent. */
 async function answered (gw: TestGateway, path: string): Promise<void> {
-  const deadline = performance.now() + 10_000
-  while (!gw.rawLogs().includes(`"path":"${path}"`) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+  // The request's id is not known to a client that has not read its answer yet: its path names the line.
+  await until(() => gw.rawLogs().includes(`"path":"${path}"`), { timeoutMs: 10_000, intervalMs: 5, message: `the access line of ${path}` })
 }
 
 test('a client that starts its 2 MiB upload after the 413 was sent, and reads only once it is written, gets the whole 413', async (t) => {
