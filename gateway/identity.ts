@@ -10,6 +10,8 @@ export const HOP_BY_HOP = new Set([
 export interface IdentityHeaders {
   /** Lower-case names stripped from every inbound request, before any policy runs. */
   readonly strip: ReadonlySet<string>
+  /** The same names as a list: walked once per request without an iterator object. */
+  readonly stripList: readonly string[]
   readonly subject: string
   readonly client: string
   readonly methods: string
@@ -30,7 +32,7 @@ export function identityHeaders (config: IdentityConfig): IdentityHeaders {
     'x-auth-identity',
     ...(signed ? [signed] : []),
   ])
-  return { strip, subject: own[0]!, client: own[1]!, methods: own[2]!, scopes: own[3]!, tier: own[4]!, signed }
+  return { strip, stripList: [...strip], subject: own[0]!, client: own[1]!, methods: own[2]!, scopes: own[3]!, tier: own[4]!, signed }
 }
 
 /** The verified identity as upstream headers; set, never passed through. */

@@ -139,7 +139,8 @@ function stepsFor (route: CompiledRoute, req: IncomingMessage, method: string, h
  */
 function removeGatewayOwned (generation: Generation, req: IncomingMessage, trustedPeer: boolean, forwardedFamily: boolean): void {
   const headers = req.headers
-  for (const name of generation.identity.strip) if (headers[name] !== undefined) delete headers[name]
+  const owned = generation.identity.stripList
+  for (let i = 0; i < owned.length; i++) if (headers[owned[i]!] !== undefined) delete headers[owned[i]!]
   if (trustedPeer) return
   for (const name of UNTRUSTED_FORWARDING) if (headers[name] !== undefined) delete headers[name]
   if (forwardedFamily) for (const name in headers) if (name.startsWith('x-forwarded-')) delete headers[name]
