@@ -1,8 +1,9 @@
-import type { IncomingMessage } from 'node:http'
+import type { Readable } from 'node:stream'
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls'
 import type { Identity } from '../policies/types.js'
 import type { ChainContext } from './pipeline/chain.js'
 import { readBody } from './body.js'
+import type { PeerState, RequestView } from './pipeline/request-view.js'
 
 const NO_VALUES: readonly string[] = Object.freeze([])
 
@@ -11,10 +12,10 @@ export class HttpRequestContext implements ChainContext {
   identity: Partial<Identity> = {}
   private queryCache: URLSearchParams | undefined
   private bodyPromise: Promise<Buffer> | undefined
-  private peer: { cert: DetailedPeerCertificate | undefined, rejected: boolean } | undefined
+  private peer: PeerState | undefined
 
   constructor (
-    private readonly req: IncomingMessage,
+    private readonly req: RequestView,
     readonly requestId: string,
     readonly method: string,
     readonly path: string,
@@ -51,6 +52,7 @@ export class HttpRequestContext implements ChainContext {
 
   private peerState () {
     if (this.peer) return this.peer
+    if (this.req.clientCertificate !== undefined) return (this.peer = this.req.clientCertificate)
     const socket = this.req.socket as TLSSocket
     if (typeof socket.getPeerCertificate !== 'function') {
       this.peer = { cert: undefined, rejected: false }
@@ -63,7 +65,7 @@ export class HttpRequestContext implements ChainContext {
   }
 
   body (): Promise<Buffer> {
-    this.bodyPromise ??= readBody(this.req, this.maxBodyBytes)
+    this.bodyPromise ??= readBody(this.req.bodySource ?? (this.req as unknown as Readable), this.maxBodyBytes)
     return this.bodyPromise
   }
 
@@ -71,7 +73,6 @@ export class HttpRequestContext implements ChainContext {
   get bufferedBody (): Promise<Buffer> | undefined { return this.bodyPromise }
 }
 
-interface PeerState { readonly cert: DetailedPeerCertificate | undefined, readonly rejected: boolean }
 
 function readPeer (socket: TLSSocket): PeerState {
   const cert = socket.getPeerCertificate(true)

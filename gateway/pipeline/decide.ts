@@ -1,4 +1,3 @@
-import type { IncomingMessage } from 'node:http'
 import { BodyTooLargeError } from '../body.js'
 import { runChain, type ChainResult, type Step } from './chain.js'
 import { Rejection } from '../errors.js'
@@ -9,6 +8,9 @@ import type { CompiledRoute, Generation } from '../generation.js'
 import { clientAddress } from './client-address.js'
 import { checkEdge } from './edge.js'
 import { forwardTarget, UNTRUSTED_FORWARDING, upstreamHeaders } from './forward-headers.js'
+import type { RequestView } from './request-view.js'
+
+export type { RequestView } from './request-view.js'
 
 /** The listener a request arrived on. */
 export interface ListenerRef {
@@ -61,7 +63,7 @@ export interface BodyWaiter { bodyWanted (): void }
  * edge checks -> normalize + route -> limits -> the chain -> the upstream request. Refusals are values; faults (a
  * store that is down) are thrown and become problems through faultProblem().
  */
-export async function decide (generation: Generation, listener: ListenerRef, req: IncomingMessage, requestId: string,
+export async function decide (generation: Generation, listener: ListenerRef, req: RequestView, requestId: string,
   env: DecideEnv, waiter?: BodyWaiter): Promise<Decision> {
   const edge = checkEdge(req)
   if (edge instanceof Rejection) return refuse(edge, undefined)
@@ -72,7 +74,7 @@ export async function decide (generation: Generation, listener: ListenerRef, req
     return refuse(Rejection.headersTooLarge(), route)
   }
 
-  const peerAddress = unmapAddress(req.socket.remoteAddress ?? '')
+  const peerAddress = unmapAddress(req.socket?.remoteAddress ?? '')
   const trustedPeer = generation.trustsAnyProxy && isTrusted(generation.trustProxies, peerAddress)
   removeGatewayOwned(generation, req, trustedPeer, edge.forwardedFamily)
   const remoteAddress = trustedPeer ? clientAddress(generation.trustProxies, peerAddress, req.headers['x-forwarded-for'] as string | undefined) : peerAddress
@@ -126,7 +128,7 @@ const NO_STEPS: readonly Step[] = []
  * Origin and Access-Control-Request-Method, and no body) runs only the steps that need no caller (rate limits by ip,
  * route or header): a preflight is not a way around them, and a request that is no preflight runs the whole chain.
  */
-function stepsFor (route: CompiledRoute, req: IncomingMessage, method: string, hasBody: boolean): readonly Step[] {
+function stepsFor (route: CompiledRoute, req: RequestView, method: string, hasBody: boolean): readonly Step[] {
   if (!route.preflightPublic || method !== 'OPTIONS' || hasBody) return route.steps
   if (req.headers.origin === undefined || req.headers['access-control-request-method'] === undefined) return route.steps
   return route.preflightSteps.length > 0 ? route.preflightSteps : NO_STEPS
@@ -137,7 +139,7 @@ function stepsFor (route: CompiledRoute, req: IncomingMessage, method: string, h
  * runs, and so are the forwarding headers of a peer that is not a trusted proxy: policies, rate-limit keys and logs
  * see only what the gateway vouches for. A header is deleted only when present, so the usual request costs lookups.
  */
-function removeGatewayOwned (generation: Generation, req: IncomingMessage, trustedPeer: boolean, forwardedFamily: boolean): void {
+function removeGatewayOwned (generation: Generation, req: RequestView, trustedPeer: boolean, forwardedFamily: boolean): void {
   const headers = req.headers
   const owned = generation.identity.stripList
   for (let i = 0; i < owned.length; i++) if (headers[owned[i]!] !== undefined) delete headers[owned[i]!]

@@ -1,6 +1,6 @@
-import type { IncomingMessage } from 'node:http'
 import { Rejection } from '../errors.js'
 import { normalizePath } from '../router/index.js'
+import type { RequestView } from './request-view.js'
 
 /** What the edge checks established about a request, before routing. */
 export interface Edge {
@@ -20,7 +20,7 @@ export interface Edge {
  * Checks every request gets before routing, whatever front door it came through: header names, one Host, the
  * target's normalization, API keys in the query, method overrides. Each refusal is 400 bad_request.
  */
-export function checkEdge (req: IncomingMessage): Edge | Rejection {
+export function checkEdge (req: RequestView): Edge | Rejection {
   const raw = req.rawHeaders
   let hostCount = 0
   let headerBytes = 0
@@ -76,7 +76,7 @@ const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-m
  * parameter's name is compared after percent-decoding (`_%6Dethod`), case-insensitively, with `;` as a separator
  * too, and as PHP mangles it (`.method`), since that is how the frameworks behind us may read it.
  */
-export function overridesMethod (req: IncomingMessage, rawQuery: string, method: string): boolean {
+export function overridesMethod (req: RequestView, rawQuery: string, method: string): boolean {
   for (const name of METHOD_OVERRIDE_HEADERS) {
     const value = req.headers[name]
     if (value !== undefined && String(value).trim().toUpperCase() !== method) return true

@@ -1,7 +1,7 @@
-import type { IncomingMessage } from 'node:http'
 import type { ChainResult } from './chain.js'
 import { addIdentity, connectionTokens, HOP_BY_HOP } from '../identity.js'
 import type { CompiledRoute, Generation } from '../generation.js'
+import type { RequestView } from './request-view.js'
 
 /**
  * Headers that name the client's address or scheme as some proxy saw it. Read only from a trusted proxy; from
@@ -44,7 +44,7 @@ export interface ForwardPeer {
  * The upstream's request headers: the client's (gateway-owned ones were removed at the edge), less hop-by-hop and
  * consumed credentials, with the gateway's `X-Forwarded-*` and the verified identity.
  */
-export function upstreamHeaders (generation: Generation, route: CompiledRoute, req: IncomingMessage, peer: ForwardPeer,
+export function upstreamHeaders (generation: Generation, route: CompiledRoute, req: RequestView, peer: ForwardPeer,
   result: ChainResult | undefined): Record<string, string | string[]> {
   const tokens = connectionTokens(req.headers.connection)
   const headers: Record<string, string | string[]> = {}
