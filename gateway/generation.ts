@@ -1,6 +1,6 @@
 import type { BlockList } from 'node:net'
 import { policies } from '../policies/index.js'
-import type { CacheReporter, PolicyDeps, PolicyInstance, StepPosition } from '../policies/types.js'
+import type { CacheReporter, MetricsReporter, PolicyDeps, PolicyInstance, ReportedMetric, ReservedAnswer, ReservedEndpoints, ReservedRequest, StepPosition } from '../policies/types.js'
 import type { Step } from './pipeline/chain.js'
 import type { LoadedConfig, RouteConfig, PolicyStep } from './config/types.js'
 import { routeInfo, toRouteSpec } from './config/load.js'
@@ -65,6 +65,33 @@ export class Generation {
       const reporter = value as Partial<CacheReporter> | undefined
       if (typeof reporter?.reportCaches !== 'function') continue
       for (const { cache, hits, misses } of reporter.reportCaches()) out.push({ cache, hits, misses })
+    }
+    return out
+  }
+
+  /** Whether any policy serves endpoints under `/.authgate/` (sessions): front doors ask before deciding. */
+  get servesReserved (): boolean {
+    for (const value of this.shared.values()) if (typeof (value as Partial<ReservedEndpoints> | undefined)?.serveReserved === 'function') return true
+    return false
+  }
+
+  /** The answer of the policy that serves this `/.authgate/` request, or undefined (it goes on to routing). */
+  async serveReserved (req: ReservedRequest, now: number): Promise<ReservedAnswer | undefined> {
+    for (const value of this.shared.values()) {
+      const endpoints = value as Partial<ReservedEndpoints> | undefined
+      if (typeof endpoints?.serveReserved !== 'function') continue
+      const answer = await endpoints.serveReserved(req, now)
+      if (answer !== undefined) return answer
+    }
+    return undefined
+  }
+
+  /** Series that shared objects count themselves (sessions: logins, refreshes): /metrics, at scrape time. */
+  reportedMetrics (): ReportedMetric[] {
+    const out: ReportedMetric[] = []
+    for (const value of this.shared.values()) {
+      const reporter = value as Partial<MetricsReporter> | undefined
+      if (typeof reporter?.reportMetrics === 'function') out.push(...reporter.reportMetrics())
     }
     return out
   }

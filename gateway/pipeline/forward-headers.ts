@@ -72,6 +72,8 @@ export function upstreamHeaders (generation: Generation, route: CompiledRoute, r
   if (!route.upstream.preserveHost && route.upstream.host) headers.host = route.upstream.host
   if (result) {
     Object.assign(headers, result.upstreamHeaders)
+    // A policy removes a header it rewrote to nothing (a Cookie that held only the gateway's own cookies).
+    for (const name in result.upstreamHeaders) if (result.upstreamHeaders[name] === '') delete headers[name]
     addIdentity(headers, result.identity, generation.identity)
   }
   return headers
