@@ -28,9 +28,11 @@ export function safeRedirect (rd: string | null | undefined, allowedHosts: reado
 function relativeOk (rd: string): boolean {
   let text = rd
   for (let i = 0; i < 4; i++) {
-    if (!text.startsWith('/') || text[1] === '/' || text[1] === '\\') return false
+    // Never a second slash, backslash or blank right after the first: "//host", "/\\host", "/ /host" and "/\t/host"
+    // are another host to some reader. Control characters and backslashes nowhere.
+    if (!text.startsWith('/') || /^\/[/\\\s\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]/.test(text)) return false
     // eslint-disable-next-line no-control-regex
-    if (/[\x00-\x20\x7f\\]/.test(text)) return false
+    if (/[\x00-\x1f\x7f\\]/.test(text)) return false
     let decoded: string
     try {
       decoded = decodeURIComponent(text)
