@@ -63,7 +63,7 @@ export class AdminServer {
         })
       }
       if (req.method === 'GET' && url.pathname === '/metrics') {
-        const body = await this.metrics.registry.metrics()
+        const body = await this.metrics.registry.metrics() + this.metrics.reportedText()
         res.writeHead(200, { 'Content-Type': this.metrics.registry.contentType })
         res.end(body)
         return

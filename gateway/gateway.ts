@@ -67,6 +67,7 @@ export class Gateway {
     try {
       handler.runtime = await Generation.build(config, { store, log, now: options.now ?? Date.now })
       metrics.cacheStats = () => handler.runtime.cacheStats()
+      metrics.reported = () => handler.runtime.reportedMetrics()
       gateway.useSigner(await gateway.createSigner(config, store))
       await gateway.openListeners()
       await gateway.openAdmin()

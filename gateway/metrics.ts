@@ -19,6 +19,22 @@ export class Metrics {
   /** Read at scrape time from the caches of the current configuration (apiKey, jwt_token, jwks). */
   cacheStats: () => Array<{ cache: string, hits: number, misses: number }> = () => []
   readonly cacheLookups: Counter<'cache' | 'result'>
+  /** Read at scrape time: series that policies count themselves (sessions: logins, refreshes), since the configuration was loaded. */
+  reported: () => ReadonlyArray<{ name: string, help: string, type: 'counter' | 'gauge', labels: Readonly<Record<string, string>>, value: number }> = () => []
+
+  /** The exposition text of the `reported` series, appended to the registry's. */
+  reportedText (): string {
+    const byName = new Map<string, { help: string, type: string, lines: string[] }>()
+    for (const { name, help, type, labels, value } of this.reported()) {
+      let family = byName.get(name)
+      if (family === undefined) { family = { help, type, lines: [] }; byName.set(name, family) }
+      const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')}"`)
+      family.lines.push(`${name}${pairs.length > 0 ? `{${pairs.join(',')}}` : ''} ${value}`)
+    }
+    let out = ''
+    for (const [name, family] of byName) out += `# HELP ${name} ${family.help}\n# TYPE ${name} ${family.type}\n${family.lines.join('\n')}\n`
+    return out
+  }
 
   constructor (options: { defaultMetrics?: boolean } = {}) {
     const metrics = this

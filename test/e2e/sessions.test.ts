@@ -338,3 +338,15 @@ test('on a TLS listener the cookies are __Host- and Secure', async (t) => {
     await idp.close()
   }
 })
+
+test.serial('metrics count logins, refused callbacks by reason, and sessions in use', async (t) => {
+  const { base, gw } = t.context
+  const browser = new TestBrowser()
+  await login(t, browser)
+  await new TestBrowser().send(`${base}/.authgate/callback?state=forged&code=x`)
+  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+  t.regex(text, /# TYPE authgate_session_logins_total counter/)
+  t.regex(text, /authgate_session_logins_total\{client="corp"\} [1-9]\d*/)
+  t.regex(text, /authgate_session_login_failures_total\{client="unknown",reason="state"\} [1-9]\d*/)
+  t.regex(text, /authgate_sessions_active [1-9]\d*/)
+})
