@@ -139,7 +139,9 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter {
     let record = await this.#load(hash, now)
     if (record === undefined || record.client !== client) return { ok: false, rejection: this.absent(ctx, names, record === undefined) }
 
-    if (UNSAFE_METHODS.has(ctx.method)) {
+    // A WebSocket handshake is a GET that a page of any site may open with the user's cookies (cross-site WebSocket
+    // hijacking): it is held to the same rule as unsafe methods.
+    if (UNSAFE_METHODS.has(ctx.method) || ctx.headers.upgrade !== undefined) {
       if (!sameOrigin(ctx.headers, ctx.scheme, ctx.authority)) return { ok: false, rejection: Rejection.forbidden('forbidden', 'cross-site request') }
       if (options.csrfHeader !== undefined && ctx.headers[options.csrfHeader] === undefined) {
         return { ok: false, rejection: Rejection.forbidden('forbidden', `cross-site request: ${options.csrfHeader} required`) }
@@ -178,7 +180,8 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter {
     const text = this.keys.open(sealed, RECORD + hash)
     if (text === undefined) return undefined
     const record = JSON.parse(text) as SessionRecord
-    if (record.expiresAt <= now) return undefined
+    // Both ends are checked on the gateway's clock too (the store's expiry is the backstop, on its own clock).
+    if (record.expiresAt <= now || now - Number(seen) >= this.idleMs) return undefined
     if (now - Number(seen) >= TOUCH_EVERY_MS) await this.#store.set(SEEN + hash, String(now), this.#idleTtl(record, now))
     return record
   }
