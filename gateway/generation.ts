@@ -1,6 +1,6 @@
 import type { BlockList } from 'node:net'
 import { policies } from '../policies/index.js'
-import type { CacheReporter, MetricsReporter, PolicyDeps, PolicyInstance, ReportedMetric, ReservedAnswer, ReservedEndpoints, ReservedRequest, StepPosition } from '../policies/types.js'
+import type { CacheReporter, CookieOwner, MetricsReporter, PolicyDeps, PolicyInstance, ReportedMetric, ReservedAnswer, ReservedEndpoints, ReservedRequest, StepPosition } from '../policies/types.js'
 import type { Step } from './pipeline/chain.js'
 import type { LoadedConfig, RouteConfig, PolicyStep } from './config/types.js'
 import { routeInfo, toRouteSpec } from './config/load.js'
@@ -56,7 +56,17 @@ export class Generation {
     readonly realm: string,
     private readonly instances: PolicyInstance[],
     private readonly shared: ReadonlyMap<string, unknown>,
-  ) {}
+  ) {
+    const owned = new Set<string>()
+    for (const value of shared.values()) {
+      const owner = value as Partial<CookieOwner> | undefined
+      if (typeof owner?.ownedCookies === 'function') for (const name of owner.ownedCookies()) owned.add(name)
+    }
+    this.ownedCookies = [...owned]
+  }
+
+  /** Cookies of the gateway's own (sessions): never forwarded upstream. Usually none. */
+  readonly ownedCookies: readonly string[]
 
   /** Hit and miss counts of the caches policies share (shared objects that are a CacheReporter): /metrics. */
   cacheStats (): Array<{ cache: string, hits: number, misses: number }> {

@@ -323,6 +323,14 @@ export interface ReservedEndpoints {
   serveReserved (req: ReservedRequest, now: number): Promise<ReservedAnswer | undefined>
 }
 
+/**
+ * A shared object whose policy sets cookies of the gateway's own (the session cookie) implements this: those cookies
+ * are removed from the `Cookie` header of every request forwarded by that generation, on every route.
+ */
+export interface CookieOwner {
+  ownedCookies (): readonly string[]
+}
+
 /** A shared object that counts events of its own for /metrics implements this; read at scrape time. */
 export interface MetricsReporter {
   reportMetrics (): readonly ReportedMetric[]

@@ -7,7 +7,7 @@ import type { LintFinding, PolicyDefinition, PolicyDeps, SectionDefinition } fro
 import { isLoopbackHost, remoteUrlProblem } from '../jwt/http.js'
 import { MIN_SECRET_BYTES } from './crypto.js'
 import { OidcClient } from './oidc.js'
-import { SessionRuntime, withoutCookies } from './runtime.js'
+import { SessionRuntime } from './runtime.js'
 import { OidcClientSchema, schema, SessionsSchema, type OidcClientConfig, type SessionPolicyConfig, type SessionsConfig } from './schema.js'
 import { Type } from '@sinclair/typebox'
 
@@ -154,14 +154,10 @@ export const session: PolicyDefinition<SessionPolicyConfig> = {
         const found = await runtime.check(ctx, config.client, { forwardAccessToken: config.forwardAccessToken, csrfHeader })
         if (!found.ok) return found.rejection
         const { record } = found
-        const names = runtime.cookieNames(ctx.scheme)
-        const upstreamHeaders: Record<string, string> = {}
-        const cookie = withoutCookies(ctx.headers.cookie, [names.session, names.tx])
-        if (cookie !== undefined) upstreamHeaders.cookie = cookie
-        if (config.forwardAccessToken) upstreamHeaders.authorization = `Bearer ${record.accessToken}`
+        // The gateway's cookies never go upstream (the core removes them on every route: Generation.ownedCookies).
         return {
           identity: { subject: record.sub, client: client.config.clientId, scopes: record.scopes, claims: record.claims },
-          upstreamHeaders,
+          ...(config.forwardAccessToken ? { upstreamHeaders: { authorization: `Bearer ${record.accessToken}` } } : {}),
         }
       },
     }

@@ -3,7 +3,7 @@ import { Rejection, type Challenge } from '../../gateway/errors.js'
 import type { Logger } from '../../gateway/log.js'
 import { problemBody } from '../../gateway/problem.js'
 import type { Store } from '../../gateway/store/types.js'
-import type { MetricsReporter, ReportedMetric, RequestContext, ReservedAnswer, ReservedEndpoints, ReservedRequest } from '../types.js'
+import type { CookieOwner, MetricsReporter, ReportedMetric, RequestContext, ReservedAnswer, ReservedEndpoints, ReservedRequest } from '../types.js'
 import { pkceChallenge, randomToken, sha256, SessionKeys } from './crypto.js'
 import { IdpUnavailableError, type OidcClient, type TokenResponse } from './oidc.js'
 import { safeRedirect } from './redirect.js'
@@ -78,7 +78,7 @@ export type SessionCheck =
  * The sessions of one configuration generation (shared by every `session` route): the `/.authgate/*` endpoints,
  * session records in the store, single-flight refresh, and the counters /metrics reads.
  */
-export class SessionRuntime implements ReservedEndpoints, MetricsReporter {
+export class SessionRuntime implements ReservedEndpoints, MetricsReporter, CookieOwner {
   readonly keys: SessionKeys
   readonly idleMs: number
   readonly absoluteMs: number
@@ -109,6 +109,13 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter {
   /** A session route built on these listeners with this client: the endpoints are served there. */
   addRoute (route: SessionRoute): void {
     this.#routes.push(route)
+  }
+
+  /** The session and login-transaction cookies, on TLS and on a loopback plain-HTTP listener. */
+  ownedCookies (): string[] {
+    const tls = this.cookieNames('https')
+    const plain = this.cookieNames('http')
+    return [tls.session, tls.tx, plain.session, plain.tx]
   }
 
   client (name: string): OidcClient | undefined {
@@ -557,12 +564,6 @@ export function readCookie (cookie: string | string[] | undefined, name: string)
     }
   }
   return undefined
-}
-
-/** The Cookie header without the gateway's own cookies ('' when nothing is left). */
-export function withoutCookies (cookie: string | undefined, names: readonly string[]): string | undefined {
-  if (cookie === undefined) return undefined
-  return cookie.split(';').map((p) => p.trim()).filter((p) => p.length > 0 && !names.includes(p.slice(0, Math.max(0, p.indexOf('='))).trim())).join('; ')
 }
 
 function header (headers: Readonly<Record<string, string | string[] | undefined>>, name: string): string | undefined {

@@ -40,6 +40,7 @@ test.before(async (t) => {
       { name: 'app', match: { path: '/app/**' }, upstream: 'demo', policies: [{ session: { client: 'corp', forwardAccessToken: true } }] },
       { name: 'csrf', match: { path: '/strict/**' }, upstream: 'demo', policies: [{ session: { client: 'corp', csrfHeader: 'X-Requested-With' } }] },
       { name: 'mixed', match: { path: '/mixed/**' }, upstream: 'demo', policies: [{ anyOf: [{ session: { client: 'corp' } }, { jwt: { provider: 'api' } }] }, { claims: { groups: 'staff' } }] },
+      { name: 'open', match: { path: '/open/**' }, upstream: 'demo', public: true },
       { name: 'keyed', match: { path: '/keyed/**' }, upstream: 'demo', policies: [{ session: { client: 'keyed' } }] },
     ],
   }, { env: { SESSION_SECRET: secret, CLIENT_SECRET: clientSecret }, files: { 'client.key': idp.clientKeys['app-pkjwt']! } })
@@ -101,6 +102,10 @@ test('a navigation without a session goes to the login, and the whole login ends
   const echoed = JSON.parse(again.body) as Echo
   t.is(echoed.headers['x-auth-subject'], 'alice')
   t.is(echoed.headers.cookie, 'theme=dark')
+  // On a route without any session step (public), the session cookie is not forwarded either.
+  const open = await browser.send(`${base}/open/x`)
+  t.is(JSON.parse(open.body).headers.cookie, 'theme=dark')
+  browser.setCookie(base, 'theme', '')
 
   const info = await browser.send(`${base}/.authgate/session`, { kind: 'fetch' })
   t.is(info.status, 200)
