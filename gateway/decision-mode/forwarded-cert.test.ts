@@ -8,7 +8,7 @@ import { createHash, X509Certificate } from 'node:crypto'
 import http, { type IncomingHttpHeaders } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { certificateSerial, createCRL, issueClientCert, type PemPair } from '../../certs/pki.js'
-import { EKU, issueCertificate, mintPki, type Pki } from '../../test/helpers/pki.js'
+import { EKU, handshake, issueCertificate, mintPki, type Pki } from '../../test/helpers/pki.js'
 import { FORWARDED_CERT_HEADERS, forwardedCertificate, loadClientCertTrust, type ClientCertTrust, type ForwardedCert } from './forwarded-cert.js'
 
 interface Context {
@@ -231,6 +231,35 @@ test('CRLs along a chain: each link needs its issuer\'s CRL, checked against the
   const intermediateRevoked = await createCRL(pki.ca, [certificateSerial(intermediate.cert)])
   const revokedCa = loadClientCertTrust(Buffer.from(pki.ca.cert), Buffer.from(intermediateRevoked + intermediateCrl))
   t.deepEqual(check(t, chainOf(chained.cert), { trust: revokedCa }), { kind: 'rejected', reason: 'an intermediate CA of its chain is revoked' })
+})
+
+test('the verdicts agree with OpenSSL verifying the same certificates in a real TLS handshake (same CA, same CRL)', async (t) => {
+  const { pki, serverOnly, noEku, notYetValid } = t.context
+  const cases = { client: pki.client, otherClient: pki.otherClient, untrusted: pki.untrusted, expired: pki.expired, revoked: pki.revoked, serverOnly, noEku, notYetValid }
+  for (const [name, pair] of Object.entries(cases)) {
+    for (const crl of [undefined, pki.crl]) {
+      const seen = await handshake(pki, pair, crl === undefined ? {} : { crl })
+      const ours = check(t, { 'x-ssl-client-cert': nginxEscaped(pair.cert) }, { trust: crl === undefined ? t.context.trust : t.context.trustWithCrl })
+      t.is(ours.kind === 'verified', seen.authorized, `${name}${crl === undefined ? '' : ' with the CRL'}: OpenSSL ${seen.authorizationError ?? 'ok'}, ours ${JSON.stringify(ours)}`)
+    }
+  }
+})
+
+test('chains agree with OpenSSL too: intermediates sent by the client, CRLs of the root and of the intermediate', async (t) => {
+  const { pki, intermediate, chained, chainedRevoked, rogueChained } = t.context
+  const rootCrl = await createCRL(pki.ca, [])
+  const intermediateCrl = await createCRL(intermediate, [certificateSerial(chainedRevoked.cert)])
+  // Node's TLS `crl` reads one CRL per string (PEM_read_bio_X509_CRL once): several go in as an array.
+  const crls: Record<string, string[] | undefined> = { none: undefined, 'root only': [rootCrl], both: [rootCrl, intermediateCrl] }
+  const leaves = { chained, chainedRevoked, rogueChained }
+  for (const [crlName, crl] of Object.entries(crls)) {
+    const trust = loadClientCertTrust(Buffer.from(pki.ca.cert), crl === undefined ? undefined : Buffer.from(crl.join('\n')))
+    for (const [name, pair] of Object.entries(leaves)) {
+      const seen = await handshake(pki, { cert: opensslPem(pair.cert) + opensslPem(intermediate.cert), key: pair.key }, crl === undefined ? {} : { crl })
+      const ours = check(t, { 'x-forwarded-tls-client-cert': traefik(pair.cert, intermediate.cert) }, { trust })
+      t.is(ours.kind === 'verified', seen.authorized, `${name}, CRLs: ${crlName}: OpenSSL ${seen.authorizationError ?? 'ok'}, ours ${JSON.stringify(ours)}`)
+    }
+  }
 })
 
 // --- None -----------------------------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ export interface Handshake {
  * (`rejectUnauthorized: false`, as an `optional` listener), presenting `client` (or nothing), and reports what the
  * server saw.
  */
-export async function handshake (pki: Pki, client: PemPair | undefined, options: { crl?: string } = {}): Promise<Handshake> {
+export async function handshake (pki: Pki, client: PemPair | undefined, options: { crl?: string | string[] } = {}): Promise<Handshake> {
   let seen: Handshake | undefined
   const server = tls.createServer({
     cert: pki.server.cert,
