@@ -344,7 +344,7 @@ test('two different certificate headers at once are malformed, even when one of 
   for (const headers of [
     { 'x-forwarded-client-cert': xfccValue, 'x-ssl-client-cert': nginxEscaped(client.cert) },
     { 'x-ssl-client-cert': nginxEscaped(client.cert), 'x-forwarded-tls-client-cert': traefik(client.cert) },
-    // nginx sets its header (empty: no client certificate) and passes a client-sent XFCC through: not a verified user.
+    // A proxy's own header, even empty, beside a second kind the client must have sent: not a verified user.
     { 'x-ssl-client-cert': '', 'x-forwarded-client-cert': xfccValue },
   ]) {
     const result = check(t, headers)

@@ -199,7 +199,7 @@ export function forwardedCertificate (headers: IncomingHttpHeaders, trust: Clien
   for (const header of FORWARDED_CERT_HEADERS) {
     const v = headers[header]
     if (v === undefined) continue
-    // Present, even empty: nginx's snippet always sets its header, so a second kind beside it was sent by the client.
+    // Present, even empty: one proxy sets one of them, so a second kind beside it was sent by the client.
     if (name !== undefined) return malformed(`client certificate headers of two proxies at once (${name}, ${header})`)
     name = header
     value = v
@@ -210,7 +210,9 @@ export function forwardedCertificate (headers: IncomingHttpHeaders, trust: Clien
     value = value[0] ?? ''
   }
   const text = value!.trim()
-  if (text === '') return NONE // nginx sends an empty value when the client presented no certificate
+  // The variables are empty without a client certificate (nginx's proxy_set_header then omits the header altogether:
+  // ngx_http_proxy_create_request skips an empty value).
+  if (text === '') return NONE
 
   const state = trust === undefined ? undefined : states.get(trust)
   if (trust !== undefined && state === undefined) throw new TypeError('the trust was not made by loadClientCertTrust')
