@@ -134,7 +134,7 @@ export class Generation {
         })
       }
       const { list } = parseCidrs(doc.trustProxies)
-      const decisionListeners = new Map(doc.listeners.filter((l) => l.mode === 'decide').map((l) => [l.name, decisionTrust(l, config.baseDir)]))
+      const decisionListeners = new Map(doc.listeners.filter((l) => l.mode === 'decide').map((l) => [l.name, decisionTrust(l, config.baseDir, deps.now)]))
       return new Generation(config, compileRoutes(routes), upstreams, identityHeaders(doc.identity), list,
         doc.trustProxies.length > 0, doc.realm, decisionListeners, instances, shared)
     } catch (error) {

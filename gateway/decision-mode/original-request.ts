@@ -30,8 +30,8 @@ export interface Described {
   readonly scheme: 'http' | 'https'
 }
 
-/** Reads a forwarded client certificate from the decision request; a Rejection when it is malformed. */
-export type CertificateReader = (headers: IncomingHttpHeaders) => PeerState | Rejection
+/** Reads the client certificate a proxy forwarded in the decision request's headers, verified again. */
+export type CertificateReader = (headers: IncomingHttpHeaders) => PeerState
 
 /**
  * The original request as the proxy describes it: its method, target, host and scheme from the dialect's headers, its
@@ -42,6 +42,7 @@ export type CertificateReader = (headers: IncomingHttpHeaders) => PeerState | Re
 export class OriginalRequest implements RequestView {
   readonly httpVersionMajor = 1
   readonly httpVersionMinor = 1
+  #certificate: PeerState | undefined
 
   constructor (
     readonly method: string,
@@ -51,10 +52,17 @@ export class OriginalRequest implements RequestView {
     readonly headersDistinct: NodeJS.Dict<string[]>,
     readonly socket: { readonly remoteAddress: string },
     readonly bodySource: Readable,
-    readonly clientCertificate: PeerState,
     /** The route may need a body the proxy did not send: `absent` (none), `partial` (Envoy cut it). */
     readonly bodyWithheld: 'absent' | 'partial' | undefined,
+    private readonly decisionHeaders: IncomingHttpHeaders,
+    private readonly certificates: CertificateReader,
   ) {}
+
+  /** Verified only when a policy asks (mtls): a route that reads no certificate pays nothing for one. */
+  get clientCertificate (): PeerState {
+    this.#certificate ??= this.certificates(this.decisionHeaders)
+    return this.#certificate
+  }
 }
 
 /** Headers of a decision request that describe the original request or the path to authgate: never the client's. */
@@ -143,15 +151,12 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
   const client = clientOf(req.headersDistinct['x-forwarded-for'], peerAddress)
   if (client instanceof Rejection) return client
 
-  const certificate = readCertificate(headers)
-  if (certificate instanceof Rejection) return certificate
-
   // The original's headers: the decision request's, less those that describe it, with the original Host.
   const rawHeaders: string[] = []
   const raw = req.rawHeaders
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i]!.toLowerCase()
-    if (DESCRIBING.has(lower) || lower.startsWith('x-forwarded-') || CERTIFICATE_HEADERS.has(lower)) continue
+    if (DESCRIBING.has(lower) || lower.startsWith('x-forwarded-') || lower === 'x-ssl-client-cert') continue
     rawHeaders.push(raw[i]!, raw[i + 1]!)
   }
   rawHeaders.push('Host', host)
@@ -173,13 +178,10 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
   const withheld = partial ? 'partial' : !hasBody && BODY_METHODS.has(method) ? 'absent' : undefined
 
   return {
-    view: new OriginalRequest(method, target, view, rawHeaders, distinct, { remoteAddress: client }, req, certificate, withheld),
+    view: new OriginalRequest(method, target, view, rawHeaders, distinct, { remoteAddress: client }, req, withheld, headers, readCertificate),
     scheme,
   }
 }
-
-/** Header names that carry a client certificate forwarded by a proxy (read by the certificate reader only). */
-export const CERTIFICATE_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-client-cert', 'x-ssl-client-cert', 'x-forwarded-tls-client-cert'])
 
 /**
  * The original client: the last X-Forwarded-For entry, the one the trusted proxy appended (earlier entries are what

@@ -6,6 +6,7 @@ import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { scryptHash } from '../../policies/basic/users.js'
 import { signRequest } from '../../policies/hmac/sign.js'
 import { assertNotLogged, startGateway, type TestGateway } from '../helpers/gateway.js'
+import { mintPki, type Pki } from '../helpers/pki.js'
 import { rawRequest } from './support.js'
 
 /**
@@ -13,7 +14,7 @@ import { rawRequest } from './support.js'
  * and Caddy in front of it are in decision-proxies.test.ts.
  */
 
-interface Context { gw: TestGateway, decide: string }
+interface Context { gw: TestGateway, decide: string, pki: Pki }
 const test = anyTest as TestFn<Context>
 
 const alice = newApiKey()
@@ -24,10 +25,11 @@ const password = randomBytes(12).toString('base64url')
 
 test.before(async (t) => {
   const decideOnly = { listener: 'decide' }
+  const pki = await mintPki()
   const gw = await startGateway({
     listeners: [
       { name: 'local', address: '127.0.0.1:0' },
-      { name: 'decide', address: '127.0.0.1:0', mode: 'decide' },
+      { name: 'decide', address: '127.0.0.1:0', mode: 'decide', clientCA: 'pki/ca.crt', crl: 'pki/crl.pem' },
       { name: 'elsewhere', address: '127.0.0.1:0', mode: 'decide', trustProxies: ['192.0.2.10/32'] },
     ],
     apiKeys: [
@@ -45,10 +47,14 @@ test.before(async (t) => {
       { name: 'tokens', match: { path: '/v1/tokens/**', ...decideOnly }, policies: [{ jwt: { provider: 'internal' } }, { claims: { tenant: 'acme' } }] },
       { name: 'payments', match: { path: '/v1/payments/**', ...decideOnly }, policies: [{ hmac: {} }] },
       { name: 'console', match: { path: '/console/**', ...decideOnly }, policies: [{ basic: {} }] },
+      { name: 'services', match: { path: '/v1/services/**', ...decideOnly }, policies: [{ mtls: {} }] },
       { name: 'open', match: { path: '/open/**' }, upstream: 'demo', public: true },
     ],
-  }, { env: { JWT_SECRET: jwtSecret.toString('base64'), HMAC_SECRET: hmacSecret } })
-  t.context = { gw, decide: gw.urls.decide! }
+  }, {
+    env: { JWT_SECRET: jwtSecret.toString('base64'), HMAC_SECRET: hmacSecret },
+    files: { 'pki/ca.crt': pki.ca.cert, 'pki/crl.pem': pki.crl },
+  })
+  t.context = { gw, decide: gw.urls.decide!, pki }
 })
 
 test.after.always(async (t) => { await t.context.gw?.close() })
@@ -307,4 +313,26 @@ test('metrics count decisions with mode="decide" and the dialect', async (t) => 
   await ask(t, '/forward', traefik('GET', '/open/metrics-probe'))
   const text = await (await fetch(`${t.context.gw.adminUrl}/metrics`)).text()
   t.regex(text, /authgate_requests_total\{route="open",status="200",code="ok",mode="decide",dialect="forward"\} \d+/)
+})
+
+test('mtls: a certificate the proxy forwards is verified again against the listener\'s clientCA and CRL (a rogue CA\'s twin, revoked, expired: 401)', async (t) => {
+  const { pki } = t.context
+  // nginx $ssl_client_escaped_cert: the leaf's PEM, percent-encoded.
+  const nginxCert = (pem: string) => ({ 'x-ssl-client-cert': encodeURIComponent(pem) })
+  const ok = await ask(t, '/nginx', nginx('GET', '/v1/services/a', nginxCert(pki.client.cert)))
+  t.is(ok.status, 200, ok.body)
+  t.like(ok.headers, { 'x-auth-subject': 'spiffe://example.org/ns/default/sa/client-one', 'x-auth-methods': 'mtls' })
+  for (const [what, pem] of [['rogue CA, same subject and SAN', pki.untrusted.cert], ['revoked', pki.revoked.cert], ['expired', pki.expired.cert]] as const) {
+    const refused = await ask(t, '/nginx', nginx('GET', '/v1/services/a', nginxCert(pem)))
+    t.is(refused.status, 401, what)
+    t.is(refused.headers['x-auth-subject'], undefined, what)
+  }
+  t.is((await ask(t, '/nginx', nginx('GET', '/v1/services/a'))).status, 401, 'no certificate')
+  // Envoy XFCC (Cert= URL-encoded PEM) and Traefik's base64 DER, on the same verification.
+  const xfcc = await ask(t, '/forward', traefik('GET', '/v1/services/a', { 'x-forwarded-client-cert': `Cert="${encodeURIComponent(pki.client.cert)}"` }))
+  t.is(xfcc.status, 200, xfcc.body)
+  const der = pki.client.cert.replace(/-----[^-]+-----|\s/g, '')
+  t.is((await ask(t, '/forward', traefik('GET', '/v1/services/a', { 'x-forwarded-tls-client-cert': der }))).status, 200)
+  // Two proxies' headers at once are ambiguous: refused.
+  t.is((await ask(t, '/forward', traefik('GET', '/v1/services/a', { 'x-forwarded-tls-client-cert': der, 'x-ssl-client-cert': encodeURIComponent(pki.otherClient.cert) }))).status, 401)
 })
