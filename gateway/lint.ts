@@ -150,8 +150,8 @@ function publicPrivatePath (doc: GatewayDocument): LintIssue[] {
 }
 
 /** The upstream's URL when it is plain http:// to another machine. */
-function plainRemoteUpstream (doc: GatewayDocument, name: string): string | undefined {
-  const url = doc.upstreams[name]?.url
+function plainRemoteUpstream (doc: GatewayDocument, name: string | undefined): string | undefined {
+  const url = name === undefined ? undefined : doc.upstreams[name]?.url
   if (url === undefined) return undefined
   try {
     const parsed = new URL(url)

@@ -99,6 +99,8 @@ export interface PolicyInstance {
 
 export interface ListenerInfo {
   readonly name: string
+  /** `decide`: the listener answers another proxy's authorization requests; TLS rules apply to the original request. */
+  readonly mode: 'forward' | 'decide'
   readonly tls: boolean
   readonly clientCA: boolean
   readonly clientCert: 'optional' | 'required' | 'none'
