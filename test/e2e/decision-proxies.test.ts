@@ -199,6 +199,21 @@ for (const kind of ['nginx', 'caddy'] as const) {
     t.is(seenHeader(real.seen, 'x-auth-tier'), 'gold')
   })
 
+  test(`${kind}: a POST with a 100 kB body passes whole to the upstream; without a key it is 401`, async (t) => {
+    const id = probe()
+    const body = JSON.stringify({ item: 'x'.repeat(100_000) })
+    const res = await fetch(proxyOf().url + '/v1/orders', { method: 'POST', body, headers: { 'x-api-key': alice.key, 'content-type': 'application/json', 'x-probe': id } })
+    t.is(res.status, 200, await res.text())
+    const [seen] = w().upstream.withProbe(id)
+    await seen!.settled
+    t.is(seen!.method, 'POST')
+    t.is(seen!.body.toString(), body)
+    const line = await w().gw.logLine(seenHeader(seen!, 'x-request-id'))
+    t.like(line, { method: 'POST', route: 'orders', status: 200 })
+    const refused = await fetch(proxyOf().url + '/v1/orders', { method: 'POST', body, headers: { 'content-type': 'application/json' } })
+    t.is(refused.status, 401, await refused.text())
+  })
+
   test(`${kind}: a public route passes with every identity header empty, whatever the client sent`, async (t) => {
     const { seen, line } = await passes(t, proxyOf(), '/v1/open/news', { 'x-auth-subject': 'root-app', 'x-auth-scopes': 'admin', 'x-auth-identity': 'forged' })
     t.is(line.route, 'open')
