@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava'
 import { createRemoteJWKSet, jwtVerify } from 'jose'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, type AccessLine, type TestGateway } from '../helpers/gateway.js'
-import { findBinary, startCaddy, startNginx, type ProxyProcess } from '../helpers/proxies.js'
+import { findBinary, startCaddy, startNginx, substitute, testedSnippet, type ProxyProcess } from '../helpers/proxies.js'
 import { probe, recordingUpstream, type RecordingUpstream, type Seen } from './support.js'
 
 const alice = newApiKey() // orders:read, tier gold
@@ -120,10 +120,13 @@ async function refused (t: ExecutionContext, proxy: ProxyProcess, path: string, 
   return { answer, line, body }
 }
 
-test('a missing binary fails with a message naming the package, never a skip', (t) => {
+test('a missing binary or a snippet that drifted from what the tests substitute fails loudly, never a skip', (t) => {
   t.throws(() => findBinary('nginx', '/nonexistent/nginx'), { message: /nginx is not installed.*apt-get install nginx/s })
   t.regex(findBinary('nginx', process.env.NGINX_BIN), /nginx$/)
   t.regex(findBinary('caddy', process.env.CADDY_BIN), /caddy$/)
+  t.throws(() => testedSnippet('haproxy'), { message: /no "<!-- tested: haproxy -->"/ })
+  t.throws(() => substitute(testedSnippet('nginx'), { 'listen 8080;': 'listen 127.0.0.1:1;' }), { message: /no longer contains "listen 8080;"/ })
+  for (const name of ['nginx', 'caddy']) t.true(testedSnippet(name).includes('authgate:8181'), `the ${name} snippet names the decision listener`)
 })
 
 for (const kind of ['nginx', 'caddy'] as const) {
