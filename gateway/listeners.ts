@@ -37,11 +37,20 @@ export function tlsOptions (tls: TlsConfig, baseDir: string): SecureContextOptio
     cert: read(tls.cert),
     key: read(tls.key),
     ...(clientCA ? { ca: read(tls.clientCA!) } : {}),
-    ...(tls.crl !== undefined ? { crl: read(tls.crl) } : {}),
+    ...(tls.crl !== undefined ? { crl: pemBlocks(read(tls.crl)) } : {}),
     minVersion: tls.minVersion ?? 'TLSv1.2',
     requestCert: clientCA,
     rejectUnauthorized: clientCA && tls.clientCert === 'required',
   }
+}
+
+/**
+ * The PEM blocks of a file, one string each: given one string, Node reads only the first CRL of a bundle, and a chain
+ * whose intermediate has its CRL second in the file would then fail every handshake (UNABLE_TO_GET_CRL).
+ */
+function pemBlocks (text: Buffer): string[] {
+  const blocks = text.toString('utf8').match(/-----BEGIN [A-Z0-9 ]+-----[\s\S]*?-----END [A-Z0-9 ]+-----/g)
+  return blocks ?? [text.toString('utf8')]
 }
 
 export async function openListener (config: ListenerConfig, baseDir: string, handler: RequestHandler,
