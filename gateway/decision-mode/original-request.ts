@@ -66,9 +66,13 @@ export class OriginalRequest implements RequestView {
 }
 
 /** Headers of a decision request that describe the original request or the path to authgate: never the client's. */
-const DESCRIBING = new Set([
-  'host', 'x-original-method', 'x-original-uri', 'x-original-url', 'x-envoy-auth-partial-body', ...UNTRUSTED_FORWARDING,
-])
+const DESCRIBING = new Set(['host', 'x-envoy-auth-partial-body', ...UNTRUSTED_FORWARDING])
+/**
+ * nginx's description headers. On /forward and /envoy they stay in the original request, where the edge checks
+ * refuse X-Original-URL as in proxy mode: the proxy passes the client's header on to an upstream that may serve the
+ * path it names (IIS, Symfony).
+ */
+const NGINX_DESCRIBING = new Set(['x-original-method', 'x-original-uri', 'x-original-url'])
 
 /** Methods whose requests normally carry a body: given none, a body-reading route cannot decide (decide.md). */
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH'])
@@ -109,6 +113,12 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
         host = parts[2]!
         target = parts[3] === undefined ? '/' : parts[3].startsWith('?') ? `/${parts[3]}` : parts[3]
         if (uri !== undefined && uri !== target) return Rejection.badRequest('X-Original-URL and X-Original-URI name different targets')
+        // A client-sent X-Original-URL that the proxy let through must not pick another host than the one it saw.
+        const forwardedHost = single('x-forwarded-host')
+        if (forwardedHost instanceof Rejection) return forwardedHost
+        if (forwardedHost !== undefined && forwardedHost.toLowerCase() !== host.toLowerCase()) {
+          return Rejection.badRequest('X-Original-URL and X-Forwarded-Host name different hosts')
+        }
       } else {
         if (uri === undefined) return Rejection.badRequest('X-Original-URI or X-Original-URL is required')
         target = uri
@@ -157,6 +167,7 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i]!.toLowerCase()
     if (DESCRIBING.has(lower) || lower.startsWith('x-forwarded-') || lower === 'x-ssl-client-cert') continue
+    if (endpoint.dialect === 'nginx' && NGINX_DESCRIBING.has(lower)) continue
     rawHeaders.push(raw[i]!, raw[i + 1]!)
   }
   rawHeaders.push('Host', host)

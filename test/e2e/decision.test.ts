@@ -245,11 +245,18 @@ test('forwarding headers from the client never choose the original request: only
   const answer = await ask(t, '/nginx', nginx('GET', '/v1/orders/1', { 'x-api-key': alice.key, 'x-forwarded-for': '10.0.0.1, 203.0.113.9', 'x-real-ip': '10.0.0.2' }))
   t.is(answer.status, 200)
   t.like(await t.context.gw.logLine(String(answer.headers['x-request-id'])), { remote: '203.0.113.9' })
-  // X-Original-URL on /forward is not the forward dialect's: it is refused as an override, not followed.
+  // X-Original-URL on /forward is not the forward dialect's: the client sent it, and the upstream behind the proxy
+  // may serve the path it names (IIS, Symfony): 400 as in proxy mode, never followed nor ignored.
   const override = await ask(t, '/forward', traefik('GET', '/open/x', { 'x-original-url': 'https://api.example.com/v1/orders/1' }))
-  t.is(override.status, 200)
-  t.is(override.headers['x-auth-subject'], '', 'the public path was decided, not the one in X-Original-URL')
-  t.like(await t.context.gw.logLine(String(override.headers['x-request-id'])), { route: 'open' })
+  t.is(override.status, 400)
+  t.regex(JSON.parse(override.body).detail, /X-Original-URL/)
+  t.is((await ask(t, '/envoy/open/x', { host: 'api.example.com', 'x-rewrite-url': '/v1/orders/1' })).status, 400)
+  // On /nginx it is the description, and a host it names must agree with X-Forwarded-Host.
+  const hostSwap = await ask(t, '/nginx', { 'x-original-method': 'GET', 'x-original-url': 'https://other.example.com/v1/orders/1', 'x-original-uri': '/v1/orders/1', 'x-forwarded-host': 'api.example.com', 'x-api-key': alice.key })
+  t.is(hostSwap.status, 403)
+  t.is(hostSwap.headers['x-authgate-status'], '400')
+  const agreed = await ask(t, '/nginx', { 'x-original-method': 'GET', 'x-original-url': 'https://API.example.com/v1/orders/1', 'x-original-uri': '/v1/orders/1', 'x-forwarded-host': 'api.example.com', 'x-api-key': alice.key })
+  t.is(agreed.status, 200)
   // Identity headers the client sent are not the identity.
   const spoof = await ask(t, '/forward', traefik('GET', '/open/x', { 'x-auth-subject': 'root', 'x-auth-scopes': 'admin' }))
   t.is(spoof.headers['x-auth-subject'], '')
