@@ -13,6 +13,8 @@ export interface AccessLogEntry {
   readonly subject: string | undefined
   readonly methods: string | undefined
   readonly remote: string | undefined
+  /** Decision mode: `nginx`, `forward` or `envoy` (the line then says `"mode":"decide"`). */
+  readonly dialect?: string
   readonly durationMs: number
 }
 
@@ -53,6 +55,7 @@ export class AccessLog {
     if (entry.subject !== undefined) line += ',"subject":' + jsonString(entry.subject)
     if (entry.methods !== undefined) line += ',"methods":"' + entry.methods + '"'
     if (entry.remote !== undefined) line += ',"remote":"' + entry.remote + '"'
+    if (entry.dialect !== undefined) line += ',"mode":"decide","dialect":"' + entry.dialect + '"'
     line += ',"durationMs":' + entry.durationMs + ',"msg":"request"}\n'
     if (this.#pending === '') setImmediate(flushPending, this)
     this.#pending += line

@@ -8,7 +8,8 @@ import { parseDuration, parseSize } from './config/units.js'
 import { identityHeaders, type IdentityHeaders } from './identity.js'
 import type { Logger } from './log.js'
 import { parseCidrs } from './net.js'
-import { closeUpstreams, createUpstreams, type Upstream } from './upstream.js'
+import { decisionTrust, type DecisionTrust } from './decision-mode/trust.js'
+import { closeUpstreams, createUpstreams, decisionOnlyUpstream, type Upstream } from './upstream.js'
 import { compileRoutes, type RouteSpec, type RouteTable } from './router/index.js'
 import type { Store } from './store/types.js'
 
@@ -54,6 +55,8 @@ export class Generation {
     readonly trustProxies: BlockList,
     readonly trustsAnyProxy: boolean,
     readonly realm: string,
+    /** Decision listeners (`mode: decide`) by name: who may ask, and how forwarded certificates are verified. */
+    readonly decisionListeners: ReadonlyMap<string, DecisionTrust>,
     private readonly instances: PolicyInstance[],
     private readonly shared: ReadonlyMap<string, unknown>,
   ) {
@@ -151,7 +154,7 @@ export class Generation {
         routes.push({
           ...toRouteSpec(route, index),
           config: route,
-          upstream: upstreams.get(route.upstream)!,
+          upstream: route.upstream === undefined ? decisionOnlyUpstream(route.name) : upstreams.get(route.upstream)!,
           public: route.public === true,
           steps,
           readsBody: all.some((i) => i.readsBody === true),
@@ -168,8 +171,9 @@ export class Generation {
         })
       }
       const { list } = parseCidrs(doc.trustProxies)
+      const decisionListeners = new Map(doc.listeners.filter((l) => l.mode === 'decide').map((l) => [l.name, decisionTrust(l, config.baseDir, deps.now)]))
       return new Generation(config, compileRoutes(routes), upstreams, identityHeaders(doc.identity), list,
-        doc.trustProxies.length > 0, doc.realm, instances, shared)
+        doc.trustProxies.length > 0, doc.realm, decisionListeners, instances, shared)
     } catch (error) {
       await Promise.all(instances.map(async (i) => i.close?.()))
       await closeUpstreams(upstreams)

@@ -12,6 +12,7 @@ import { RequestLog } from './request-log.js'
 import type { CompiledRoute, Generation } from './generation.js'
 import { Tunnel } from './tunnel.js'
 import { RESERVED_PREFIX, type ReservedAnswer } from '../policies/types.js'
+import { DecisionHandler } from './decision-mode/handler.js'
 import { ClientGoneError, clientClosed, forward } from './upstream.js'
 
 export type { ListenerRef } from './pipeline/decide.js'
@@ -66,11 +67,18 @@ export class RequestHandler {
   readonly hooks: DecideEnv
   readonly requests: RequestLog
   readonly #tunnel: Tunnel
+  readonly #decisions: DecisionHandler
 
   constructor (private readonly deps: { log: Logger, metrics: Metrics, now: () => number }) {
     this.hooks = { now: deps.now }
     this.requests = new RequestLog(deps.log, deps.metrics)
     this.#tunnel = new Tunnel(deps.log, this.requests, this.hooks)
+    this.#decisions = new DecisionHandler(deps.log, this.requests, this.hooks)
+  }
+
+  /** A decision listener's request (decide.md): answered, never forwarded. */
+  handleDecision (listener: ListenerRef, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    return this.#decisions.handle(this.runtime, listener, req, res)
   }
 
   async handle (listener: ListenerRef, req: IncomingMessage, res: ServerResponse): Promise<void> {

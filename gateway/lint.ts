@@ -40,6 +40,7 @@ type CoreRule =
   | 'method-restricted-path'
   | 'workers-without-shared-store'
   | 'trust-proxies-too-broad'
+  | 'decision-listener-plain-http'
   | 'rate-limit-reserved-header'
 
 /** Path segments that name something nobody outside should reach without credentials. */
@@ -77,7 +78,7 @@ function policyRules (doc: GatewayDocument): LintIssue[] {
 }
 
 function lintListener (listener: ListenerConfig): LintListener {
-  return { name: listener.name, address: listener.address, tls: listener.tls !== undefined, exposed: isExposed(listener.address) }
+  return { name: listener.name, address: listener.address, tls: listener.tls !== undefined, exposed: isExposed(listener.address), mode: listener.mode ?? 'forward' }
 }
 
 type Rule = (doc: GatewayDocument) => LintIssue[]
@@ -91,6 +92,7 @@ const RULES: readonly Rule[] = [
   methodRestrictedPaths,
   workersWithoutSharedStore,
   trustProxiesTooBroad,
+  decisionListenerPlainHttp,
   rateLimitReservedHeader,
 ]
 
@@ -150,8 +152,8 @@ function publicPrivatePath (doc: GatewayDocument): LintIssue[] {
 }
 
 /** The upstream's URL when it is plain http:// to another machine. */
-function plainRemoteUpstream (doc: GatewayDocument, name: string): string | undefined {
-  const url = doc.upstreams[name]?.url
+function plainRemoteUpstream (doc: GatewayDocument, name: string | undefined): string | undefined {
+  const url = name === undefined ? undefined : doc.upstreams[name]?.url
   if (url === undefined) return undefined
   try {
     const parsed = new URL(url)
@@ -322,6 +324,25 @@ function trustProxiesTooBroad (doc: GatewayDocument): LintIssue[] {
     issues.push(finding('trust-proxies-too-broad', 'error', ['trustProxies', i],
       `trustProxies entry ${cidr} trusts ${what}: any client in it can set X-Forwarded-For and pick the address that rate limits, lockouts and logs see`,
       'list only your load balancers\' addresses or subnets (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/48): IPv4 /8 or longer, IPv6 /32 or longer'))
+  })
+  doc.listeners.forEach((listener, l) => listener.trustProxies?.forEach((cidr, i) => {
+    const what = tooBroad(cidr)
+    if (what === undefined || listener.mode !== 'decide') return
+    issues.push(finding('trust-proxies-too-broad', 'error', ['listeners', l, 'trustProxies', i],
+      `decision listener "${listener.name}" trusts ${what} (${cidr}): any client in it can ask for a decision on a request it describes itself, with the identity its answer names`,
+      'list only the addresses of the proxies that ask (e.g. 10.0.3.0/24, 192.0.2.7): IPv4 /8 or longer, IPv6 /32 or longer'))
+  }))
+  return issues
+}
+
+/** A decision listener other machines reach over plain HTTP: every credential the proxies pass on crosses the network in clear. */
+function decisionListenerPlainHttp (doc: GatewayDocument): LintIssue[] {
+  const issues: LintIssue[] = []
+  doc.listeners.forEach((listener, l) => {
+    if (listener.mode !== 'decide' || listener.tls !== undefined || !isExposed(listener.address)) return
+    issues.push(finding('decision-listener-plain-http', 'warning', ['listeners', l, 'address'],
+      `decision listener "${listener.name}" listens on ${listener.address} without TLS: the credentials each proxy passes on (API keys, tokens, passwords) cross the network in clear text`,
+      'bind it to 127.0.0.1 (authgate beside the proxy), or give it tls: (the proxy may present a client certificate to it)'))
   })
   return issues
 }

@@ -37,11 +37,20 @@ export function tlsOptions (tls: TlsConfig, baseDir: string): SecureContextOptio
     cert: read(tls.cert),
     key: read(tls.key),
     ...(clientCA ? { ca: read(tls.clientCA!) } : {}),
-    ...(tls.crl !== undefined ? { crl: read(tls.crl) } : {}),
+    ...(tls.crl !== undefined ? { crl: pemBlocks(read(tls.crl)) } : {}),
     minVersion: tls.minVersion ?? 'TLSv1.2',
     requestCert: clientCA,
     rejectUnauthorized: clientCA && tls.clientCert === 'required',
   }
+}
+
+/**
+ * The PEM blocks of a file, one string each: given one string, Node reads only the first CRL of a bundle, and a chain
+ * whose intermediate has its CRL second in the file would then fail every handshake (UNABLE_TO_GET_CRL).
+ */
+function pemBlocks (text: Buffer): string[] {
+  const blocks = text.toString('utf8').match(/-----BEGIN [A-Z0-9 ]+-----[\s\S]*?-----END [A-Z0-9 ]+-----/g)
+  return blocks ?? [text.toString('utf8')]
 }
 
 export async function openListener (config: ListenerConfig, baseDir: string, handler: RequestHandler,
@@ -57,7 +66,10 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
     // Node checks the two timeouts above only this often (default 30 s): check often enough that they hold.
     connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4))),
   }
-  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => { void handler.handle(ref, req, res) }
+  const deciding = config.mode === 'decide'
+  const onRequest = deciding
+    ? (req: http.IncomingMessage, res: http.ServerResponse) => { void handler.handleDecision(ref, req, res) }
+    : (req: http.IncomingMessage, res: http.ServerResponse) => { void handler.handle(ref, req, res) }
   const server: http.Server = config.tls
     ? https.createServer({ ...serverOptions, ...tlsOptions(config.tls, baseDir) }, onRequest)
     : http.createServer(serverOptions, onRequest)
@@ -66,6 +78,11 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
   // them, and a tunnel open at shutdown would hold close() forever. Kept here to be cut at the deadline.
   const upgraded = new Set<Duplex>()
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    // A decision listener forwards nothing, tunnels included: a proxy asks about an upgrade with an ordinary request.
+    if (deciding) {
+      socket.end(rawProblem({ status: 400, code: 'bad_request', detail: 'a decision listener does not upgrade connections' }, randomUUID()))
+      return
+    }
     upgraded.add(socket)
     socket.once('close', () => upgraded.delete(socket))
     void handler.handleUpgrade(ref, req, socket, head)
@@ -75,7 +92,7 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
   // line, where Node alone would close the socket without a word or a trace.
   server.on('connect', onUpgrade)
   // Without this Node answers 100 Continue before authentication; the handler sends it once the body is wanted.
-  server.on('checkContinue', onRequest)
+  if (!deciding) server.on('checkContinue', onRequest)
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable || error.code === 'ECONNRESET') { socket.destroy(); return }
     const requestId = randomUUID()

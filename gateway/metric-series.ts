@@ -9,6 +9,8 @@ import type { Registry } from 'prom-client'
  */
 
 type Labels<L extends string> = Readonly<Record<L, string | number>>
+/** A counter's labels may leave some out (undefined): the series is exported without them. */
+type SomeLabels<L extends string> = Readonly<Partial<Record<L, string | number>>>
 
 interface MetricOptions<L extends string> {
   readonly name: string
@@ -24,7 +26,7 @@ interface ExportedValue {
 }
 
 /** The Map key of one series: its label values in labelNames order (a single label is its own key). */
-function seriesKey<L extends string> (names: readonly L[], labels: Labels<L>): string {
+function seriesKey<L extends string> (names: readonly L[], labels: SomeLabels<L>): string {
   if (names.length === 1) return String(labels[names[0]!])
   let key = ''
   for (let i = 0; i < names.length; i++) key += (i === 0 ? '' : '\u0000') + String(labels[names[i]!])
@@ -32,7 +34,7 @@ function seriesKey<L extends string> (names: readonly L[], labels: Labels<L>): s
 }
 
 /** Only the configured label names, in order: the series' labels as exported. */
-function pickLabels<L extends string> (names: readonly L[], labels: Labels<L> | undefined): Record<string, string | number> {
+function pickLabels<L extends string> (names: readonly L[], labels: SomeLabels<L> | undefined): Record<string, string | number> {
   const picked: Record<string, string | number> = {}
   if (labels) for (const name of names) if (labels[name] !== undefined) picked[name] = labels[name]
   return picked
@@ -53,7 +55,7 @@ export class SeriesCounter<L extends string = never> {
     for (const registry of options.registers) registry.registerMetric(this as never)
   }
 
-  inc (labels?: Labels<L>, value = 1): void {
+  inc (labels?: SomeLabels<L>, value = 1): void {
     const key = labels === undefined ? '' : seriesKey(this.#labelNames, labels)
     const series = this.#series.get(key)
     if (series) series.value += value

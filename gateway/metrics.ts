@@ -7,7 +7,8 @@ import { SeriesCounter, SeriesHistogram } from './metric-series.js'
  */
 export class Metrics {
   readonly registry = new Registry()
-  readonly requests = new SeriesCounter({ name: 'authgate_requests_total', help: 'Requests by route, status and decision code.', labelNames: ['route', 'status', 'code'], registers: [this.registry] })
+  /** `mode` and `dialect` only on decision requests (decision mode): mode="decide", dialect="nginx|forward|envoy". */
+  readonly requests = new SeriesCounter({ name: 'authgate_requests_total', help: 'Requests by route, status and decision code (decision mode: with mode="decide" and the dialect).', labelNames: ['route', 'status', 'code', 'mode', 'dialect'], registers: [this.registry] })
   readonly duration = new SeriesHistogram({ name: 'authgate_request_duration_seconds', help: 'Time from request to response end, by route.', labelNames: ['route'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] })
   readonly upstreamDuration = new SeriesHistogram({ name: 'authgate_upstream_duration_seconds', help: 'Time spent waiting for the upstream, by upstream.', labelNames: ['upstream'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] })
   readonly authFailures = new SeriesCounter({ name: 'authgate_auth_failures_total', help: 'Rejected credentials by policy and code.', labelNames: ['method', 'code'], registers: [this.registry] })

@@ -61,7 +61,8 @@ export function problemBody (problem: Problem, requestId: string): string {
   })
 }
 
-export function sendProblem (res: ServerResponse, problem: Problem, requestId: string): void {
+/** `status`: what the response says when it differs from the problem's (decision mode's /nginx sends 403 for all). */
+export function sendProblem (res: ServerResponse, problem: Problem, requestId: string, status = problem.status): void {
   if (res.headersSent) { res.destroy(); return }
   const body = problemBody(problem, requestId)
   if (problem.headers) for (const [name, value] of Object.entries(problem.headers)) res.setHeader(name, value)
@@ -70,7 +71,7 @@ export function sendProblem (res: ServerResponse, problem: Problem, requestId: s
   res.setHeader('Content-Length', Buffer.byteLength(body))
   res.setHeader('Cache-Control', 'no-store')
   res.setHeader('X-Request-Id', requestId)
-  res.statusCode = problem.status
+  res.statusCode = status
   res.end(body)
 }
 

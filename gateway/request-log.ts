@@ -18,6 +18,8 @@ export interface RequestEnd {
   readonly remote: string | undefined
   /** performance.now() when the request arrived. */
   readonly started: number
+  /** Decision mode: the endpoint's proxy family (the access line and metrics then say mode "decide"). */
+  readonly dialect?: string
 }
 
 /** The request's metrics and its one access-log line: the same for a proxied request and a WebSocket upgrade. */
@@ -40,7 +42,8 @@ export class RequestLog {
   finished (end: RequestEnd): void {
     const durationMs = performance.now() - end.started
     const route = end.route ?? '(none)'
-    this.#metrics.requests.inc({ route, status: end.status, code: end.code })
+    if (end.dialect === undefined) this.#metrics.requests.inc({ route, status: end.status, code: end.code })
+    else this.#metrics.requests.inc({ route, status: end.status, code: end.code, mode: 'decide', dialect: end.dialect })
     this.#metrics.duration.observe({ route }, durationMs / 1000)
     this.#accessLog.write({
       requestId: end.requestId,
@@ -53,6 +56,7 @@ export class RequestLog {
       subject: end.subject !== undefined ? escapeControl(end.subject) : undefined,
       methods: end.methods,
       remote: end.remote,
+      dialect: end.dialect,
       durationMs: Math.round(durationMs * 1000) / 1000,
     })
   }

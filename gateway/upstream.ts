@@ -26,6 +26,14 @@ export interface Upstream {
   readonly timeoutMs: number
 }
 
+/**
+ * What a route that only serves decisions has for an upstream: nothing to connect to. Its name is the route's, as the
+ * signed identity's audience (decide.md); the loader refuses such a route on a listener that forwards.
+ */
+export function decisionOnlyUpstream (routeName: string): Upstream {
+  return { name: routeName, echo: false, pool: undefined, basePath: '', host: '', preserveHost: true, url: undefined, ca: undefined, connectTimeoutMs: 0, timeoutMs: 0 }
+}
+
 /** Keep-alive pools, one per upstream, built once per configuration generation. */
 export function createUpstreams (configs: Record<string, UpstreamConfig>, baseDir: string): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>()

@@ -99,6 +99,8 @@ export interface PolicyInstance {
 
 export interface ListenerInfo {
   readonly name: string
+  /** `decide`: the listener answers another proxy's authorization requests; TLS rules apply to the original request. */
+  readonly mode: 'forward' | 'decide'
   readonly tls: boolean
   readonly clientCA: boolean
   readonly clientCert: 'optional' | 'required' | 'none'
@@ -181,6 +183,8 @@ export interface LintListener {
   readonly tls: boolean
   /** Other machines can connect to it (its address is not a loopback one). */
   readonly exposed: boolean
+  /** `decide`: another proxy asks it for decisions (decision mode) and sends the request's body only if configured to. */
+  readonly mode: 'forward' | 'decide'
 }
 
 /** One occurrence of a policy in the routes, anyOf members included. */

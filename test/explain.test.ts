@@ -254,3 +254,42 @@ test('issue 14: explain answers a method the GET route refuses with 404 no_route
   t.like(elsewhere.route, { name: 'public' })
   t.true(elsewhere.decision.forwarded)
 })
+
+test('--decide explains a decision request: the original it describes, the chain, and the answer the proxy gets', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authgate-explain-decide-'))
+  t.teardown(async () => await rm(dir, { recursive: true, force: true }))
+  const key = newApiKey()
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(file, stringify({
+    version: 1,
+    listeners: [{ name: 'local', address: '127.0.0.1:8080' }, { name: 'decide', address: '127.0.0.1:8181', mode: 'decide' }],
+    upstreams: { demo: { echo: true } },
+    apiKeys: [{ id: key.id, hash: hashApiKey(key.key), client: 'alice-app', scopes: ['orders:read'] }],
+    routes: [{ name: 'orders', match: { path: '/v1/orders/**', listener: 'decide' }, policies: [{ apiKey: {} }, { scopes: ['orders:write'] }] },
+      { name: 'reads', match: { path: '/v1/reads/**', listener: 'decide' }, policies: [{ apiKey: {} }] }],
+  }))
+  const description = ['-H', 'X-Original-Method: GET', '-H', 'X-Forwarded-Host: api.example.com', '-H', 'X-Forwarded-For: 203.0.113.7']
+  const allowed = await report(file, ['--decide', 'nginx', 'GET', '/nginx', ...description, '-H', 'X-Original-URI: /v1/reads/1', '-H', `X-API-Key: ${key.key}`])
+  t.is(allowed.code, 0, allowed.text)
+  t.like(allowed.report.request, { method: 'GET', target: '/v1/reads/1', host: 'api.example.com', listener: 'decide', remoteAddress: '203.0.113.7' })
+  t.like(allowed.report.decision, { allowed: true })
+  t.like(allowed.report.answer, { dialect: 'nginx', status: 200, headers: { 'x-auth-subject': 'alice-app', 'x-auth-scopes': 'orders:read', 'x-auth-tier': '' } })
+  t.false(allowed.text.includes(key.key), 'the key is not printed')
+
+  const refused = await report(file, ['--decide', 'nginx', 'GET', '/nginx', ...description, '-H', 'X-Original-URI: /v1/orders/1', '-H', `X-API-Key: ${key.key}`])
+  t.like(refused.report.decision, { forwarded: false, status: 403, code: 'insufficient_scope' })
+  t.like(refused.report.answer, { status: 403, headers: { 'x-authgate-status': '403' } })
+  t.deepEqual(refused.report.steps.map((s) => [s.policy, s.verdict]), [['apiKey', 'pass'], ['scopes', 'reject']])
+
+  const noRoute = await report(file, ['--decide', 'nginx', 'GET', '/nginx', ...description, '-H', 'X-Original-URI: /elsewhere'])
+  t.like(noRoute.report.answer, { status: 403, headers: { 'x-authgate-status': '404' } }, 'nginx gets 403 and the real status')
+  const malformed = await report(file, ['--decide', 'forward', 'GET', '/forward', '-H', 'X-Forwarded-Method: GET'])
+  t.like(malformed.report.decision, { status: 400, code: 'bad_request' })
+  const untrusted = await report(file, ['--decide', 'forward', '--remote', '192.0.2.1', 'GET', '/forward', '-H', 'X-Forwarded-Method: GET'])
+  t.like(untrusted.report.decision, { status: 403, code: 'forbidden' })
+
+  const c = capture()
+  t.is(await explainCommand(['-c', file, '--decide', 'nginx', 'GET', '/forward'], c.io), 2)
+  t.regex(c.err(), /is the forward endpoint/)
+  await t.throwsAsync(explainCommand(['-c', file, '--decide', 'haproxy', 'GET', '/forward'], capture().io), { message: /--decide takes nginx, forward or envoy/ })
+})

@@ -18,6 +18,8 @@ export const EXPLAIN_USAGE = `usage: authgate explain [-c gateway.yaml] METHOD U
   --listener NAME     the listener the request arrives on (default: from the URL's scheme and port)
   --remote ADDRESS    the client's address (default 127.0.0.1)
   --cert FILE         a client certificate (PEM) presented on a TLS listener, verified against its clientCA
+  --decide DIALECT    the request is a proxy's decision request (nginx, forward or envoy) to a decision listener:
+                      e.g. GET /nginx -H 'X-Original-Method: GET' -H 'X-Original-URI: /v1/x' -H 'X-Forwarded-Host: api'
   --json              print the report as JSON
 `
 
@@ -31,6 +33,7 @@ export async function explainCommand (args: readonly string[], io: CommandIo): P
     listener: { type: 'string' },
     remote: { type: 'string' },
     cert: { type: 'string' },
+    decide: { type: 'string' },
   })
   if (positionals.length !== 2) throw new UsageError('explain needs METHOD and URL, e.g. authgate explain GET /v1/orders -H "X-API-Key: ..."')
   const [method, url] = positionals as [string, string]
@@ -40,13 +43,17 @@ export async function explainCommand (args: readonly string[], io: CommandIo): P
     if (colon <= 0) throw new UsageError(`-H needs 'Name: value', got "${line.slice(0, 40)}"`)
     headers.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()])
   }
-  const { data, listener, remote, cert } = values
+  const { data, listener, remote, cert, decide } = values
+  if (decide !== undefined && decide !== 'nginx' && decide !== 'forward' && decide !== 'envoy') {
+    throw new UsageError(`--decide takes nginx, forward or envoy, got "${decide.slice(0, 20)}"`)
+  }
   const file = configFileOf(values)
   return await explain(file, method, url, headers, io, {
     ...(data !== undefined ? { body: data.startsWith('@') ? readFileSync(data.slice(1)) : Buffer.from(data, 'utf8') } : {}),
     ...(listener !== undefined ? { listener } : {}),
     ...(remote !== undefined ? { remoteAddress: remote } : {}),
     ...(cert !== undefined ? { certFile: cert } : {}),
+    ...(decide !== undefined ? { decide } : {}),
     json: values.json === true,
   })
 }

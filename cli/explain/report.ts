@@ -7,9 +7,18 @@ export interface ExplainOptions {
   /** PEM client certificate file, presented on a TLS listener. */
   readonly certFile?: string
   readonly json?: boolean
+  /** The request is a decision request to this endpoint family (decision mode). */
+  readonly decide?: 'nginx' | 'forward' | 'envoy'
   readonly env?: NodeJS.ProcessEnv
   /** Clock for policies (tests). */
   readonly now?: () => number
+}
+
+/** The answer a decision listener sends the proxy: status as sent, and the headers the proxy copies. */
+export interface DecisionAnswer {
+  readonly dialect: 'nginx' | 'forward' | 'envoy'
+  readonly status: number
+  readonly headers: Record<string, string | string[]>
 }
 
 export type StepVerdict = 'pass' | 'reject' | 'skip' | 'not run'
@@ -39,6 +48,8 @@ export interface ExplainReport {
   readonly steps: readonly StepReport[]
   readonly decision: {
     readonly forwarded: boolean
+    /** Decision mode: the request may pass (nothing is forwarded by authgate itself). */
+    readonly allowed?: boolean
     readonly status?: number
     readonly code?: string
     readonly detail?: string
@@ -46,6 +57,8 @@ export interface ExplainReport {
     readonly responseHeaders?: Readonly<Record<string, string>>
   }
   readonly upstream?: { name: string, url: string, target: string, headers: Record<string, string | string[]> }
+  /** Decision mode: what the proxy receives. */
+  readonly answer?: DecisionAnswer
   /** Writes the real request would make (rate-limit tokens, nonces), skipped here. */
   readonly skippedWrites: readonly string[]
   readonly notes: readonly string[]
@@ -85,6 +98,8 @@ export function formatReport (report: ExplainReport): string {
   const d = report.decision
   if (d.forwarded) {
     lines.push('decision  forwarded to the upstream')
+  } else if (d.allowed === true) {
+    lines.push('decision  allowed')
   } else {
     lines.push(`decision  ${d.status} ${d.code}: ${d.detail}`)
     for (const challenge of d.wwwAuthenticate ?? []) lines.push(`          WWW-Authenticate: ${challenge}`)
@@ -93,6 +108,12 @@ export function formatReport (report: ExplainReport): string {
   if (report.upstream) {
     lines.push(`upstream  ${report.upstream.name} ${report.upstream.url}  ${report.request.method} ${report.upstream.target}`)
     for (const [name, value] of Object.entries(report.upstream.headers).sort(([a], [b]) => a.localeCompare(b))) {
+      lines.push(`          ${name}: ${[value].flat().join(', ')}`)
+    }
+  }
+  if (report.answer) {
+    lines.push(`answer    ${report.answer.status} to the proxy (/${report.answer.dialect === 'envoy' ? 'envoy/...' : report.answer.dialect})`)
+    for (const [name, value] of Object.entries(report.answer.headers).sort(([a], [b]) => a.localeCompare(b))) {
       lines.push(`          ${name}: ${[value].flat().join(', ')}`)
     }
   }

@@ -12,7 +12,7 @@ import { didYouMean, positionOf } from './positions.js'
 import { parseSize } from './units.js'
 import { parseCidrs } from '../net.js'
 import { hostPatternProblem, pathPatternProblem, shadowedRoutes } from '../router/index.js'
-import type { GatewayDocument, LoadedConfig, PolicyStep, RouteConfig } from './types.js'
+import type { GatewayDocument, ListenerConfig, LoadedConfig, PolicyStep, RouteConfig } from './types.js'
 import { productionIssues } from './production.js'
 import { lintConfig } from '../lint.js'
 
@@ -117,17 +117,25 @@ export function loadConfig (file: string, options: LoadOptions = {}): LoadedConf
 
 /** What a route can be reached on, for policies' placement checks. */
 export function routeInfo (config: GatewayDocument, route: RouteConfig): RouteInfo {
-  const names = route.match.listener === undefined ? undefined : new Set([route.match.listener].flat())
-  const listeners: ListenerInfo[] = config.listeners
-    .filter((l) => names === undefined || names.has(l.name))
-    .map((l) => ({
-      name: l.name,
-      tls: l.tls !== undefined,
-      clientCA: l.tls?.clientCA !== undefined,
-      clientCert: l.tls?.clientCA === undefined ? 'none' : (l.tls.clientCert ?? 'optional'),
-    }))
+  const listeners: ListenerInfo[] = reachableListeners(config, route)
+    .map((l): ListenerInfo => l.mode === 'decide'
+      // A decision listener's TLS authenticates the proxy: the user's certificate is the forwarded one, verified
+      // against the listener's own clientCA.
+      ? { name: l.name, mode: 'decide', tls: l.tls !== undefined, clientCA: l.clientCA !== undefined, clientCert: l.clientCA === undefined ? 'none' : 'optional' }
+      : {
+          name: l.name,
+          mode: 'forward',
+          tls: l.tls !== undefined,
+          clientCA: l.tls?.clientCA !== undefined,
+          clientCert: l.tls?.clientCA === undefined ? 'none' : (l.tls.clientCert ?? 'optional'),
+        })
   const maxBody = route.limits?.maxBodyBytes ?? config.limits.maxBodyBytes
-  return { name: route.name, upstream: route.upstream, listeners, maxBodyBytes: parseSize(maxBody) }
+  return { name: route.name, upstream: route.upstream ?? route.name, listeners, maxBodyBytes: parseSize(maxBody) }
+}
+
+function reachableListeners (config: GatewayDocument, route: RouteConfig): ListenerConfig[] {
+  const names = route.match.listener === undefined ? undefined : new Set([route.match.listener].flat())
+  return config.listeners.filter((l) => names === undefined || names.has(l.name))
 }
 
 /**
@@ -151,6 +159,14 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
     listenerNames.add(l.name)
     addresses.add(l.address)
     if (l.tls?.crl !== undefined && l.tls.clientCA === undefined) error(['listeners', i, 'tls', 'crl'], 'a CRL needs clientCA', 'add clientCA: or remove crl:')
+    if (l.mode !== 'decide') {
+      for (const key of ['trustProxies', 'clientCA', 'crl'] as const) {
+        if (l[key] !== undefined) error(['listeners', i, key], `${key} here is for decision listeners only`, key === 'trustProxies' ? 'set mode: decide, or use the top-level trustProxies' : 'set mode: decide, or use tls.clientCA / tls.crl')
+      }
+    } else {
+      if (l.crl !== undefined && l.clientCA === undefined) error(['listeners', i, 'crl'], 'a CRL needs clientCA', 'add clientCA: or remove crl:')
+      parseCidrs(l.trustProxies ?? []).bad.forEach((t) => error(['listeners', i, 'trustProxies', t], 'not an IP address or CIDR', 'write it like 10.0.0.0/8 or 192.0.2.7'))
+    }
   }))
 
   guard(() => {
@@ -175,7 +191,13 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
     const at = ['routes', r]
     if (routeNames.has(route.name)) error([...at, 'name'], `duplicate route name "${route.name}" (also routes[${routeNames.get(route.name)}])`, 'give each route its own name')
     routeNames.set(route.name, r)
-    if (!(route.upstream in config.upstreams)) {
+    if (route.upstream === undefined) {
+      const forwarding = reachableListeners(config, route).filter((l) => l.mode !== 'decide')
+      if (forwarding.length > 0) {
+        error([...at], `route "${route.name}" has no upstream but is reachable on listener "${forwarding[0]!.name}", which forwards requests`,
+          'add upstream:, or limit the route to decision listeners with match.listener')
+      }
+    } else if (!(route.upstream in config.upstreams)) {
       const guess = didYouMean(route.upstream, Object.keys(config.upstreams))
       error([...at, 'upstream'], `unknown upstream "${route.upstream}" (known: ${Object.keys(config.upstreams).join(', ')})`, guess ? `did you mean "${guess}"?` : 'add it under upstreams:')
     }

@@ -48,6 +48,11 @@ export const ListenerSchema = Type.Object({
   name: Name,
   address: Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]]*):\\d{1,5}$', description: 'host:port to listen on (`127.0.0.1:8080`, `[::1]:8443`, `0.0.0.0:8443`).' }),
   tls: Type.Optional(TlsSchema),
+  mode: Type.Optional(Type.Union([Type.Literal('forward'), Type.Literal('decide')], { default: 'forward',
+    description: '`forward`: authgate is the proxy. `decide`: authgate answers the authorization requests of another proxy (nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`, Envoy `ext_authz`) on `/nginx`, `/forward` and `/envoy/...`; see docs/decision-mode.md.' })),
+  trustProxies: Type.Optional(Type.Array(Type.String(), { description: 'Decision listeners only: the proxies (IPs or CIDRs) that may ask; anyone else gets 403. Default: loopback only. Replaces the global `trustProxies` on this listener.' })),
+  clientCA: Type.Optional(Type.String({ description: 'Decision listeners only: CA bundle (PEM file path) that client certificates forwarded by the proxy (X-Forwarded-Client-Cert, X-SSL-Client-Cert, X-Forwarded-Tls-Client-Cert) are verified against again. Without it, forwarded certificates are refused.' })),
+  crl: Type.Optional(Type.String({ description: 'Decision listeners only: revocation list (PEM file path) for forwarded client certificates; needs clientCA.' })),
 }, { additionalProperties: false })
 
 export const UpstreamSchema = Type.Object({
@@ -77,7 +82,7 @@ const PolicyStepSchema = Type.Object({}, {
 export const RouteSchema = Type.Object({
   name: Name,
   match: MatchSchema,
-  upstream: Type.String({ description: 'Name of an entry in `upstreams`.' }),
+  upstream: Type.Optional(Type.String({ description: 'Name of an entry in `upstreams`. Optional on a route reachable only on decision listeners (`mode: decide`), which forward nothing.' })),
   public: Type.Optional(Type.Boolean({ description: 'No authentication. Only non-authenticating policies (rateLimit) may be listed.' })),
   policies: Type.Optional(Type.Array(PolicyStepSchema, { description: 'Steps run in order; all must pass.' })),
   // No defaults here: a key a route leaves out comes from the global `limits`, not from the built-in default.

@@ -12,7 +12,17 @@ export interface TlsConfig {
   minVersion?: 'TLSv1.2' | 'TLSv1.3'
 }
 
-export interface ListenerConfig { name: string, address: string, tls?: TlsConfig }
+export interface ListenerConfig {
+  name: string
+  address: string
+  tls?: TlsConfig
+  mode?: 'forward' | 'decide'
+  /** Decision listeners: who may ask (default loopback). */
+  trustProxies?: string[]
+  /** Decision listeners: verifies client certificates forwarded by the proxy. */
+  clientCA?: string
+  crl?: string
+}
 
 export interface UpstreamConfig {
   url?: string
@@ -40,7 +50,8 @@ export type PolicyStep = Record<string, unknown>
 export interface RouteConfig {
   name: string
   match: { path: string, host?: string | string[], methods?: string[], listener?: string | string[] }
-  upstream: string
+  /** Absent on a route that only serves decisions. */
+  upstream?: string
   public?: boolean
   policies?: PolicyStep[]
   limits?: Partial<LimitsConfig>

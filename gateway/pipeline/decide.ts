@@ -51,6 +51,11 @@ export type Decision = Refusal | Forward
 /** What a decision needs beyond the request: fixed per front door. */
 export interface DecideEnv {
   readonly now: () => number
+  /**
+   * Decision mode: nothing is forwarded, so the allow answer's headers are only what the proxy copies upstream (every
+   * identity header, empty when the identity has no such value, and what the policies add), not the request's own.
+   */
+  readonly answerOnly?: boolean
   /** Adds the signed identity (X-Auth-Identity) for an authenticated request. */
   upstreamIdentity? (result: ChainResult, route: CompiledRoute, headers: Record<string, string | string[]>): Promise<void> | void
 }
@@ -86,6 +91,7 @@ export async function decide (generation: Generation, listener: ListenerRef, req
   if (hasBody && Number(declared ?? 0) > route.maxBodyBytes) return refuse(Rejection.payloadTooLarge(route.maxBodyBytes), route)
 
   const steps = stepsFor(route, req, edge.method, hasBody)
+  if (req.bodyWithheld !== undefined && route.readsBody && steps === route.steps) return withheldBody(route, req.bodyWithheld)
   let result: ChainResult | undefined
   if (steps.length > 0) {
     let outcome
@@ -108,13 +114,43 @@ export async function decide (generation: Generation, listener: ListenerRef, req
     result = outcome
   }
 
-  const headers = upstreamHeaders(generation, route, req, { peerAddress, scheme: listener.scheme, authority: edge.host, trustedPeer }, result)
+  const headers = env.answerOnly === true
+    ? answerHeaders(generation, result)
+    : upstreamHeaders(generation, route, req, { peerAddress, scheme: listener.scheme, authority: edge.host, trustedPeer }, result)
   headers['x-request-id'] = requestId
   // Awaited only when needed: `await undefined` would still cost a turn of the microtask queue.
   if (result !== undefined && result.identity.methods.length > 0 && env.upstreamIdentity) await env.upstreamIdentity(result, route, headers)
   const body = ctx.bufferedBody ? await ctx.bufferedBody : undefined
-  if (body) headers['content-length'] = String(body.length)
+  if (body && env.answerOnly !== true) headers['content-length'] = String(body.length)
   return { allowed: true, route, ctx, result, headers, target: forwardTarget(route, edge.path, edge.rawQuery), hasBody, body }
+}
+
+/**
+ * Decision mode, a route whose chain reads the body (hmac) and a proxy that sent none, or only part of it: no
+ * signature over it can be checked, and saying why beats a digest mismatch.
+ */
+function withheldBody (route: CompiledRoute, withheld: 'absent' | 'partial'): Refusal {
+  const reader = route.steps.flatMap((s) => s.kind === 'policy' ? [s] : s.members).find((m) => m.instance.readsBody === true)
+  const detail = withheld === 'absent' ? 'the proxy sent no body' : 'the proxy sent only part of the body'
+  const rejection = Rejection.unauthenticated('invalid_signature', detail, reader?.instance.challenge ?? { scheme: 'Signature', params: {} })
+  const refused = { rejection, by: reader?.instance, byKey: reader?.key, responseHeaders: {}, identity: {} }
+  return { allowed: false, problem: chainProblem(route.steps, refused), route, refusedBy: reader?.key ?? 'chain', subject: undefined }
+}
+
+/** The allow answer's headers in decision mode: the policies' upstream headers and every identity header, always. */
+function answerHeaders (generation: Generation, result: ChainResult | undefined): Record<string, string | string[]> {
+  const names = generation.identity
+  const identity = result?.identity
+  const known = identity !== undefined && identity.methods.length > 0
+  const headers: Record<string, string | string[]> = result === undefined ? {} : { ...result.upstreamHeaders }
+  // Present even when empty: a proxy's copy directive then always overwrites what the client sent (Caddy 2.6 copies
+  // a literal placeholder when the header is absent).
+  headers[names.subject] = known ? identity.subject : ''
+  headers[names.client] = known ? identity.client : ''
+  headers[names.methods] = known ? identity.methods.join(',') : ''
+  headers[names.scopes] = known ? identity.scopes.join(' ') : ''
+  headers[names.tier] = known ? identity.tier ?? '' : ''
+  return headers
 }
 
 function refuse (rejection: Rejection, route: CompiledRoute | undefined): Refusal {

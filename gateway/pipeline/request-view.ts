@@ -28,4 +28,6 @@ export interface RequestView {
   readonly bodySource?: Readable
   /** Set when the client certificate does not come from `socket` (decision mode: forwarded by a proxy, verified again). */
   readonly clientCertificate?: PeerState
+  /** Decision mode: the route may need a body the proxy did not send (`absent`) or sent only in part (`partial`). */
+  readonly bodyWithheld?: 'absent' | 'partial'
 }

@@ -435,8 +435,8 @@ test('the users section reports bad inline hashes and duplicate users', async (t
 })
 
 test('basic on a plain-HTTP listener is a config error naming the route and listener unless allowInsecure; TLS listeners are fine', (t) => {
-  const plain: ListenerInfo = { name: 'local', tls: false, clientCA: false, clientCert: 'none' }
-  const secure: ListenerInfo = { name: 'public', tls: true, clientCA: false, clientCert: 'none' }
+  const plain: ListenerInfo = { name: 'local', mode: 'forward', tls: false, clientCA: false, clientCert: 'none' }
+  const secure: ListenerInfo = { name: 'public', mode: 'forward', tls: true, clientCA: false, clientCert: 'none' }
   const env = (listeners: ListenerInfo[]) => ({ config: { users: { htpasswd: 'x' } }, route: { name: 'admin-ui', upstream: 'demo', listeners, maxBodyBytes: 1024 } })
   const issues = basic.check!(withDefaults<BasicConfig>(schema, {}), env([secure, plain]))
   t.is(issues.length, 1)

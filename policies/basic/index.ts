@@ -89,7 +89,8 @@ export const basic: PolicyDefinition<BasicConfig> = {
       issues.push({ severity: 'error', path: [], message: 'basic needs a top-level users: section', fix: 'users: { htpasswd: users.htpasswd } (lines from `authgate passwd USER`)' })
     }
     if (!config.allowInsecure) {
-      for (const listener of env.route.listeners.filter((l) => !l.tls)) {
+      // A decision listener's own transport says nothing of the client's: the original scheme is checked per request.
+      for (const listener of env.route.listeners.filter((l) => !l.tls && l.mode !== 'decide')) {
         issues.push({
           severity: 'error',
           path: [],
@@ -123,6 +124,9 @@ export const basic: PolicyDefinition<BasicConfig> = {
       close: async () => await lease.release(),
       credentialHeaders: ['authorization'],
       async evaluate (ctx) {
+        // Proxy mode: the check above keeps such a route off plain listeners. Decision mode: the original request's
+        // scheme is what the proxy says it was, and a password that crossed the network in clear is refused.
+        if (ctx.scheme !== 'https' && config.allowInsecure !== true) return Rejection.forbidden('forbidden', 'credentials over plain HTTP are refused')
         const values = ctx.headerValues('authorization')
         if (values.length > 1) return Rejection.badRequest('more than one Authorization header')
         const credentials = values.length === 1 && values[0] !== '' ? parseBasic(values[0]!) : { kind: 'other' as const }

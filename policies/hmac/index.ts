@@ -1,6 +1,6 @@
 import type { ConfigIssue } from '../../gateway/errors.js'
 import { parseDuration } from '../../gateway/config/units.js'
-import type { PolicyDefinition, SectionDefinition } from '../types.js'
+import type { LintFinding, PolicyDefinition, SectionDefinition } from '../types.js'
 import { componentIdProblem, MAX_COVERED_COMPONENTS, parseComponentId } from './rfc9421.js'
 import { schema, signingClientsSectionSchema, type HmacPolicyConfig, type SigningClientConfig } from './schema.js'
 import { createScheme } from './schemes.js'
@@ -28,6 +28,21 @@ export const hmac: PolicyDefinition<HmacPolicyConfig> = {
   }],
   check (config, env) {
     return checkPolicy(config, env.config)
+  },
+  lint ({ occurrences }) {
+    const findings: LintFinding[] = []
+    for (const { path, route } of occurrences) {
+      const deciding = route.listeners.find((l) => l.mode === 'decide')
+      if (deciding === undefined) continue
+      findings.push({
+        rule: 'hmac-body-in-decision-mode',
+        severity: 'warning',
+        path,
+        message: `route "${route.name}" verifies signatures over the body and is reachable on decision listener "${deciding.name}": nginx, Caddy and HAProxy never send the body to authgate, so a signed POST, PUT or PATCH through them is refused (401 "the proxy sent no body")`,
+        fix: 'send the body from the proxy (Envoy ext_authz with_request_body, Traefik forwardAuth forwardBody: true), or serve this route in proxy mode',
+      })
+    }
+    return findings
   },
   /** The header names the policy's `headers:` sets; only the signature is a secret. */
   credentialHeaders (config) {

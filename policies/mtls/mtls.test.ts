@@ -22,7 +22,7 @@ interface Seen {
 }
 const test = anyTest as TestFn<{ pki: Pki, seen: Seen, store: MemoryStore }>
 
-const optionalListener: ListenerInfo = { name: 'public', tls: true, clientCA: true, clientCert: 'optional' }
+const optionalListener: ListenerInfo = { name: 'public', mode: 'forward', tls: true, clientCA: true, clientCert: 'optional' }
 
 test.before(async (t) => {
   const pki = await mintPki()
@@ -257,8 +257,8 @@ test('a certificate that cannot be parsed is 401, never an exception', async (t)
 })
 
 test('check: mtls on a route reachable on a listener without clientCA is an error with a fix', (t) => {
-  const plain: ListenerInfo = { name: 'local', tls: false, clientCA: false, clientCert: 'none' }
-  const tlsOnly: ListenerInfo = { name: 'edge', tls: true, clientCA: false, clientCert: 'none' }
+  const plain: ListenerInfo = { name: 'local', mode: 'forward', tls: false, clientCA: false, clientCert: 'none' }
+  const tlsOnly: ListenerInfo = { name: 'edge', mode: 'forward', tls: true, clientCA: false, clientCert: 'none' }
   const issues = mtls.check!({ subjectFrom: 'auto' }, { config: {}, route: route([optionalListener, plain, tlsOnly]) })
   t.is(issues.length, 1)
   t.like(issues[0], { severity: 'error', path: [] })

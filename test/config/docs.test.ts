@@ -25,6 +25,6 @@ test('defaults, secrets and required keys are marked', (t) => {
   const text = configurationReference()
   t.regex(text, /^\| `limits\.maxBodyBytes` \| size \| `1MiB` \| /m)
   t.regex(text, /^\| `admin\.token` \| string \| {2}\| \*\*Secret\.\*\* /m)
-  t.regex(text, /^\| `routes\[\]\.upstream` \| string \| {2}\| \*\*Required\.\*\* /m)
+  t.regex(text, /^\| `listeners\[\]\.address` \| string \| {2}\| \*\*Required\.\*\* /m)
   t.regex(text, /^\| `store\.onError` \| `deny` \\\| `allow` \| `deny` \| /m)
 })

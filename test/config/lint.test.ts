@@ -381,3 +381,23 @@ test('a method-restricted route before a catch-all over its paths is a warning s
   t.deepEqual(rulesOf({ routes: [read, { ...open, match: { path: '/v1/**', methods: ['GET', 'POST'] } }] }), [])
   t.deepEqual(rulesOf({ routes: [read, { ...open, match: { path: '/v2/**' } }] }), [])
 })
+
+test('decision listeners: a trust list wider than /8 is an error, plain HTTP beyond loopback a warning, a body-signing route on one a warning', (t) => {
+  const routes = [keyed([{ apiKey: {} }])]
+  const decide = (extra: Record<string, unknown>) => ({ listeners: [{ name: 'decide', address: '127.0.0.1:8181', mode: 'decide', ...extra }], routes })
+  const broad = lintConfig(documentOf(decide({ trustProxies: ['10.1.0.0/16', '0.0.0.0/0'] })))
+  t.deepEqual(broad.map((i) => [i.rule, i.severity, i.path.join('.')]), [['trust-proxies-too-broad', 'error', 'listeners.0.trustProxies.1']])
+  t.deepEqual(rulesOf(decide({ trustProxies: ['10.1.0.0/16', '192.0.2.7'] })), [])
+  t.deepEqual(rulesOf(decide({})), [], 'the default (loopback) is fine')
+
+  const plain = lintConfig(documentOf({ listeners: [{ name: 'decide', address: '0.0.0.0:8181', mode: 'decide', trustProxies: ['10.1.0.0/16'] }], routes }))
+  t.deepEqual(plain.map((i) => [i.rule, i.severity]), [['decision-listener-plain-http', 'warning']])
+  t.deepEqual(rulesOf({ listeners: [{ name: 'decide', address: '0.0.0.0:8181', mode: 'decide', trustProxies: ['10.1.0.0/16'], tls: { cert: 'c', key: 'k' } }], routes }), [])
+  t.deepEqual(rulesOf({ listeners: [{ name: 'edge', address: '127.0.0.1:8080' }], routes }), [], 'a forwarding listener is not a decision listener')
+
+  const signed = [{ name: 'pay', match: { path: '/pay/**' }, policies: [{ hmac: {} }] }]
+  const found = lintConfig(documentOf({ listeners: [{ name: 'decide', address: '127.0.0.1:8181', mode: 'decide' }], routes: signed }))
+  t.deepEqual(found.map((i) => [i.rule, i.severity]), [['hmac-body-in-decision-mode', 'warning']])
+  t.regex(found[0]!.message, /the proxy sent no body/)
+  t.deepEqual(rulesOf({ routes: [{ ...signed[0], upstream: 'demo' }] }), [], 'the same route in proxy mode')
+})

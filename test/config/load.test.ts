@@ -421,3 +421,42 @@ test('a value interpolated from the environment is never printed in an error, ev
   ].join('\n'), { env: { UPSTREAM_NAME: 'demo' } })
   t.deepEqual(clean.issues.filter((i) => i.severity === 'error'), [])
 })
+
+test('decision listeners: a route without upstream is fine on them only; their own keys are refused on a forwarding listener', async (t) => {
+  const listeners = `version: 1
+listeners:
+  - { name: local, address: "127.0.0.1:0" }
+  - { name: decide, address: "127.0.0.1:0", mode: decide, trustProxies: [10.0.0.0/8, nonsense], crl: crl.pem }
+upstreams: { demo: { echo: true } }
+`
+  const { issues } = await check(`${listeners}routes:
+  - name: open
+    match: { path: /open }
+    public: true
+`)
+  t.deepEqual(issues.map((i) => `${where(i)}: ${i.message}`), [
+    '4:86 listeners.1.trustProxies.1: not an IP address or CIDR',
+    '4:102 listeners.1.crl: a CRL needs clientCA',
+    '7:5 routes.0: route "open" has no upstream but is reachable on listener "local", which forwards requests',
+  ])
+  const ok = await check(`version: 1
+listeners:
+  - { name: local, address: "127.0.0.1:0" }
+  - { name: decide, address: "127.0.0.1:0", mode: decide }
+upstreams: { demo: { echo: true } }
+routes:
+  - name: open
+    match: { path: /open, listener: decide }
+    public: true
+`)
+  t.deepEqual(ok.issues, [])
+  t.truthy(ok.config)
+  const forward = await check(`version: 1
+listeners:
+  - { name: local, address: "127.0.0.1:0", trustProxies: [10.0.0.0/8] }
+upstreams: { demo: { echo: true } }
+routes:
+  - { name: open, match: { path: /open }, upstream: demo, public: true }
+`)
+  t.deepEqual(forward.issues.map((i) => `${i.path.join('.')}: ${i.message}`), ['listeners.0.trustProxies: trustProxies here is for decision listeners only'])
+})

@@ -3,7 +3,7 @@ import { X509Certificate, createHash } from 'node:crypto'
 import { Agent } from 'undici'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { CLIENT_SPIFFE_ID, mintPki, type Pki } from '../helpers/pki.js'
-import type { PemPair } from '../../certs/pki.js'
+import { createCRL, type PemPair } from '../../certs/pki.js'
 
 const test = anyTest as TestFn<{ pki: Pki, gw: TestGateway, agents: Agent[] }>
 
@@ -118,4 +118,19 @@ test('mtls on a route reachable on a listener without clientCA refuses to start,
     routes,
   }, { files: pkiFiles(pki) }))
   t.regex(error?.message ?? '', /"local" without tls\.clientCA/)
+})
+
+test('a crl file with several CRLs is read whole: a listener whose own CA\'s CRL comes second still verifies, and still revokes', async (t) => {
+  const { pki } = t.context
+  // Another CA's CRL first: Node given the file as one string reads only that one, and every handshake failed.
+  const otherCrl = await createCRL(pki.rogueCa, [])
+  const gw = await startGateway({
+    listeners: [{ name: 'two-crls', address: '127.0.0.1:0', tls: { cert: 'pki/server.crt', key: 'pki/server.key', clientCA: 'pki/ca.crt', crl: 'pki/both.crl', clientCert: 'optional' } }],
+    routes,
+  }, { files: { ...pkiFiles(pki), 'pki/both.crl': `${otherCrl}\n${pki.crl}` } })
+  t.teardown(async () => await gw.close())
+  const good = await gw.fetch('/v1/any/1', { listener: 'two-crls', dispatcher: agentFor(t, pki.client) as never })
+  t.is(good.status, 200)
+  const revoked = await gw.fetch('/v1/any/1', { listener: 'two-crls', dispatcher: agentFor(t, pki.revoked) as never })
+  t.is(revoked.status, 401)
 })

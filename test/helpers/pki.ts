@@ -2,6 +2,7 @@
  * A fresh PKI per call, made at run time with certs/pki.ts (the code behind `authgate certs init`), in a temp dir.
  * EC P-256 keys: a whole PKI takes a few milliseconds.
  */
+import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -12,6 +13,7 @@ import {
   DEV_FILES, certificateSerial, createCA, createCRL, initDevCerts, issueClientCert, issueClientToDir,
   type PemPair,
 } from '../../certs/pki.js'
+import { x509 } from '../../certs/x509.js'
 
 export interface CertFiles extends PemPair {
   certPath: string
@@ -116,7 +118,7 @@ export interface Handshake {
  * (`rejectUnauthorized: false`, as an `optional` listener), presenting `client` (or nothing), and reports what the
  * server saw.
  */
-export async function handshake (pki: Pki, client: PemPair | undefined, options: { crl?: string } = {}): Promise<Handshake> {
+export async function handshake (pki: Pki, client: PemPair | undefined, options: { crl?: string | string[] } = {}): Promise<Handshake> {
   let seen: Handshake | undefined
   const server = tls.createServer({
     cert: pki.server.cert,
@@ -158,4 +160,58 @@ export async function handshake (pki: Pki, client: PemPair | undefined, options:
   }
   if (!seen) throw new Error('the TLS server saw no connection')
   return seen
+}
+
+export interface CertificateOptions {
+  commonName: string
+  /** basicConstraints CA:TRUE with keyCertSign and cRLSign (an intermediate CA); default false. */
+  ca?: boolean
+  /** extendedKeyUsage OIDs; omitted: clientAuth for a leaf, none for a CA; `[]`: no extension at all. */
+  eku?: readonly string[]
+  /** Defaults to five minutes ago. */
+  notBefore?: Date
+  /** Defaults to 30 days from now. */
+  notAfter?: Date
+}
+
+export const EKU = { serverAuth: '1.3.6.1.5.5.7.3.1', clientAuth: '1.3.6.1.5.5.7.3.2' } as const
+
+/**
+ * A certificate signed by `issuer` (an ECDSA P-256 CA as `certs/pki.ts` makes, or one made here with `ca: true`),
+ * with exactly the extensions asked for: intermediate CAs, leaves with another or no extendedKeyUsage. EC P-256.
+ */
+export async function issueCertificate (issuer: PemPair, options: CertificateOptions): Promise<PemPair> {
+  const issuerCert = new x509.X509Certificate(issuer.cert)
+  const issuerKey = await webcrypto.subtle.importKey('pkcs8', createPrivateKey(issuer.key).export({ type: 'pkcs8', format: 'der' }),
+    { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign'])
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']) as webcrypto.CryptoKeyPair
+  const ca = options.ca ?? false
+  const eku = options.eku ?? (ca ? [] : [EKU.clientAuth])
+  const issuerSki = issuerCert.getExtension(x509.SubjectKeyIdentifierExtension)
+  if (!issuerSki) throw new Error('the issuer has no subjectKeyIdentifier')
+  const extensions: InstanceType<typeof x509.Extension>[] = [
+    new x509.BasicConstraintsExtension(ca, undefined, true),
+    new x509.KeyUsagesExtension(ca
+      ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature
+      : x509.KeyUsageFlags.digitalSignature, true),
+    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey as never, false, webcrypto as never),
+    new x509.AuthorityKeyIdentifierExtension(issuerSki.keyId, false),
+  ]
+  if (eku.length > 0) extensions.push(new x509.ExtendedKeyUsageExtension([...eku], false))
+  const serial = randomBytes(16)
+  serial[0] = (serial[0]! & 0x7f) || 0x01
+  const now = Date.now()
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial.toString('hex'),
+    subject: new x509.Name([{ CN: [{ utf8String: options.commonName }] }]),
+    issuer: issuerCert.subjectName,
+    notBefore: options.notBefore ?? new Date(now - 5 * 60 * 1000),
+    notAfter: options.notAfter ?? new Date(now + 30 * 24 * 60 * 60 * 1000),
+    publicKey: keys.publicKey as never,
+    signingKey: issuerKey as never,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions,
+  }, webcrypto as never)
+  const key = x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY')
+  return { cert: cert.toString('pem'), key }
 }

@@ -95,7 +95,7 @@ export interface DepsOptions {
   readonly policies?: ReadonlyMap<string, PolicyDefinition>
 }
 
-const PLAIN: ListenerInfo = { name: 'local', tls: false, clientCA: false, clientCert: 'none' }
+const PLAIN: ListenerInfo = { name: 'local', mode: 'forward', tls: false, clientCA: false, clientCert: 'none' }
 
 /** PolicyDeps for one configuration generation: `shared` builds once per name, as the loader's does. */
 export function makeDeps (options: DepsOptions = {}): TestDeps {
