@@ -9,6 +9,7 @@ import type { Metrics } from './metrics.js'
 import { decide, type BodyWaiter, type DecideEnv, type ListenerRef } from './pipeline/decide.js'
 import { describeCause, faultProblem, sendProblem, type Problem } from './problem.js'
 import { RequestLog } from './request-log.js'
+import { writeReserved } from './reserved.js'
 import type { CompiledRoute, Generation } from './generation.js'
 import { Tunnel } from './tunnel.js'
 import { RESERVED_PREFIX, type ReservedAnswer } from '../policies/types.js'
@@ -206,14 +207,8 @@ function sendAnswer (exchange: Exchange, problem: Problem): void {
 /** A reserved endpoint's whole answer (`/.authgate/login`...). */
 function sendReserved (exchange: Exchange, answer: ReservedAnswer): void {
   exchange.code = answer.code
-  const { res } = exchange
-  if (res.headersSent) { res.destroy(); return }
-  if (!exchange.req.complete) closeAfterAnswer(exchange.req, res, exchange.awaitingContinue)
-  for (const [name, value] of Object.entries(answer.headers)) res.setHeader(name, value)
-  res.setHeader('Content-Length', Buffer.byteLength(answer.body))
-  res.setHeader('X-Request-Id', exchange.requestId)
-  res.statusCode = answer.status
-  res.end(answer.body)
+  if (!exchange.req.complete && !exchange.res.headersSent) closeAfterAnswer(exchange.req, exchange.res, exchange.awaitingContinue)
+  writeReserved(exchange.res, answer, exchange.requestId)
 }
 
 /**

@@ -7,6 +7,9 @@ import { isTrusted, unmapAddress } from '../net.js'
 import { decide, type DecideEnv, type Decision, type ListenerRef } from '../pipeline/decide.js'
 import { describeCause, faultProblem, sendProblem, type Problem } from '../problem.js'
 import type { RequestLog } from '../request-log.js'
+import { readBody } from '../body.js'
+import { writeReserved } from '../reserved.js'
+import { RESERVED_PREFIX } from '../../policies/types.js'
 import { describeOriginal, endpointOf, type Dialect } from './original-request.js'
 
 /** What one decision request decided: read by its access line when the response closes. */
@@ -78,6 +81,22 @@ export class DecisionHandler {
       // Nothing of a request from anyone but a trusted proxy is read: its headers would name any identity it likes.
       if (trust === undefined || !isTrusted(trust.proxies, peer)) {
         return this.refuse(res, asked, Rejection.forbidden('forbidden', 'only a trusted proxy may ask for decisions'))
+      }
+      // The gateway's own endpoints (`/.authgate/login`...), which the proxy passes through to this listener: answered
+      // as in proxy mode, for the scheme the trusted proxy names (X-Forwarded-Proto).
+      if (req.url !== undefined && req.url.startsWith(RESERVED_PREFIX) && runtime.servesReserved) {
+        const proto = req.headers['x-forwarded-proto']
+        const answer = await runtime.serveReserved({
+          requestId: asked.requestId, method: req.method ?? 'GET', target: req.url,
+          scheme: typeof proto === 'string' && proto.trim().toLowerCase() === 'https' ? 'https' : 'http',
+          listener: listener.name, headers: req.headers, remoteAddress: peer,
+          body: (maxBytes) => readBody(req, maxBytes),
+        }, this.#env.now())
+        if (answer !== undefined) {
+          asked.status = answer.status
+          asked.code = answer.code
+          return writeReserved(res, answer, asked.requestId)
+        }
       }
       const endpoint = endpointOf(req.url ?? '')
       if (endpoint === undefined) {

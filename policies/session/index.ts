@@ -113,7 +113,8 @@ export const session: PolicyDefinition<SessionPolicyConfig> = {
       }
     }
     for (const listener of env.route.listeners) {
-      if (listener.tls) continue
+      // A decision listener: the original request's scheme (X-Forwarded-Proto) decides, at run time.
+      if (listener.tls || listener.mode === 'decide') continue
       if (sessions?.allowInsecure !== true) {
         issues.push({ severity: 'error', path: [], message: `sessions on plain-HTTP listener "${listener.name}": the session cookie would travel in clear`, fix: 'serve this route on a TLS listener only (match.listener), or for local development on loopback set sessions.allowInsecure: true' })
       }
@@ -125,7 +126,7 @@ export const session: PolicyDefinition<SessionPolicyConfig> = {
     const findings: LintFinding[] = []
     for (const occurrence of occurrences) {
       for (const listener of occurrence.route.listeners) {
-        if (!listener.tls && listener.exposed) {
+        if (!listener.tls && listener.exposed && listener.mode !== 'decide') {
           findings.push({ rule: 'session-insecure-exposed', severity: 'error', path: occurrence.path, message: `route "${occurrence.route.name}" serves sessions on plain-HTTP listener "${listener.name}", which other machines reach: session cookies would travel in clear`, fix: 'serve it on a TLS listener; allowInsecure is for loopback development only' })
         }
       }

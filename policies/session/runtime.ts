@@ -140,6 +140,8 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
     const now = ctx.now()
     this.#lastNow = now
     const names = this.cookieNames(ctx.scheme)
+    // Over plain HTTP only with allowInsecure (a decision listener's original request may be http).
+    if (ctx.scheme === 'http' && !this.#config.allowInsecure) return { ok: false, rejection: Rejection.unauthenticated('missing_credentials', 'sessions are served over https only', this.challenge()) }
     const id = readCookie(ctx.headers.cookie, names.session)
     if (id === undefined) return { ok: false, rejection: this.absent(ctx, names, false) }
     const hash = sha256(id)
@@ -303,6 +305,7 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
       return client !== undefined && new URL(client.config.redirectUri).hostname.toLowerCase() === host
     })
     if (here.length === 0) return problem(req, 404, 'no_route', 'no route matches this request')
+    if (req.scheme === 'http' && !this.#config.allowInsecure) return problem(req, 400, 'bad_request', 'sessions are served over https only')
     const path = url.pathname
     if (path === '/.authgate/login') return onlyGet(req) ?? await this.#login(req, url, here, now)
     if (path === '/.authgate/callback') return onlyGet(req) ?? await this.#callback(req, url, now)
