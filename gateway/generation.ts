@@ -21,6 +21,8 @@ export interface CompiledRoute extends RouteSpec {
   readonly readsBody: boolean
   /** Credential headers consumed by the chain: not forwarded. */
   readonly consumed: ReadonlySet<string>
+  /** The same, comma-separated (decision mode tells Envoy to remove them). */
+  readonly consumedList: string
   readonly maxBodyBytes: number
   /** Bodies up to this size are read before the upstream request starts (a slow client holds no upstream connection). */
   readonly bufferBodyBytes: number
@@ -159,6 +161,7 @@ export class Generation {
           steps,
           readsBody: all.some((i) => i.readsBody === true),
           consumed: new Set(all.flatMap((i) => i.credentialHeaders ?? [])),
+          consumedList: [...new Set(all.flatMap((i) => i.credentialHeaders ?? []))].join(','),
           maxBodyBytes: info.maxBodyBytes,
           bufferBodyBytes: parseSize(limits.bufferBodyBytes),
           bodyIdleTimeoutMs: parseDuration(limits.bodyIdleTimeout),

@@ -136,6 +136,9 @@ export class DecisionHandler {
     const headers = decision.headers
     const answerHeaders = decision.result?.responseHeaders
     if (answerHeaders !== undefined) for (const name in answerHeaders) headers[name] = answerHeaders[name]!
+    // Envoy removes these from the request it forwards (x-envoy-auth-headers-to-remove): the credentials the chain
+    // consumed reach the upstream no more than in proxy mode. Other proxies drop them in their configuration.
+    if (asked.dialect === 'envoy' && decision.route.consumed.size > 0) headers['x-envoy-auth-headers-to-remove'] = decision.route.consumedList
     headers['cache-control'] = 'no-store'
     headers['content-length'] = '0'
     res.writeHead(200, headers)
@@ -151,7 +154,9 @@ export class DecisionHandler {
     asked.status = problem.status
     asked.code = problem.code
     if (asked.dialect === 'nginx') {
+      // nginx passes no body of an auth_request answer on: the snippet builds the client's from these two.
       res.setHeader('X-Authgate-Status', String(problem.status))
+      res.setHeader('X-Authgate-Error', problem.code)
       if (problem.status !== 401 && problem.status !== 403) return sendProblem(res, problem, asked.requestId, 403)
     }
     sendProblem(res, problem, asked.requestId)

@@ -15,10 +15,15 @@ export interface Endpoint {
   readonly target: string | undefined
 }
 
-/** `/nginx`, `/forward`, `/envoy/<original path>`; anything else is no endpoint. */
+/**
+ * `/nginx`, `/forward`, `/envoy/<original path>`; anything else is no endpoint. A query on /nginx and /forward is
+ * ignored: the original target comes from the headers, and Caddy's `forward_auth` appends the original query to
+ * its `uri`.
+ */
 export function endpointOf (url: string): Endpoint | undefined {
-  if (url === '/nginx') return { dialect: 'nginx', target: undefined }
-  if (url === '/forward') return { dialect: 'forward', target: undefined }
+  const path = url.startsWith('/envoy') ? url : url.split('?', 1)[0]
+  if (path === '/nginx') return { dialect: 'nginx', target: undefined }
+  if (path === '/forward') return { dialect: 'forward', target: undefined }
   // Envoy's ext_authz HTTP service sends `path_prefix` + the original :path, query included.
   if (url.startsWith('/envoy/') || url.startsWith('/envoy?')) return { dialect: 'envoy', target: url.slice('/envoy'.length) }
   return undefined

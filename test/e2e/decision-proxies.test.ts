@@ -107,6 +107,7 @@ async function refused (t: ExecutionContext, proxy: ProxyProcess, path: string, 
   t.is(answer.headers.get('content-type'), 'application/problem+json')
   const body = JSON.parse(answer.text) as Record<string, unknown>
   t.is(body.status, status)
+  t.is(body.error, code, 'the error code reaches the client (nginx: from X-Authgate-Error)')
   t.is(typeof body.title, 'string')
   const requestId = answer.headers.get('x-request-id')
   t.regex(requestId ?? '', /^[0-9a-f-]{36}$/, 'authgate\'s request id reaches the client')
@@ -233,6 +234,15 @@ test('nginx: authgate\'s 400 and 404 reach the client with their own status thro
   const none = await refused(t, nginx, '/v2/nothing-here', { 'x-api-key': alice.key }, 404, 'no_route')
   t.is(none.body.error, 'no_route')
   await passes(t, nginx, '/v1/orders/1?method=DELETE', { 'x-api-key': alice.key })
+})
+
+test('nginx: a client\'s X-Original-URL neither changes the decision nor reaches the upstream; X-Rewrite-URL is 400', async (t) => {
+  const nginx = w().nginx
+  await refused(t, nginx, '/v1/orders/7', { 'x-original-url': 'http://api.example.com/public/x' }, 401, 'missing_credentials')
+  const { seen } = await passes(t, nginx, '/v1/orders/7', { 'x-api-key': alice.key, 'x-original-url': 'http://api.example.com/v1/admin/x' })
+  t.is(seenHeader(seen, 'x-original-url'), '', 'the snippet clears it for the upstream')
+  // X-Rewrite-URL reaches authgate with the client's other headers: 400, as in proxy mode.
+  await refused(t, nginx, '/v1/orders/7', { 'x-api-key': alice.key, 'x-rewrite-url': '/v1/admin/x' }, 400, 'bad_request')
 })
 
 test('caddy: refusals pass through with authgate\'s own problem body and error code', async (t) => {
