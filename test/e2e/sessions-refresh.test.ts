@@ -96,6 +96,12 @@ test.serial('20 parallel requests on two instances with an expired access token:
   const after = await browser.send(`${baseA}/api/after`, { kind: 'fetch' })
   t.is(after.status, 200)
   t.is(idp.grants.refresh_token - refreshesBefore, 1, 'no second refresh')
+  // Counted where it happened: one refresh over both instances' /metrics.
+  const counted = await Promise.all([t.context.a, t.context.b].map(async (gw) => {
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+    return Number(/authgate_session_refreshes_total\{client="corp"\} (\d+)/.exec(text)?.[1] ?? 0)
+  }))
+  t.is(counted[0]! + counted[1]!, 1)
 })
 
 test.serial('reuse: when the provider refuses a rotated refresh token (invalid_grant), the session ends', async (t) => {
