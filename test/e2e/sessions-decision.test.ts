@@ -8,7 +8,8 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import anyTest, { type TestFn } from 'ava'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
-import { startNginx, type ProxyProcess } from '../helpers/proxies.js'
+import { fileURLToPath } from 'node:url'
+import { startNginx, testedSnippet, type ProxyProcess } from '../helpers/proxies.js'
 import { freePort } from './support.js'
 import { startLoginIdp, type LoginIdp } from '../../policies/session/fixtures/oidc-idp.js'
 import { TestBrowser } from '../../policies/session/fixtures/browser.js'
@@ -16,40 +17,8 @@ import { TestBrowser } from '../../policies/session/fixtures/browser.js'
 interface Context { idp: LoginIdp, gw: TestGateway, nginx: ProxyProcess, app: http.Server, base: string }
 const test = anyTest as TestFn<Context>
 
-/** nginx in front of the app, asking authgate; `authgate:8181` and `orders:8080` are filled in by startNginx. */
-const SNIPPET = `upstream authgate { server authgate:8181; }
-upstream app { server orders:8080; }
-server {
-    listen 80;
-    absolute_redirect off;
-    location = /_authgate {
-        internal;
-        proxy_pass http://authgate/nginx;
-        proxy_pass_request_body off;
-        proxy_set_header Content-Length "";
-        proxy_set_header X-Original-URI $request_uri;
-        proxy_set_header X-Original-Method $request_method;
-        proxy_set_header X-Forwarded-Host $http_host;
-        proxy_set_header X-Forwarded-Proto $scheme;
-    }
-    location /.authgate/ {
-        proxy_pass http://authgate;
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-Proto $scheme;
-    }
-    location / {
-        auth_request /_authgate;
-        auth_request_set $authgate_login $upstream_http_location;
-        auth_request_set $authgate_subject $upstream_http_x_auth_subject;
-        error_page 401 = @authgate_401;
-        proxy_set_header X-Auth-Subject $authgate_subject;
-        proxy_pass http://app;
-    }
-    location @authgate_401 {
-        if ($authgate_login != "") { return 302 $authgate_login; }
-        return 401;
-    }
-}`
+/** The snippet docs/sessions.md shows, run as it is (`authgate:8181` and `orders:8080` are filled in by startNginx). */
+const SNIPPET = testedSnippet('nginx-sessions', fileURLToPath(new URL('../../docs/sessions.md', import.meta.url)))
 
 test.before(async (t) => {
   const decidePort = await freePort()
