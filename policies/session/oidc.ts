@@ -1,5 +1,5 @@
 import { createPrivateKey, randomBytes, type KeyObject } from 'node:crypto'
-import { errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose'
+import { jwtVerify, SignJWT, type JWTPayload } from 'jose'
 import { request } from 'undici'
 import { GatewayError } from '../../gateway/errors.js'
 import { parseDuration, parseSize } from '../../gateway/config/units.js'
@@ -211,9 +211,4 @@ async function readLimited (body: AsyncIterable<Buffer>, maxBytes: number): Prom
     chunks.push(chunk)
   }
   return Buffer.concat(chunks, total).toString('utf8')
-}
-
-/** Whether a jose error says the token was refused (as opposed to keys being unavailable). */
-export function isTokenRefusal (error: unknown): boolean {
-  return error instanceof joseErrors.JOSEError || (error instanceof Error && !(error instanceof GatewayError) && error.name === 'Error')
 }

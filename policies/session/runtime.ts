@@ -307,7 +307,7 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
     if (here.length === 0) return problem(req, 404, 'no_route', 'no route matches this request')
     if (req.scheme === 'http' && !this.#config.allowInsecure) return problem(req, 400, 'bad_request', 'sessions are served over https only')
     const path = url.pathname
-    if (path === '/.authgate/login') return onlyGet(req) ?? await this.#login(req, url, here, now)
+    if (path === '/.authgate/login') return onlyGet(req) ?? await this.#login(req, url, here)
     if (path === '/.authgate/callback') return onlyGet(req) ?? await this.#callback(req, url, now)
     if (path === '/.authgate/session') return onlyGet(req) ?? await this.#sessionInfo(req, now)
     if (path === '/.authgate/logout') return onlyPost(req) ?? await this.#logout(req, now)
@@ -316,7 +316,7 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
     return problem(req, 404, 'no_route', 'no route matches this request')
   }
 
-  async #login (req: ReservedRequest, url: URL, here: readonly string[], now: number): Promise<ReservedAnswer> {
+  async #login (req: ReservedRequest, url: URL, here: readonly string[]): Promise<ReservedAnswer> {
     const asked = url.searchParams.get('client')
     const name = asked !== null && here.includes(asked) ? asked : here[0]!
     const client = this.#clients.get(name)!
@@ -348,7 +348,6 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
     }
     if (client.config.prompt !== undefined) params.prompt = client.config.prompt
     for (const [k, v] of Object.entries(params)) target.searchParams.set(k, v)
-    void now
     return redirect(302, target.href, [cookieHeader(names.tx, browser, names.secure, 'Lax', TX_TTL_MS / 1000)])
   }
 
