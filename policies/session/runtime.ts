@@ -240,7 +240,8 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
           return await this.#refreshNow(client, hash, current, now)
         } finally {
           clearInterval(renew)
-          if (await this.#store.get(LOCK + hash) === owner) await this.#store.delete(LOCK + hash)
+          // Only our own lease: one that lapsed meanwhile may be another instance's now.
+          await this.#store.renewOrReleaseIfHeld(LOCK + hash, owner, 0).catch(() => {}) // its lease lapses anyway
         }
       }
       // Another instance refreshes: wait for its result (or for its lease to lapse, then try ourselves).
@@ -257,7 +258,7 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
 
   async #renew (hash: string, owner: string): Promise<void> {
     try {
-      if (await this.#store.get(LOCK + hash) === owner) await this.#store.set(LOCK + hash, owner, LEASE_MS)
+      await this.#store.renewOrReleaseIfHeld(LOCK + hash, owner, LEASE_MS)
     } catch {}
   }
 
