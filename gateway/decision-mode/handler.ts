@@ -10,7 +10,7 @@ import type { RequestLog } from '../request-log.js'
 import { readBody } from '../body.js'
 import { writeReserved } from '../reserved.js'
 import { RESERVED_PREFIX } from '../../policies/types.js'
-import { describeOriginal, endpointOf, type Dialect } from './original-request.js'
+import { clientOf, describeOriginal, endpointOf, type Dialect } from './original-request.js'
 
 /** What one decision request decided: read by its access line when the response closes. */
 class Asked {
@@ -86,10 +86,12 @@ export class DecisionHandler {
       // as in proxy mode, for the scheme the trusted proxy names (X-Forwarded-Proto).
       if (req.url !== undefined && req.url.startsWith(RESERVED_PREFIX) && runtime.servesReserved) {
         const proto = req.headers['x-forwarded-proto']
+        // The browser behind the proxy: the last X-Forwarded-For entry, as for decisions (a malformed one: the proxy).
+        const client = clientOf(req.headersDistinct['x-forwarded-for'], peer)
         const answer = await runtime.serveReserved({
           requestId: asked.requestId, method: req.method ?? 'GET', target: req.url,
           scheme: typeof proto === 'string' && proto.trim().toLowerCase() === 'https' ? 'https' : 'http',
-          listener: listener.name, headers: req.headers, remoteAddress: peer,
+          listener: listener.name, headers: req.headers, remoteAddress: typeof client === 'string' ? client : peer,
           body: (maxBytes) => readBody(req, maxBytes),
         }, this.#env.now())
         if (answer !== undefined) {

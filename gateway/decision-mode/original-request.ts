@@ -204,7 +204,7 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
  * the client claimed). Without the header, the proxy itself: every client then shares its address (rate limits by ip
  * are stricter, never looser).
  */
-function clientOf (values: string[] | undefined, peerAddress: string): string | Rejection {
+export function clientOf (values: string[] | undefined, peerAddress: string): string | Rejection {
   if (values === undefined || values.length === 0) return peerAddress
   const list = values[values.length - 1]!
   const last = list.slice(list.lastIndexOf(',') + 1).trim()

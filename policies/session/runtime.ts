@@ -1,4 +1,5 @@
 import { parseDuration } from '../../gateway/config/units.js'
+import { clientKey } from '../../gateway/net.js'
 import { Rejection, type Challenge } from '../../gateway/errors.js'
 import type { Logger } from '../../gateway/log.js'
 import { problemBody } from '../../gateway/problem.js'
@@ -20,6 +21,9 @@ const BY_SUB = 'session:sub:'
 const JTI = 'session:jti:'
 
 const TX_TTL_MS = 10 * 60_000
+const LOGIN_LIMIT = 'session:logins:'
+/** Logins one client address may start per minute (each writes a transaction record for TX_TTL_MS). */
+export const LOGINS_PER_MINUTE = 60
 const JTI_TTL_MS = 10 * 60_000
 /** An access token this close to its expiry is refreshed before forwarding. */
 export const REFRESH_MARGIN_MS = 30_000
@@ -308,13 +312,23 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
     if (here.length === 0) return problem(req, 404, 'no_route', 'no route matches this request')
     if (req.scheme === 'http' && !this.#config.allowInsecure) return problem(req, 400, 'bad_request', 'sessions are served over https only')
     const path = url.pathname
-    if (path === '/.authgate/login') return onlyGet(req) ?? await this.#login(req, url, here)
+    if (path === '/.authgate/login') return onlyGet(req) ?? await this.#loginLimited(req) ?? await this.#login(req, url, here)
     if (path === '/.authgate/callback') return onlyGet(req) ?? await this.#callback(req, url, now)
     if (path === '/.authgate/session') return onlyGet(req) ?? await this.#sessionInfo(req, now)
     if (path === '/.authgate/logout') return onlyPost(req) ?? await this.#logout(req, now)
     const backchannel = /^\/\.authgate\/backchannel-logout\/([^/]+)$/.exec(path)
     if (backchannel !== null && here.includes(backchannel[1]!)) return onlyPost(req) ?? await this.#backchannel(req, backchannel[1]!)
     return problem(req, 404, 'no_route', 'no route matches this request')
+  }
+
+  /**
+   * Each login writes a transaction record that lives TX_TTL_MS: one client address (IPv6: its /64) may start at most
+   * LOGINS_PER_MINUTE, so nobody fills the store with them (at most ten minutes' worth per address).
+   */
+  async #loginLimited (req: ReservedRequest): Promise<ReservedAnswer | undefined> {
+    const [limit] = await this.#store.rateLimit([{ key: `${LOGIN_LIMIT}{${clientKey(req.remoteAddress)}}`, emissionIntervalMs: 60_000 / LOGINS_PER_MINUTE, burst: LOGINS_PER_MINUTE }])
+    if (limit!.allowed) return undefined
+    return problem(req, 429, 'rate_limited', 'too many logins from this address; try again shortly', { 'Retry-After': String(Math.max(1, Math.ceil(limit!.retryAfterMs / 1000))) })
   }
 
   async #login (req: ReservedRequest, url: URL, here: readonly string[]): Promise<ReservedAnswer> {

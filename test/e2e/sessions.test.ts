@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import anyTest, { type TestFn } from 'ava'
-import { Agent } from 'undici'
+import { Agent, request } from 'undici'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { mintPki } from '../helpers/pki.js'
 import { freePort } from './support.js'
@@ -354,4 +354,28 @@ test.serial('metrics count logins, refused callbacks by reason, and sessions in 
   t.regex(text, /authgate_session_logins_total\{client="corp"\} [1-9]\d*/)
   t.regex(text, /authgate_session_login_failures_total\{client="unknown",reason="state"\} [1-9]\d*/)
   t.regex(text, /authgate_sessions_active [1-9]\d*/)
+})
+
+test('one client address starts at most 60 logins a minute (each writes a transaction record); another address is not limited', async (t) => {
+  const { idp, clientSecret } = t.context
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const gw = await startGateway({
+    listeners: [{ name: 'local', address: `127.0.0.1:${port}` }],
+    trustProxies: ['127.0.0.1/32'],
+    sessions: { secret: '${env:SESSION_SECRET}', allowInsecure: true },
+    oidcClients: { corp: { issuer: idp.issuer, clientId: 'app', clientSecret: '${env:CLIENT_SECRET}', redirectUri: `${base}/.authgate/callback` } },
+    routes: [{ name: 'app', match: { path: '/app/**' }, upstream: 'demo', policies: [{ session: { client: 'corp' } }] }],
+  }, { env: { SESSION_SECRET: randomBytes(48).toString('base64'), CLIENT_SECRET: clientSecret } })
+  t.teardown(async () => await gw.close())
+  const login = async (client: string) => {
+    const res = await request(`${base}/.authgate/login?rd=/app/x`, { headers: { 'x-forwarded-for': client } })
+    await res.body.dump()
+    return res
+  }
+  for (let i = 0; i < 60; i++) t.is((await login('203.0.113.1')).statusCode, 302, `login ${i + 1}`)
+  const refused = await login('203.0.113.1')
+  t.is(refused.statusCode, 429)
+  t.truthy(refused.headers['retry-after'])
+  t.is((await login('203.0.113.2')).statusCode, 302, 'the limit is per client address behind the trusted proxy, not per proxy')
 })
