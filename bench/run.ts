@@ -240,23 +240,24 @@ function scenarios (): Scenario[] {
     { id: 'bare-post', title: 'bare forward, POST 1 KiB', kind: 'bare', via: 'bare', job: (t, m) => ({ url: `${t.plain}/hmac/items`, ...post(m) }) },
     { id: 'bare-tls', title: 'bare forward, TLS', kind: 'bare', via: 'bare-tls', job: (t, m) => ({ url: `${t.tls}/mtls/items/1`, tls: serverOnly(m) }) },
     { id: 'bare-tls-post', title: 'bare forward, TLS, POST 1 KiB', kind: 'bare', via: 'bare-tls', job: (t, m) => ({ url: `${t.tls}/full/items`, ...post(m), tls: serverOnly(m) }) },
+    // The decide-* rows (issue 15): a chain answered on the decision listener's /forward, nothing forwarded; each right
+    // after the same chain in proxy mode, so that the pair is measured close together on the shared machine.
     { id: 'public', title: 'public route', kind: 'gateway', route: 'public', via: 'gateway', baseline: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
+    { id: 'decide-public', title: 'decision: public route', kind: 'gateway', route: 'public', via: 'gateway', cpuVs: 'public', job: (t) => forwardAuth(t, '/public/items/1') },
     { id: 'public-post', title: 'public route, POST 1 KiB (streamed)', kind: 'gateway', route: 'public', via: 'gateway', baseline: 'bare-post', job: (t, m) => ({ url: `${t.plain}/public/items`, ...post(m) }) },
     { id: 'apikey-static', title: 'apiKey (static)', kind: 'gateway', route: 'apikey', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/apikey/items/1`, headers: { 'x-api-key': m.staticKey.key } }) },
+    { id: 'decide-apikey', title: 'decision: apiKey (static)', kind: 'gateway', route: 'apikey', via: 'gateway', cpuVs: 'apikey-static', job: (t, m) => forwardAuth(t, '/apikey/items/1', { 'x-api-key': m.staticKey.key }) },
     { id: 'apikey-redis', title: 'apiKey (Redis-stored)', kind: 'gateway', route: 'apikey', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/apikey/items/1`, headers: { 'x-api-key': m.dynamicKey.key } }) },
     { id: 'jwt-hs256', title: 'jwt HS256', kind: 'gateway', route: 'jwt-hs', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/jwt-hs/items/1`, headers: { authorization: `Bearer ${m.hsToken}` } }) },
+    { id: 'decide-jwt-hs256', title: 'decision: jwt HS256', kind: 'gateway', route: 'jwt-hs', via: 'gateway', cpuVs: 'jwt-hs256', job: (t, m) => forwardAuth(t, '/jwt-hs/items/1', { authorization: `Bearer ${m.hsToken}` }) },
     { id: 'jwt-es256', title: 'jwt ES256 (JWKS)', kind: 'gateway', route: 'jwt-es', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/jwt-es/items/1`, headers: { authorization: `Bearer ${m.esToken}` } }) },
     { id: 'hmac', title: 'hmac-sha256, 1 KiB body', kind: 'gateway', route: 'hmac', via: 'gateway', baseline: 'bare-post', job: (t, m) => ({ url: `${t.plain}/hmac/items`, ...post(m), sign: m.hmac }) },
     { id: 'basic', title: 'basic (bcrypt, cached)', kind: 'gateway', route: 'basic', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/basic/items/1`, headers: { authorization: `Basic ${Buffer.from(`${m.basic.user}:${m.basic.password}`).toString('base64')}` } }) },
     { id: 'mtls', title: 'mtls (TLS keep-alive)', kind: 'gateway', route: 'mtls', via: 'gateway', baseline: 'bare-tls', job: (t, m) => ({ url: `${t.tls}/mtls/items/1`, tls: clientCert(m) }) },
     { id: 'apikey-ratelimit', title: 'apiKey + rateLimit (Redis)', kind: 'gateway', route: 'ratelimit', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/rl/items/1`, headers: { 'x-api-key': m.staticKey.key } }) },
+    { id: 'decide-apikey-ratelimit', title: 'decision: apiKey + rateLimit (Redis)', kind: 'gateway', route: 'ratelimit', via: 'gateway', cpuVs: 'apikey-ratelimit', job: (t, m) => forwardAuth(t, '/rl/items/1', { 'x-api-key': m.staticKey.key }) },
     { id: 'apikey-ratelimit-lease', title: 'apiKey + rateLimit (Redis, lease: 100)', kind: 'gateway', route: 'ratelimit-lease', via: 'gateway', baseline: 'bare', job: (t, m) => ({ url: `${t.plain}/rl-lease/items/1`, headers: { 'x-api-key': m.staticKey.key } }) },
     { id: 'full', title: 'mtls + hmac + jwt + rateLimit', kind: 'gateway', route: 'full', via: 'gateway', baseline: 'bare-tls-post', job: (t, m) => ({ url: `${t.tls}/full/items`, ...post(m), headers: { ...post(m).headers, authorization: `Bearer ${m.hsToken}` }, sign: m.hmac, tls: clientCert(m) }) },
-    // Decision mode (issue 15): the same chains answered on the decision listener's /forward, nothing forwarded.
-    { id: 'decide-public', title: 'decision: public route', kind: 'gateway', route: 'public', via: 'gateway', cpuVs: 'public', job: (t) => forwardAuth(t, '/public/items/1') },
-    { id: 'decide-apikey', title: 'decision: apiKey (static)', kind: 'gateway', route: 'apikey', via: 'gateway', cpuVs: 'apikey-static', job: (t, m) => forwardAuth(t, '/apikey/items/1', { 'x-api-key': m.staticKey.key }) },
-    { id: 'decide-apikey-ratelimit', title: 'decision: apiKey + rateLimit (Redis)', kind: 'gateway', route: 'ratelimit', via: 'gateway', cpuVs: 'apikey-ratelimit', job: (t, m) => forwardAuth(t, '/rl/items/1', { 'x-api-key': m.staticKey.key }) },
-    { id: 'decide-jwt-hs256', title: 'decision: jwt HS256', kind: 'gateway', route: 'jwt-hs', via: 'gateway', cpuVs: 'jwt-hs256', job: (t, m) => forwardAuth(t, '/jwt-hs/items/1', { authorization: `Bearer ${m.hsToken}` }) },
     // nginx (one worker, pinned like the proxy under test) alone, and with auth_request to authgate's /nginx.
     { id: 'nginx-alone', title: 'nginx alone (proxy_pass)', kind: 'nginx', via: 'nginx-alone', baseline: 'bare', cpuVs: 'bare', job: (t) => ({ url: `${t.plain}/public/items/1` }) },
     { id: 'nginx-authgate', title: 'nginx + authgate decision, apiKey', kind: 'nginx', route: 'apikey', via: 'nginx-authgate', baseline: 'bare', cpuVs: 'apikey-static', job: (t, m) => ({ url: `${t.plain}/apikey/items/1`, headers: { 'x-api-key': m.staticKey.key } }) },
@@ -439,11 +440,6 @@ async function loadRun (): Promise<void> {
  * can land on a busy moment); the per-round figures are kept in `rounds`.
  */
 function mergeRounds (rows: Row[]): Row[] {
-  const median = (values: number[]) => {
-    const sorted = [...values].sort((x, y) => x - y)
-    const mid = Math.floor(sorted.length / 2)
-    return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-  }
   const out: Row[] = []
   for (const id of [...new Set(rows.map((r) => r.id))]) {
     const group = rows.filter((r) => r.id === id)
@@ -478,6 +474,12 @@ function mergeRounds (rows: Row[]): Row[] {
   return out
 }
 
+function median (values: readonly number[]): number {
+  const sorted = [...values].sort((x, y) => x - y)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
 /** Ratios: throughput to the mean of the start and end runs of direct and of the scenario's bare variant. */
 function withRatios (rows: Row[]): Row[] {
   const mean = (ids: string[], pick: (r: Row) => number) => {
@@ -492,9 +494,18 @@ function withRatios (rows: Row[]): Row[] {
     const bareP99 = row.baseline ? mean(ids, (r) => r.load!.latencyMs.p99) : undefined
     const cpuIds = row.cpuVs === 'bare' ? ['bare', 'bare-end'] : row.cpuVs ? [row.cpuVs] : []
     const compared = row.cpuVs && row.cpuUsPerRequest !== undefined ? mean(cpuIds, (r) => r.cpuUsPerRequest ?? Number.NaN) : undefined
+    // With --rounds, the median of the per-round ratios: each round measures the pair close together, so a busy
+    // stretch of the shared machine weighs on both sides of a ratio rather than on one median.
+    const other = cpuIds.length === 1 ? rows.find((r) => r.id === cpuIds[0]) : undefined
+    const perRound = row.rounds && other?.rounds && row.rounds.length === other.rounds.length && row.rounds.length > 1
+      ? row.rounds.map((x, i) => (x.cpuUsPerRequest ?? Number.NaN) / (other.rounds![i]!.cpuUsPerRequest ?? Number.NaN))
+      : undefined
+    const cpuVsRatio = perRound && perRound.every(Number.isFinite) ? median(perRound)
+      : compared !== undefined && Number.isFinite(compared) ? row.cpuUsPerRequest! / compared : undefined
     return {
       ...row,
-      ...(compared !== undefined && Number.isFinite(compared) ? { cpuVsRatio: row.cpuUsPerRequest! / compared } : {}),
+      ...(cpuVsRatio !== undefined ? { cpuVsRatio } : {}),
+      ...(perRound ? { cpuVsRatioByRound: perRound } : {}),
       ...(directRps && row.kind !== 'direct' ? { vsDirect: row.load.rps / directRps } : {}),
       ...(bareRps ? { vsBare: row.load.rps / bareRps } : {}),
       ...(bareP99 ? { p99VsBare: row.load.latencyMs.p99 / bareP99 } : {}),
@@ -528,7 +539,9 @@ function checkTargets (rows: readonly Row[]): { results: TargetResult[], lines: 
       value: row?.cpuVsRatio,
       goal: '<= 0.6',
       met: row?.cpuVsRatio === undefined ? undefined : row.cpuVsRatio <= 0.6,
-      ...(row?.cpuUsPerRequest !== undefined && proxy?.cpuUsPerRequest !== undefined ? { detail: `${row.cpuUsPerRequest.toFixed(1)} / ${proxy.cpuUsPerRequest.toFixed(1)} µs` } : {}),
+      ...(row?.cpuUsPerRequest !== undefined && proxy?.cpuUsPerRequest !== undefined
+        ? { detail: `medians ${row.cpuUsPerRequest.toFixed(1)} / ${proxy.cpuUsPerRequest.toFixed(1)} µs${row.cpuVsRatioByRound ? `; per round ${row.cpuVsRatioByRound.map((x) => x.toFixed(2)).join(', ')}` : ''}` }
+        : {}),
     })
   }
   const w1 = find('public-w1')

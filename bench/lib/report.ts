@@ -27,8 +27,9 @@ export interface Row {
    * mode, nginx + authgate with authgate proxying alone, nginx alone with the bare forward.
    */
   readonly cpuVs?: string
-  /** CPU µs per request over the `cpuVs` row's. */
+  /** CPU µs per request over the `cpuVs` row's; with --rounds, the median of the per-round ratios. */
   readonly cpuVsRatio?: number
+  readonly cpuVsRatioByRound?: readonly number[]
   /** When more than one process serves the row (nginx + authgate): each one's CPU µs per request; they sum to cpuUsPerRequest. */
   readonly cpuPartsUsPerRequest?: Record<string, number>
   readonly note?: string
