@@ -6,7 +6,7 @@
  * - `authgate`: `auth_request` to authgate's decision listener (`/nginx`, keep-alive pool), the identity headers of
  *   the answer copied onto the upstream request, then proxy_pass to the same upstream: nginx + authgate decision mode.
  *
- * nginx comes from `NGINX_BIN`, else /usr/sbin/nginx, else `nginx` on PATH; none: the scenarios are skipped.
+ * nginx comes from `NGINX_BIN` when set, else /usr/sbin/nginx, else `nginx` on PATH; none: the scenarios are skipped.
  */
 import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
@@ -21,7 +21,8 @@ export interface NginxBinary {
 
 /** The nginx binary and what it was built with, or undefined when there is none. */
 export function findNginx (): NginxBinary | undefined {
-  const candidates = [process.env.NGINX_BIN, '/usr/sbin/nginx', 'nginx'].filter((c): c is string => Boolean(c))
+  // NGINX_BIN, when set, is the only candidate (NGINX_BIN=/nonexistent runs the bench as on a machine without nginx).
+  const candidates = process.env.NGINX_BIN ? [process.env.NGINX_BIN] : ['/usr/sbin/nginx', 'nginx']
   for (const path of candidates) {
     if (path.includes('/') && !existsSync(path)) continue
     const probe = spawnSync(path, ['-V'])
