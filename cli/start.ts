@@ -10,6 +10,7 @@ import { dirname, resolve, sep } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { checkConfig } from '../gateway/config/load.js'
 import { ConfigError } from '../gateway/errors.js'
+import { relayBetweenWorkers } from '../gateway/cluster.js'
 import { Gateway } from '../gateway/gateway.js'
 import { configFileOf, CONFIG_OPTION, parseArgs, UsageError, type CommandIo } from './command.js'
 
@@ -63,6 +64,7 @@ function ignoreSendError (): void {}
  */
 async function supervise (count: number, file: string, io: CommandIo): Promise<number> {
   let stopping = false
+  relayBetweenWorkers()
   const fork = () => cluster.fork()
   for (let i = 0; i < count; i++) fork()
   cluster.on('exit', (worker, code, signal) => {

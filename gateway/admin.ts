@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net'
 import { parseAddress } from './net.js'
 import { sendProblem } from './problem.js'
 import type { Logger } from './log.js'
-import type { Metrics } from './metrics.js'
+import { aggregateMetrics, type Metrics } from './metrics.js'
+import type { ClusterLink } from './cluster.js'
 import { closeServer } from './listeners.js'
 
 /** What the admin listener needs from the gateway. */
@@ -27,7 +28,7 @@ export class AdminServer {
   private server: http.Server | undefined
   url = ''
 
-  constructor (private readonly state: AdminState, private readonly metrics: Metrics, private readonly log: Logger) {}
+  constructor (private readonly state: AdminState, private readonly metrics: Metrics, private readonly log: Logger, private readonly cluster?: ClusterLink) {}
 
   async listen (address: string): Promise<void> {
     const { host, port } = parseAddress(address)
@@ -63,8 +64,11 @@ export class AdminServer {
         })
       }
       if (req.method === 'GET' && url.pathname === '/metrics') {
-        const body = await this.metrics.registry.metrics()
-        res.writeHead(200, { 'Content-Type': this.metrics.registry.contentType })
+        // With workers, the sum over all of them, whichever worker answers.
+        const { contentType, body } = this.cluster?.clustered === true
+          ? await aggregateMetrics(await this.cluster.collect('metrics'))
+          : { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }
+        res.writeHead(200, { 'Content-Type': contentType })
         res.end(body)
         return
       }

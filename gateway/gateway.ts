@@ -6,6 +6,7 @@ import type { LoadedConfig, StoreConfig } from './config/types.js'
 import { parseDuration } from './config/units.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { AdminServer } from './admin.js'
+import { ClusterLink } from './cluster.js'
 import { openListener, type Listener, type ListenerLimits } from './listeners.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
@@ -44,6 +45,8 @@ export class Gateway {
   private watchers: FSWatcher[] = []
   private watchTimer: NodeJS.Timeout | undefined
   private signer: IdentitySigner | undefined
+  /** The other workers (`workers: N`): /metrics and the console's traffic are summed over all of them. */
+  readonly cluster = new ClusterLink()
 
   private constructor (
     private config: LoadedConfig,
@@ -64,6 +67,7 @@ export class Gateway {
     const store = openStore(config.doc.store, log, metrics)
     const handler = new RequestHandler({ log, metrics, now: options.now ?? Date.now })
     const gateway = new Gateway(config, store, handler, log, metrics, options)
+    gateway.cluster.report('metrics', async () => await metrics.registry.getMetricsAsJSON())
     try {
       handler.runtime = await Generation.build(config, { store, log, now: options.now ?? Date.now })
       metrics.cacheStats = () => handler.runtime.cacheStats()
@@ -112,7 +116,7 @@ export class Gateway {
       storeKind: () => this.store.kind,
       draining: () => this.closed,
       adminToken: () => this.config.doc.admin?.token || undefined,
-    }, this.metrics, this.log)
+    }, this.metrics, this.log, this.cluster)
     this.admin.routes.push(jwksAdminRoute(() => this.signer))
     const now = this.options.now ?? Date.now
     for (const policy of policies.values()) {
@@ -292,6 +296,7 @@ export class Gateway {
     // Generations retired by reloads still hold pools and store connections until their timer: close them now.
     await Promise.all([...this.retired].map(async (retire) => await retire()))
     await this.admin?.close()
+    this.cluster.close()
     await this.handler.runtime?.close()
     this.signer?.close()
     await this.store.close()
