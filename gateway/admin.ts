@@ -25,6 +25,12 @@ export type AdminRoute = (req: http.IncomingMessage, res: http.ServerResponse, u
 
 export class AdminServer {
   readonly routes: AdminRoute[] = []
+  /**
+   * The console's session in place of the bearer token on /admin/* (the console manages keys through the admin API's
+   * own routes): 'ok', 'cross-origin' (a state-changing call without the console's header and own Origin: 403), or
+   * undefined (no session).
+   */
+  sessionAuth: ((req: http.IncomingMessage) => 'ok' | 'cross-origin' | undefined) | undefined
   private server: http.Server | undefined
   url = ''
 
@@ -73,7 +79,11 @@ export class AdminServer {
         return
       }
       if (url.pathname.startsWith('/admin/') || url.pathname === '/admin') {
-        if (!this.authorized(req)) {
+        const session = this.authorized(req) ? 'ok' : this.sessionAuth?.(req)
+        if (session === 'cross-origin') {
+          return sendProblem(res, { status: 403, code: 'forbidden', detail: 'console calls that change state need the X-Authgate-Console: 1 header and this listener\'s own Origin' }, requestId)
+        }
+        if (session !== 'ok') {
           return sendProblem(res, { status: 401, code: 'invalid_credentials', detail: 'admin token required', challenges: [{ scheme: 'Bearer', params: { realm: 'authgate-admin' } }] }, requestId)
         }
       }

@@ -7,6 +7,8 @@ import { parseDuration } from './config/units.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { AdminServer } from './admin.js'
 import { ClusterLink } from './cluster.js'
+import { Console, type ReloadRecord } from './console/index.js'
+import { TrafficRecorder } from './console/traffic.js'
 import { openListener, type Listener, type ListenerLimits } from './listeners.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
@@ -47,6 +49,10 @@ export class Gateway {
   private signer: IdentitySigner | undefined
   /** The other workers (`workers: N`): /metrics and the console's traffic are summed over all of them. */
   readonly cluster = new ClusterLink()
+  /** The console's traffic page: 15 minutes of counters in 2-second slots. */
+  readonly traffic: TrafficRecorder
+  private lastReload: ReloadRecord | undefined
+  private readonly startedAt = Date.now()
 
   private constructor (
     private config: LoadedConfig,
@@ -55,7 +61,9 @@ export class Gateway {
     readonly log: Logger,
     readonly metrics: Metrics,
     private readonly options: GatewayOptions,
-  ) {}
+  ) {
+    this.traffic = new TrafficRecorder(metrics)
+  }
 
   /** Loads and validates the configuration (throws ConfigError listing every problem), then listens. */
   static async start (options: GatewayOptions): Promise<Gateway> {
@@ -68,6 +76,8 @@ export class Gateway {
     const handler = new RequestHandler({ log, metrics, now: options.now ?? Date.now })
     const gateway = new Gateway(config, store, handler, log, metrics, options)
     gateway.cluster.report('metrics', async () => await metrics.registry.getMetricsAsJSON())
+    gateway.cluster.report('traffic', () => gateway.traffic.report())
+    gateway.traffic.start()
     try {
       handler.runtime = await Generation.build(config, { store, log, now: options.now ?? Date.now })
       metrics.cacheStats = () => handler.runtime.cacheStats()
@@ -117,6 +127,18 @@ export class Gateway {
       draining: () => this.closed,
       adminToken: () => this.config.doc.admin?.token || undefined,
     }, this.metrics, this.log, this.cluster)
+    const consolePages = new Console({
+      config: () => this.config,
+      store: () => this.store,
+      adminToken: () => this.config.doc.admin?.token || undefined,
+      cluster: this.cluster,
+      lastReload: () => this.lastReload,
+      listenerUrls: () => new Map([...this.listenersByName.values()].map((l) => [l.name, l.url])),
+      startedAt: this.startedAt,
+      now: () => Date.now(),
+    })
+    this.admin.sessionAuth = (req) => consolePages.adminAccess(req)
+    this.admin.routes.push(consolePages.route)
     this.admin.routes.push(jwksAdminRoute(() => this.signer))
     const now = this.options.now ?? Date.now
     for (const policy of policies.values()) {
@@ -137,7 +159,10 @@ export class Gateway {
       this.reloadQueued ??= this.reloading.then(again, again)
       return this.reloadQueued
     }
-    this.reloading = this.doReload().finally(() => { this.reloading = undefined })
+    this.reloading = this.doReload().then((result) => {
+      this.lastReload = { at: new Date(), ok: result.ok, issues: result.ok ? [] : result.issues }
+      return result
+    }).finally(() => { this.reloading = undefined })
     return this.reloading
   }
 
@@ -297,6 +322,7 @@ export class Gateway {
     await Promise.all([...this.retired].map(async (retire) => await retire()))
     await this.admin?.close()
     this.cluster.close()
+    this.traffic.stop()
     await this.handler.runtime?.close()
     this.signer?.close()
     await this.store.close()

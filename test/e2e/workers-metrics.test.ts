@@ -14,12 +14,14 @@ import { startRedis, uniquePrefix } from '../helpers/redis.js'
 
 test.after.always(killChildren)
 
+const TOKEN = 'workers-admin-token-' + 'y'.repeat(20)
+
 function value (text: string, series: string): number {
   const line = text.split('\n').find((l) => l.startsWith(series + ' '))
   return line === undefined ? 0 : Number(line.slice(series.length + 1))
 }
 
-test('workers: 2 — /metrics counts the requests of every worker, whichever worker answers the scrape', async (t) => {
+test('workers: 2 — /metrics and the console\'s traffic count the requests of every worker, whichever worker answers', async (t) => {
   t.timeout(180_000)
   const redis = await startRedis()
   const [port, adminPort] = [await freePort(), await freePort()]
@@ -31,7 +33,7 @@ test('workers: 2 — /metrics counts the requests of every worker, whichever wor
     workers: 2,
     store: { redis: redis.url, prefix: uniquePrefix('workers-metrics') },
     listeners: [{ name: 'local', address: `127.0.0.1:${port}` }],
-    admin: { address: `127.0.0.1:${adminPort}` },
+    admin: { address: `127.0.0.1:${adminPort}`, token: TOKEN },
     upstreams: { demo: { echo: true } },
     routes: [{ name: 'open', match: { path: '/v1/**' }, upstream: 'demo', public: true }],
   }))
@@ -53,6 +55,18 @@ test('workers: 2 — /metrics counts the requests of every worker, whichever wor
     t.is(value(res.body, 'authgate_requests_total{route="open",status="200",code="ok"}'), N)
     t.is(value(res.body, 'authgate_request_duration_seconds_count{route="open"}'), N)
     t.is(value(res.body, 'authgate_request_duration_seconds_bucket{le="+Inf",route="open"}'), N)
+  }
+  // The console's traffic too: signed in on one worker, the session holds on the other, and the totals are N.
+  const signIn = await fetch(`${adminUrl}/console/session`, { method: 'POST', headers: { 'x-authgate-console': '1', origin: adminUrl, 'content-type': 'application/json' }, body: JSON.stringify({ token: TOKEN }) })
+  t.is(signIn.status, 200)
+  const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!
+  for (let i = 0; i < 6; i++) {
+    const res = await rawGet(adminUrl, '/console/api/traffic', [`Cookie: ${cookie}`])
+    t.is(res.status, 200, res.body)
+    const traffic = JSON.parse(res.body) as { workers: number, totals: { requests: number, byStatus: Record<string, number> } }
+    t.is(traffic.workers, 2)
+    t.is(traffic.totals.requests, N)
+    t.deepEqual(traffic.totals.byStatus, { '2xx': N })
   }
   child.process.kill('SIGTERM')
   t.is(await child.exited, 0)
