@@ -153,8 +153,8 @@ function Chain ({ chain, isPublic }) {
   if (chain.length === 0) return html`<p class="chain">${isPublic ? 'no policy (public)' : 'no policy'}</p>`
   return html`<ol class="chain" aria-label="policy chain">${chain.map((step) => html`
     <li class="step">${step.anyOf
-      ? html`<span class="group">anyOf(${step.anyOf.map((m, i) => html`${i > 0 ? html`<span class="or"> | </span>` : ''}<span class="member" title=${m.summary}>${m.summary}</span>`)})</span>`
-      : html`<span>${step.summary}</span>`}</li>`)}</ol>`
+      ? html`<span class="box group">anyOf(${step.anyOf.map((m, i) => html`${i > 0 ? html`<span class="or"> | </span>` : ''}<span class="member" title=${m.summary}>${m.summary}</span>`)})</span>`
+      : html`<span class="box">${step.summary}</span>`}</li>`)}</ol>`
 }
 
 function Routes () {
@@ -275,7 +275,7 @@ function Keys () {
                 ${confirming.action === 'revoke' ? html`
                   <button type="button" class="danger" onClick=${() => revoke(k.id)}>Confirm revoke</button>`
                 : html`
-                  <label for=${`grace-${k.id}`}>Grace</label><input id=${`grace-${k.id}`} size="5" value="1h" class="short" />
+                  <label for=${`grace-${k.id}`}>Grace</label><input id=${`grace-${k.id}`} size="5" defaultValue="1h" class="short" />
                   <button type="button" onClick=${(e) => rotate(k.id, e.currentTarget.parentElement.querySelector('input').value.trim())}>Confirm rotate</button>`}
                 <button type="button" onClick=${() => setConfirming(null)}>Cancel</button>`
               : html`
@@ -303,7 +303,7 @@ function Chart ({ title, times, series, unit }) {
       width: width(),
       height: 200,
       scales: { x: { time: true } },
-      axes: [{}, { values: (u, ticks) => ticks.map((v) => unit === 's' ? `${(v * 1000).toPrecision(3)} ms` : String(v)) }],
+      axes: [{}, { size: 72, values: (u, ticks) => ticks.map((v) => unit === 's' ? `${+(v * 1000).toPrecision(3)} ms` : String(v)) }],
       series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: s.color ?? COLORS[i % COLORS.length], width: 2, spanGaps: false }))],
     }
     plot.current = new uPlot(opts, [times, ...series.map((s) => s.values)], box.current)
@@ -419,7 +419,7 @@ function Explain () {
       <form onSubmit=${submit} class="grid">
         <label for="x-method">Method</label>
         <select id="x-method" name="method">${['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'].map((m) => html`<option>${m}</option>`)}</select>
-        <label for="x-url">URL (/path or http(s)://host/path)</label><input id="x-url" name="url" required value="/" spellcheck="false" />
+        <label for="x-url">URL (/path or http(s)://host/path)</label><input id="x-url" name="url" required defaultValue="/" spellcheck="false" />
         <label for="x-headers">Headers (one "Name: value" per line)</label><textarea id="x-headers" name="headers" rows="4" spellcheck="false"></textarea>
         <label for="x-listener">Listener (empty: from the URL)</label><input id="x-listener" name="listener" />
         <span></span><button type="submit" disabled=${busy}>Explain</button>
