@@ -218,3 +218,21 @@ test('routes, explain and traffic: chains drawn as steps; explain shows the refu
   t.is(traffic.totals.rateLimited, 1)
   t.deepEqual(Object.keys(traffic.latency).sort(), ['keyed', 'open'])
 })
+
+test('the overview shows a refused reload with the FILE:LINE:COL of its errors, and an applied one', async (t) => {
+  const gw = await startGateway(config(), { env: { AUTHGATE_ADMIN_TOKEN: TOKEN } })
+  t.teardown(() => gw.close())
+  const cookie = await signIn(gw)
+  const overview = async () => JSON.parse((await call(gw.adminUrl, 'GET', '/console/api/overview', { cookie })).body) as { lastReload: null | { ok: boolean, errors: Array<{ where: string, message: string }> } }
+  t.is((await overview()).lastReload, null)
+  const bad = config()
+  ;(bad.routes[0] as Record<string, unknown>).upstream = 'nowhere'
+  t.false((await gw.reload(bad)).ok)
+  const refused = (await overview()).lastReload!
+  t.false(refused.ok)
+  t.true(refused.errors.length > 0)
+  t.regex(refused.errors[0]!.where, /gateway\.yaml:\d+:\d+$/)
+  t.regex(refused.errors[0]!.message, /nowhere/)
+  t.true((await gw.reload(config())).ok)
+  t.deepEqual((await overview()).lastReload, { ...(await overview()).lastReload!, ok: true, errors: [] })
+})

@@ -68,6 +68,13 @@ test('workers: 2 — /metrics and the console\'s traffic count the requests of e
     t.is(traffic.totals.requests, N)
     t.deepEqual(traffic.totals.byStatus, { '2xx': N })
   }
+  // Sign-out on one worker ends the session on every worker.
+  const out = await fetch(`${adminUrl}/console/session`, { method: 'DELETE', headers: { 'x-authgate-console': '1', origin: adminUrl, cookie } })
+  t.is(out.status, 204)
+  await until(async () => {
+    for (let i = 0; i < 6; i++) if ((await rawGet(adminUrl, '/console/api/traffic', [`Cookie: ${cookie}`])).status !== 401) return false
+    return true
+  }, { timeoutMs: 2_000, message: 'the session refused by both workers' })
   child.process.kill('SIGTERM')
   t.is(await child.exited, 0)
 })
