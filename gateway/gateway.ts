@@ -7,7 +7,7 @@ import { parseDuration } from './config/units.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { AdminServer } from './admin.js'
 import { ClusterLink } from './cluster.js'
-import { Console, type ReloadRecord } from './console/index.js'
+import { Console, type ConsoleExplain, type ReloadRecord } from './console/index.js'
 import { TrafficRecorder } from './console/traffic.js'
 import { openListener, type Listener, type ListenerLimits } from './listeners.js'
 import { createLogger, type Logger } from './log.js'
@@ -31,6 +31,8 @@ export interface GatewayOptions extends LoadOptions {
   readonly metrics?: Metrics
   /** Reload when the config file, or a file it references, changes (debounced). */
   readonly watch?: boolean
+  /** The console's explain page: cli/explain's explainRequest (gateway/ does not import cli/). */
+  readonly explain?: ConsoleExplain
 }
 
 export type ReloadResult = { ok: true, changed: boolean } | { ok: false, issues: readonly ConfigIssue[] }
@@ -136,6 +138,7 @@ export class Gateway {
       listenerUrls: () => new Map([...this.listenersByName.values()].map((l) => [l.name, l.url])),
       startedAt: this.startedAt,
       now: () => Date.now(),
+      explain: this.options.explain,
     })
     this.admin.sessionAuth = (req) => consolePages.adminAccess(req)
     this.admin.routes.push(consolePages.route)

@@ -3,13 +3,12 @@
  * dist/console/), a session exchanged for the admin token, and a small JSON API that reads the running gateway.
  * Keys are managed through the admin API's own routes (/admin/keys), which accept the console session in place of
  * the bearer token (AdminServer.sessionAuth); explain is `authgate explain`'s own explainRequest on a read-only view
- * of this gateway's store.
+ * of this gateway's store, handed in by whoever starts the gateway (gateway/ does not import cli/).
  */
 import { existsSync, readFileSync } from 'node:fs'
 import type http from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parse as parseYaml } from 'yaml'
-import { explainRequest, ExplainInputError } from '../../cli/explain/index.js'
 import { json, readJson, type AdminRoute } from '../admin.js'
 import type { ClusterLink } from '../cluster.js'
 import type { ConfigIssue } from '../errors.js'
@@ -28,6 +27,13 @@ export const CONSOLE_HEADERS: Readonly<Record<string, string>> = {
   'Cross-Origin-Resource-Policy': 'same-origin',
 }
 
+/**
+ * Explains one request against a loaded configuration, reading through `store` without writing (cli/explain's
+ * explainRequest, see cli/explain/console.ts): the report, or what was wrong with the request asked about.
+ */
+export type ConsoleExplain = (config: LoadedConfig, method: string, url: string, headers: Array<[string, string]>,
+  options: { store: Store, listener?: string }) => Promise<{ report: unknown } | { inputError: string }>
+
 export interface ReloadRecord { readonly at: Date, readonly ok: boolean, readonly issues: readonly ConfigIssue[] }
 
 export interface ConsoleDeps {
@@ -40,6 +46,8 @@ export interface ConsoleDeps {
   listenerUrls (): ReadonlyMap<string, string>
   readonly startedAt: number
   now (): number
+  /** `authgate explain`'s decision (cli/explain explainRequest); absent: the explain page answers 501. */
+  readonly explain?: ConsoleExplain | undefined
   /** The admin listener serves TLS: the cookie is `__Host-authgate-console` and Secure. */
   readonly tls?: boolean
 }
@@ -292,14 +300,15 @@ export class Console {
       }
       headers.push([name, line.slice(colon + 1).trim()])
     }
-    try {
-      const listener = typeof input?.listener === 'string' && input.listener !== '' ? input.listener : undefined
-      const report = await explainRequest(this.deps.config(), method, url, headers, { store: this.deps.store(), ...(listener ? { listener } : {}) })
-      json(res, 200, report)
-    } catch (error) {
-      if (!(error instanceof ExplainInputError)) throw error
-      sendProblem(res, { status: 400, code: 'bad_request', detail: error.message }, requestId)
+    const explain = this.deps.explain
+    if (!explain) {
+      sendProblem(res, { status: 501, code: 'internal_error', detail: 'explain is not available in this gateway (started without cli/explain)' }, requestId)
+      return true
     }
+    const listener = typeof input?.listener === 'string' && input.listener !== '' ? input.listener : undefined
+    const result = await explain(this.deps.config(), method, url, headers, { store: this.deps.store(), ...(listener ? { listener } : {}) })
+    if ('inputError' in result) sendProblem(res, { status: 400, code: 'bad_request', detail: result.inputError }, requestId)
+    else json(res, 200, result.report)
     return true
   }
 }
