@@ -44,7 +44,7 @@ test('the console in chromium: sign in, routes, a key created/used/revoked, traf
   const gw = await startGateway({
     apiKeys: [{ id: staticKey.id, hash: hashApiKey(staticKey.key), client: 'static-app', scopes: [] }],
     routes: ROUTES,
-  }, { env: { AUTHGATE_ADMIN_TOKEN: TOKEN } })
+  }, { redis: true, env: { AUTHGATE_ADMIN_TOKEN: TOKEN } })
   t.teardown(() => gw.close())
   const browser = await launchBrowser()
   t.teardown(() => browser.close())
@@ -69,7 +69,7 @@ test('the console in chromium: sign in, routes, a key created/used/revoked, traf
   t.false(storage.includes(TOKEN))
   t.is(storage, '["",[],[]]')
   await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor()
-  await page.getByText('memory (this process)').waitFor()
+  await page.getByText('Redis', { exact: true }).waitFor()
   await scan('overview')
 
   // Routes: each one with its chain drawn as steps.
@@ -117,11 +117,14 @@ test('the console in chromium: sign in, routes, a key created/used/revoked, traf
   t.truthy(id)
   const row = page.locator(`tr[data-key="${id}"]`)
   await row.getByRole('button', { name: `Revoke ${id!}` }).click()
+  // From the moment the gateway answered the revoke: the key is refused within 1 s.
+  const revoked = page.waitForResponse((r) => r.request().method() === 'DELETE' && r.url().endsWith(`/admin/keys/${id!}`))
   await row.getByRole('button', { name: 'Confirm revoke' }).click()
+  t.is((await revoked).status(), 204)
   const revokedAt = Date.now()
-  await row.getByText('revoked').waitFor()
   await until(async () => (await gw.fetch('/v1/orders/2', { headers: { 'x-api-key': rotated } })).status === 401, { timeoutMs: 1_000, intervalMs: 20, message: 'the revoked key refused within 1 s' })
   t.true(Date.now() - revokedAt < 1_000)
+  await row.getByText('revoked').waitFor()
   t.is((await gw.fetch('/v1/orders/3', { headers: { 'x-api-key': staticKey.key } })).status, 200, 'another key still passes')
 
   // Traffic: the counters move after requests.
