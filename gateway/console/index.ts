@@ -61,6 +61,10 @@ function assetsDir (): string | undefined {
   return undefined
 }
 
+/** Wrong admin tokens accepted at sign-in per minute (per process) before it answers 429 for the rest of the minute. */
+const MAX_FAILURES = 10
+const FAILURE_WINDOW_MS = 60_000
+
 const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml' }
 const ASSET = /^\/console\/([a-z0-9-]+\.(?:js|css|svg))$/
 
@@ -79,6 +83,8 @@ export class Console {
   readonly cookieName: string
   private readonly version = readVersion()
   private readonly assets = assetsDir()
+  /** Times of recent wrong tokens at sign-in (this process): past MAX_FAILURES a minute, sign-in waits. */
+  private failures: number[] = []
 
   constructor (private readonly deps: ConsoleDeps) {
     this.sessions = new ConsoleSessions(deps.adminToken, deps.now)
@@ -188,7 +194,16 @@ export class Console {
       sendProblem(res, { status: 401, code: 'invalid_credentials', detail: 'the admin listener has no token (admin.token): the console cannot be used' }, requestId)
       return true
     }
+    const now = this.deps.now()
+    const recent = this.failures.filter((at) => at > now - FAILURE_WINDOW_MS)
+    this.failures = recent
+    if (recent.length >= MAX_FAILURES) {
+      const retryAfter = Math.max(1, Math.ceil((recent[0]! + FAILURE_WINDOW_MS - now) / 1000))
+      sendProblem(res, { status: 429, code: 'rate_limited', detail: 'too many wrong admin tokens: wait before trying again', headers: { 'Retry-After': String(retryAfter) } }, requestId)
+      return true
+    }
     if (!this.sessions.tokenMatches(token)) {
+      this.failures.push(now)
       sendProblem(res, { status: 401, code: 'invalid_credentials', detail: 'wrong admin token' }, requestId)
       return true
     }

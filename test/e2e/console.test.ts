@@ -236,3 +236,15 @@ test('the overview shows a refused reload with the FILE:LINE:COL of its errors, 
   t.true((await gw.reload(config())).ok)
   t.deepEqual((await overview()).lastReload, { ...(await overview()).lastReload!, ok: true, errors: [] })
 })
+
+test('sign-in past 10 wrong tokens a minute answers 429 with Retry-After, the right token included, while the bearer API still works', async (t) => {
+  const gw = await startGateway(config(), { env: { AUTHGATE_ADMIN_TOKEN: TOKEN } })
+  t.teardown(() => gw.close())
+  for (let i = 0; i < 10; i++) {
+    await assertProblem(t, asProblem(await call(gw.adminUrl, 'POST', '/console/session', consoleHeaders(gw), JSON.stringify({ token: `guess-${i}` }))), 401, 'invalid_credentials')
+  }
+  const limited = await call(gw.adminUrl, 'POST', '/console/session', consoleHeaders(gw), JSON.stringify({ token: TOKEN }))
+  await assertProblem(t, asProblem(limited), 429, 'rate_limited')
+  t.true(Number(limited.headers['retry-after']) > 0)
+  t.is((await call(gw.adminUrl, 'GET', '/admin/keys', { authorization: `Bearer ${TOKEN}` })).status, 200)
+})
