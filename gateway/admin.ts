@@ -73,7 +73,7 @@ export class AdminServer {
         // With workers, the sum over all of them, whichever worker answers.
         const { contentType, body } = this.cluster?.clustered === true
           ? await aggregateMetrics(await this.cluster.collect('metrics'))
-          : { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }
+          : { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() + this.metrics.reportedText() }
         res.writeHead(200, { 'Content-Type': contentType })
         res.end(body)
         return

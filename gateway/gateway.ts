@@ -11,7 +11,7 @@ import { Console, type ConsoleExplain, type ReloadRecord } from './console/index
 import { TrafficRecorder } from './console/traffic.js'
 import { openListener, type Listener, type ListenerLimits } from './listeners.js'
 import { createLogger, type Logger } from './log.js'
-import { Metrics } from './metrics.js'
+import { Metrics, metricsReport } from './metrics.js'
 import { Generation } from './generation.js'
 import { RequestHandler } from './handler.js'
 import { configuredCredentialHeaders } from './lint.js'
@@ -77,12 +77,13 @@ export class Gateway {
     const store = openStore(config.doc.store, log, metrics)
     const handler = new RequestHandler({ log, metrics, now: options.now ?? Date.now })
     const gateway = new Gateway(config, store, handler, log, metrics, options)
-    gateway.cluster.report('metrics', async () => await metrics.registry.getMetricsAsJSON())
+    gateway.cluster.report('metrics', async () => await metricsReport(metrics))
     gateway.cluster.report('traffic', () => gateway.traffic.report())
     gateway.traffic.start()
     try {
       handler.runtime = await Generation.build(config, { store, log, now: options.now ?? Date.now })
       metrics.cacheStats = () => handler.runtime.cacheStats()
+      metrics.reported = () => handler.runtime.reportedMetrics()
       gateway.useSigner(await gateway.createSigner(config, store))
       await gateway.openListeners()
       await gateway.openAdmin()

@@ -1,6 +1,6 @@
 import type { BlockList } from 'node:net'
 import { policies } from '../policies/index.js'
-import type { CacheReporter, PolicyDeps, PolicyInstance, StepPosition } from '../policies/types.js'
+import type { CacheReporter, CookieOwner, MetricsReporter, PolicyDeps, PolicyInstance, ReportedMetric, ReservedAnswer, ReservedEndpoints, ReservedRequest, StepPosition } from '../policies/types.js'
 import type { Step } from './pipeline/chain.js'
 import type { LoadedConfig, RouteConfig, PolicyStep } from './config/types.js'
 import { routeInfo, toRouteSpec } from './config/load.js'
@@ -21,6 +21,8 @@ export interface CompiledRoute extends RouteSpec {
   readonly readsBody: boolean
   /** Credential headers consumed by the chain: not forwarded. */
   readonly consumed: ReadonlySet<string>
+  /** The same, comma-separated (decision mode tells Envoy to remove them). */
+  readonly consumedList: string
   readonly maxBodyBytes: number
   /** Bodies up to this size are read before the upstream request starts (a slow client holds no upstream connection). */
   readonly bufferBodyBytes: number
@@ -59,7 +61,17 @@ export class Generation {
     readonly decisionListeners: ReadonlyMap<string, DecisionTrust>,
     private readonly instances: PolicyInstance[],
     private readonly shared: ReadonlyMap<string, unknown>,
-  ) {}
+  ) {
+    const owned = new Set<string>()
+    for (const value of shared.values()) {
+      const owner = value as Partial<CookieOwner> | undefined
+      if (typeof owner?.ownedCookies === 'function') for (const name of owner.ownedCookies()) owned.add(name)
+    }
+    this.ownedCookies = [...owned]
+  }
+
+  /** Cookies of the gateway's own (sessions): never forwarded upstream. Usually none. */
+  readonly ownedCookies: readonly string[]
 
   /** Hit and miss counts of the caches policies share (shared objects that are a CacheReporter): /metrics. */
   cacheStats (): Array<{ cache: string, hits: number, misses: number }> {
@@ -68,6 +80,33 @@ export class Generation {
       const reporter = value as Partial<CacheReporter> | undefined
       if (typeof reporter?.reportCaches !== 'function') continue
       for (const { cache, hits, misses } of reporter.reportCaches()) out.push({ cache, hits, misses })
+    }
+    return out
+  }
+
+  /** Whether any policy serves endpoints under `/.authgate/` (sessions): front doors ask before deciding. */
+  get servesReserved (): boolean {
+    for (const value of this.shared.values()) if (typeof (value as Partial<ReservedEndpoints> | undefined)?.serveReserved === 'function') return true
+    return false
+  }
+
+  /** The answer of the policy that serves this `/.authgate/` request, or undefined (it goes on to routing). */
+  async serveReserved (req: ReservedRequest, now: number): Promise<ReservedAnswer | undefined> {
+    for (const value of this.shared.values()) {
+      const endpoints = value as Partial<ReservedEndpoints> | undefined
+      if (typeof endpoints?.serveReserved !== 'function') continue
+      const answer = await endpoints.serveReserved(req, now)
+      if (answer !== undefined) return answer
+    }
+    return undefined
+  }
+
+  /** Series that shared objects count themselves (sessions: logins, refreshes): /metrics, at scrape time. */
+  reportedMetrics (): ReportedMetric[] {
+    const out: ReportedMetric[] = []
+    for (const value of this.shared.values()) {
+      const reporter = value as Partial<MetricsReporter> | undefined
+      if (typeof reporter?.reportMetrics === 'function') out.push(...reporter.reportMetrics())
     }
     return out
   }
@@ -122,6 +161,7 @@ export class Generation {
           steps,
           readsBody: all.some((i) => i.readsBody === true),
           consumed: new Set(all.flatMap((i) => i.credentialHeaders ?? [])),
+          consumedList: [...new Set(all.flatMap((i) => i.credentialHeaders ?? []))].join(','),
           maxBodyBytes: info.maxBodyBytes,
           bufferBodyBytes: parseSize(limits.bufferBodyBytes),
           bodyIdleTimeoutMs: parseDuration(limits.bodyIdleTimeout),

@@ -2,15 +2,19 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
-import { BodyAbortedError, BodyStalledError, BodyTooLargeError, forwardBody } from './body.js'
+import { BodyAbortedError, BodyStalledError, BodyTooLargeError, forwardBody, readBody } from './body.js'
 import { Rejection } from './errors.js'
 import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import { decide, type BodyWaiter, type DecideEnv, type ListenerRef } from './pipeline/decide.js'
 import { describeCause, faultProblem, sendProblem, type Problem } from './problem.js'
 import { RequestLog } from './request-log.js'
+import { writeReserved } from './reserved.js'
 import type { CompiledRoute, Generation } from './generation.js'
 import { Tunnel } from './tunnel.js'
+import { isTrusted, unmapAddress } from './net.js'
+import { clientAddress } from './pipeline/client-address.js'
+import { RESERVED_PREFIX, type ReservedAnswer } from '../policies/types.js'
 import { DecisionHandler } from './decision-mode/handler.js'
 import { ClientGoneError, clientClosed, forward } from './upstream.js'
 
@@ -101,12 +105,21 @@ export class RequestHandler {
     const { listener, req, res, requestId } = exchange
     const expect = req.headers.expect
     if (expect !== undefined) exchange.awaitingContinue = expect.toLowerCase() === '100-continue' && declaresBody(req)
+    if (req.url !== undefined && req.url.startsWith(RESERVED_PREFIX) && runtime.servesReserved) {
+      const answer = await runtime.serveReserved({
+        requestId,
+        method: req.method ?? 'GET', target: req.url, scheme: listener.scheme, listener: listener.name,
+        headers: req.headers, remoteAddress: reservedClient(runtime, req),
+        body: (maxBytes) => { exchange.bodyWanted(); return readBody(req, maxBytes) },
+      }, this.deps.now())
+      if (answer !== undefined) return sendReserved(exchange, answer)
+    }
     const decision = await decide(runtime, listener, req, requestId, this.hooks, exchange)
     exchange.route = decision.route
     if (!decision.allowed) {
       exchange.subject = decision.subject
       this.requests.refused(decision)
-      return this.answer(exchange, decision.problem)
+      return this.answer(exchange, loginRedirect(decision.problem, req.method))
     }
     const { route, result } = decision
     if (result !== undefined) {
@@ -191,6 +204,29 @@ function sendAnswer (exchange: Exchange, problem: Problem): void {
   // connection can be read as a request (RFC 9110 §10.1.1).
   if (!exchange.res.headersSent) closeAfterAnswer(exchange.req, exchange.res, exchange.awaitingContinue)
   sendProblem(exchange.res, problem, exchange.requestId)
+}
+
+/** A reserved endpoint's whole answer (`/.authgate/login`...). */
+function sendReserved (exchange: Exchange, answer: ReservedAnswer): void {
+  exchange.code = answer.code
+  if (!exchange.req.complete && !exchange.res.headersSent) closeAfterAnswer(exchange.req, exchange.res, exchange.awaitingContinue)
+  writeReserved(exchange.res, answer, exchange.requestId)
+}
+
+/**
+ * A 401 that carries `Location` (a browser navigation without a session): in proxy mode the browser is sent there
+ * (302); decision mode answers the 401 itself and its proxy redirects.
+ */
+function loginRedirect (problem: Problem, method: string | undefined): Problem {
+  if (problem.status !== 401 || problem.headers?.Location === undefined || (method !== 'GET' && method !== 'HEAD')) return problem
+  return { ...problem, status: 302, challenges: undefined }
+}
+
+/** The client of a request to the gateway's own endpoints, as decide() finds it: X-Forwarded-For from trusted proxies only. */
+function reservedClient (runtime: Generation, req: IncomingMessage): string {
+  const peer = unmapAddress(req.socket?.remoteAddress ?? '')
+  if (!runtime.trustsAnyProxy || !isTrusted(runtime.trustProxies, peer)) return peer
+  return clientAddress(runtime.trustProxies, peer, req.headers['x-forwarded-for'] as string | undefined)
 }
 
 function declaresBody (req: IncomingMessage): boolean {

@@ -23,6 +23,11 @@ export class Metrics {
   /** Read at scrape time from the caches of the current configuration (apiKey, jwt_token, jwks). */
   cacheStats: () => Array<{ cache: string, hits: number, misses: number }> = () => []
   readonly cacheLookups: Counter<'cache' | 'result'>
+  /** Read at scrape time: series that policies count themselves (sessions: logins, refreshes), since the configuration was loaded. */
+  reported: () => ReadonlyArray<{ name: string, help: string, type: 'counter' | 'gauge', labels: Readonly<Record<string, string>>, value: number }> = () => []
+
+  /** The exposition text of the `reported` series, appended to the registry's. */
+  reportedText (): string { return reportedExposition(this.reported()) }
 
   constructor (options: { defaultMetrics?: boolean } = {}) {
     const metrics = this
@@ -44,11 +49,47 @@ export class Metrics {
   }
 }
 
+/** What one worker reports for /metrics (`workers: N`): its registry as JSON and the series its policies count. */
+export interface MetricsReport {
+  readonly registry: Awaited<ReturnType<Registry['getMetricsAsJSON']>>
+  readonly reported: ReturnType<Metrics['reported']>
+}
+
+export async function metricsReport (metrics: Metrics): Promise<MetricsReport> {
+  return { registry: await metrics.registry.getMetricsAsJSON(), reported: metrics.reported() }
+}
+
 /**
- * The exposition of several workers' registries (each `registry.getMetricsAsJSON()`), summed as prom-client's cluster
- * aggregation does: counters and histograms are added, default process metrics use their own aggregators.
+ * The exposition of several workers' reports, summed as prom-client's cluster aggregation does: counters and
+ * histograms are added, default process metrics use their own aggregators; the policies' own series are added by
+ * name and labels.
  */
 export async function aggregateMetrics (reports: readonly unknown[]): Promise<{ contentType: string, body: string }> {
-  const registry = AggregatorRegistry.aggregate(reports as Parameters<typeof AggregatorRegistry.aggregate>[0])
-  return { contentType: registry.contentType, body: await registry.metrics() }
+  const list = reports as MetricsReport[]
+  const registry = AggregatorRegistry.aggregate(list.map((r) => r.registry) as Parameters<typeof AggregatorRegistry.aggregate>[0])
+  const summed = new Map<string, ReportedSeries>()
+  for (const report of list) {
+    for (const series of report.reported) {
+      const key = JSON.stringify([series.name, Object.entries(series.labels).sort()])
+      const seen = summed.get(key)
+      summed.set(key, seen ? { ...seen, value: seen.value + series.value } : series)
+    }
+  }
+  return { contentType: registry.contentType, body: await registry.metrics() + reportedExposition([...summed.values()]) }
+}
+
+type ReportedSeries = ReturnType<Metrics['reported']>[number]
+
+/** Prometheus text of series counted outside the registry (Metrics.reported). */
+function reportedExposition (series: readonly ReportedSeries[]): string {
+  const byName = new Map<string, { help: string, type: string, lines: string[] }>()
+  for (const { name, help, type, labels, value } of series) {
+    let family = byName.get(name)
+    if (family === undefined) { family = { help, type, lines: [] }; byName.set(name, family) }
+    const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')}"`)
+    family.lines.push(`${name}${pairs.length > 0 ? `{${pairs.join(',')}}` : ''} ${value}`)
+  }
+  let out = ''
+  for (const [name, family] of byName) out += `# HELP ${name} ${family.help}\n# TYPE ${name} ${family.type}\n${family.lines.join('\n')}\n`
+  return out
 }

@@ -8,6 +8,7 @@ import { introspection } from './introspection/index.js'
 import { scopes } from './scopes/index.js'
 import { claims } from './claims/index.js'
 import { rateLimit } from './rate-limit/index.js'
+import { oidcClientsSection, session, sessionsSection } from './session/index.js'
 
 /** YAML key -> policy definition. */
 export const policies: ReadonlyMap<string, PolicyDefinition> = new Map<string, PolicyDefinition>([
@@ -20,6 +21,7 @@ export const policies: ReadonlyMap<string, PolicyDefinition> = new Map<string, P
   [scopes.key, scopes],
   [claims.key, claims],
   [rateLimit.key, rateLimit],
+  [session.key, session],
 ])
 
 /** Top-level gateway.yaml sections owned by policy modules. */
@@ -28,6 +30,8 @@ export const sections: readonly SectionDefinition[] = [
   jwtProvidersSection,
   signingClientsSection,
   usersSection,
+  sessionsSection,
+  oidcClientsSection,
 ]
 
 /** `authgate` subcommands declared by policy modules (keys, hash-key, passwd, sign, tokens), by name. */

@@ -290,3 +290,62 @@ export interface SectionDefinition {
   /** The files the section makes the gateway read (htpasswd), absolute: a change to one reloads (`start --watch`). */
   files? (value: unknown, baseDir: string): string[]
 }
+
+/** Where the gateway's own endpoints live: never routed, never forwarded (`/.authgate/login`...). */
+export const RESERVED_PREFIX = '/.authgate/'
+
+/** A request for an endpoint under RESERVED_PREFIX, as a front door describes it (proxy mode, decision mode). */
+export interface ReservedRequest {
+  readonly requestId: string
+  readonly method: string
+  /** Path and query exactly as sent. */
+  readonly target: string
+  readonly scheme: 'http' | 'https'
+  readonly listener: string
+  /** Lower-case names. */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>
+  readonly remoteAddress: string
+  /** The body, at most `maxBytes` (more: rejects with BodyTooLargeError). */
+  body (maxBytes: number): Promise<Buffer>
+}
+
+/** A whole answer from a reserved endpoint. */
+export interface ReservedAnswer {
+  readonly status: number
+  /** For the access line: `ok` or the error code. */
+  readonly code: string
+  readonly headers: Readonly<Record<string, string | readonly string[]>>
+  readonly body: string
+}
+
+/**
+ * A shared object (`PolicyDeps.shared`) that serves endpoints under RESERVED_PREFIX implements this (sessions: login,
+ * callback, logout). Front doors ask every one of the current generation before deciding.
+ */
+export interface ReservedEndpoints {
+  /** undefined: not its request (the request goes on to routing). */
+  serveReserved (req: ReservedRequest, now: number): Promise<ReservedAnswer | undefined>
+}
+
+/**
+ * A shared object whose policy sets cookies of the gateway's own (the session cookie) implements this: those cookies
+ * are removed from the `Cookie` header of every request forwarded by that generation, on every route.
+ */
+export interface CookieOwner {
+  ownedCookies (): readonly string[]
+}
+
+/** A shared object that counts events of its own for /metrics implements this; read at scrape time. */
+export interface MetricsReporter {
+  reportMetrics (): readonly ReportedMetric[]
+}
+
+/** One series: a counter (since the configuration was loaded) or a gauge. */
+export interface ReportedMetric {
+  /** Full Prometheus name (`authgate_session_logins_total`). */
+  readonly name: string
+  readonly help: string
+  readonly type: 'counter' | 'gauge'
+  readonly labels: Readonly<Record<string, string>>
+  readonly value: number
+}

@@ -22,11 +22,14 @@ function yamlFiles (dir: string): string[] {
   })
 }
 
-function manifests (): Manifest[] {
-  return yamlFiles(kubeDir).flatMap((file) => parseAllDocuments(readFileSync(file, 'utf8')).map((d) => d.toJS() as Manifest))
+/** The documents of the YAML files directly in `dir` (deploy/kubernetes itself; its sub-folders are other examples). */
+function manifests (dir = kubeDir): Manifest[] {
+  return readdirSync(dir).filter((name) => /\.ya?ml$/.test(name))
+    .flatMap((name) => parseAllDocuments(readFileSync(join(dir, name), 'utf8')).map((d) => d.toJS() as Manifest))
 }
 
-const byKind = (kind: string) => manifests().filter((m) => m.kind === kind)
+const byKind = (kind: string, dir = kubeDir) => manifests(dir).filter((m) => m.kind === kind)
+const ingressNginxDir = join(kubeDir, 'ingress-nginx')
 
 /** `authgate check` on a gateway.yaml given as text, with the secrets the deployment would provide. */
 async function check (text: string, env: NodeJS.ProcessEnv) {
@@ -130,4 +133,64 @@ test('compose runs the gateway, Redis and an upstream, and its gateway.yaml pass
   const { issues, config } = await check(text, { ...secrets, REDIS_URL: gateway.environment.REDIS_URL })
   t.deepEqual(issues.map((i) => `${i.line}:${i.col} ${i.severity} ${i.message}`), [])
   t.deepEqual(lintConfig(config!.doc), [])
+})
+
+test('ingress-nginx example: names, selectors, ports and the kustomization refer to each other', (t) => {
+  const dir = ingressNginxDir
+  const kinds = manifests(dir).map((m) => m.kind)
+  for (const kind of ['Deployment', 'ConfigMap', 'Service', 'NetworkPolicy', 'Ingress', 'Kustomization']) t.true(kinds.includes(kind), kind)
+  const [deployment] = byKind('Deployment', dir)
+  const pod = deployment!.spec.template
+  const labels = pod.metadata.labels
+  const matches = (selector: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v)
+  t.true(matches(deployment!.spec.selector.matchLabels))
+  t.false(matches(byKind('Deployment')[0]!.spec.selector.matchLabels), 'the base Services do not select these pods')
+  const container = pod.spec.containers[0]
+  t.is(container.envFrom[0].secretRef.name, byKind('Secret')[0]!.metadata.name, 'the Secret of deploy/kubernetes/secret.yaml')
+  const volume = pod.spec.volumes.find((v: Manifest) => v.configMap)
+  t.is(volume.configMap.name, byKind('ConfigMap', dir)[0]!.metadata.name)
+  const mount = container.volumeMounts.find((m: Manifest) => m.name === volume.name)
+  t.is(mount.mountPath, '/etc/authgate')
+  t.is(mount.subPath, undefined)
+  t.true(container.args.includes('/etc/authgate/gateway.yaml'))
+  for (const service of byKind('Service', dir)) {
+    t.true(matches(service.spec.selector), service.metadata.name)
+    for (const port of service.spec.ports) t.truthy(container.ports.find((p: Manifest) => p.name === port.targetPort), `${service.metadata.name} ${port.targetPort}`)
+  }
+  const [policy] = byKind('NetworkPolicy', dir)
+  t.true(matches(policy!.spec.podSelector.matchLabels))
+  for (const rule of policy!.spec.ingress) for (const port of rule.ports) t.truthy(container.ports.find((p: Manifest) => p.name === port.port), `NetworkPolicy port ${port.port}`)
+  const [kustomization] = byKind('Kustomization', dir)
+  const present = readdirSync(dir)
+  for (const resource of kustomization!.resources) t.true(present.includes(resource), resource)
+  t.deepEqual([...kustomization!.resources].sort(), present.filter((f) => f !== 'kustomization.yaml').sort(), 'every manifest is listed')
+})
+
+test('ingress-nginx example: auth-url names the decision listener\'s /nginx, every identity header is copied, and gateway.yaml passes check', async (t) => {
+  const dir = ingressNginxDir
+  const text = byKind('ConfigMap', dir)[0]!.data['gateway.yaml'] as string
+  const gateway = parse(text)
+  const decide = gateway.listeners.find((l: Manifest) => l.mode === 'decide')
+  t.truthy(decide, 'a listener with mode: decide')
+  t.true(decide.trustProxies.length > 0, 'trustProxies names the controller pods')
+  const container = byKind('Deployment', dir)[0]!.spec.template.spec.containers[0]
+  const containerPort = container.ports.find((p: Manifest) => p.containerPort === parseAddress(decide.address).port)
+  t.truthy(containerPort, 'the decision listener\'s port is a container port')
+  const [ingress] = byKind('Ingress', dir)
+  const annotations = ingress!.metadata.annotations as Record<string, string>
+  const authUrl = new URL(annotations['nginx.ingress.kubernetes.io/auth-url']!)
+  t.is(authUrl.pathname, '/nginx')
+  const service = byKind('Service', dir).find((s) => authUrl.hostname.startsWith(`${s.metadata.name}.`))
+  t.truthy(service, `auth-url ${authUrl.hostname} names a Service of the example`)
+  t.regex(authUrl.hostname, /^[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local$/)
+  const servicePort = service!.spec.ports.find((p: Manifest) => p.port === Number(authUrl.port))
+  t.is(servicePort?.targetPort, containerPort.name)
+  const copied = annotations['nginx.ingress.kubernetes.io/auth-response-headers']!.split(',').map((h) => h.trim().toLowerCase())
+  for (const name of ['x-auth-subject', 'x-auth-client', 'x-auth-methods', 'x-auth-scopes', 'x-auth-tier', 'x-auth-identity', 'x-request-id']) {
+    t.true(copied.includes(name), `auth-response-headers lists ${name}`)
+  }
+  const { issues, config } = await check(text, secrets)
+  t.deepEqual(issues.map((i) => `${i.severity} ${/\[([a-z-]+)\]$/.exec(i.message)?.[1] ?? i.message}`), ['warning decision-listener-plain-http'],
+    'plain HTTP inside the cluster, behind the NetworkPolicy: the one warning, explained in configmap.yaml')
+  t.truthy(config)
 })

@@ -32,6 +32,9 @@ async function provide (dir: string): Promise<NodeJS.ProcessEnv> {
     STRIPE_WEBHOOK_SECRET: `whsec_${randomBytes(24).toString('base64')}`,
     PARTNER_HMAC_SECRET: randomBytes(32).toString('base64'),
     OIDC_ISSUER: 'https://idp.example.com',
+    OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
+    APP_HOST: 'app.example.com',
+    AUTHGATE_SESSION_SECRET: randomBytes(48).toString('base64'),
   }
 }
 

@@ -47,10 +47,18 @@ export function spawnNode (script: string, args: readonly string[], options: Spa
   const dir = options.buildDir ?? buildDir
   const entry = dir ? [join(dir, script.replace(/\.ts$/, '.js'))] : ['--import', 'tsx', join(ROOT_DIR, script)]
   const nodeArgs = [...options.nodeArgs ?? [], ...entry, ...args]
+  return spawnTracked(process.execPath, nodeArgs, { ...options, ipc: true })
+}
+
+/**
+ * Any program (e.g. nginx), pinned with taskset when `cpus` is given, killed when the benchmark exits; stderr is
+ * kept (last 8 KiB) for error messages. With `ipc`, an IPC channel (Node children).
+ */
+export function spawnTracked (program: string, args: readonly string[], options: SpawnOptions & { readonly ipc?: boolean } = {}): ChildProcess & { stderrText (): string } {
   const [command, commandArgs] = options.cpus !== undefined
-    ? ['taskset', ['-c', options.cpus, process.execPath, ...nodeArgs]]
-    : [process.execPath, nodeArgs]
-  const stdio: StdioOptions = ['ignore', options.stdout ?? 'ignore', 'pipe', 'ipc']
+    ? ['taskset', ['-c', options.cpus, program, ...args]]
+    : [program, [...args]]
+  const stdio: StdioOptions = ['ignore', options.stdout ?? 'ignore', 'pipe', ...(options.ipc ? ['ipc' as const] : [])]
   const child = spawn(command, commandArgs, { cwd: ROOT_DIR, stdio, env: { ...process.env, ...options.env } })
   children.add(child)
   child.once('exit', () => children.delete(child))

@@ -6,7 +6,7 @@ import type { LoadResult } from '../load.js'
 export interface Row {
   readonly id: string
   readonly title: string
-  readonly kind: 'direct' | 'bare' | 'gateway'
+  readonly kind: 'direct' | 'bare' | 'gateway' | 'nginx'
   /** The bare-forward variant this row is compared with (gateway rows). */
   readonly baseline?: string
   readonly skipped?: string
@@ -22,6 +22,16 @@ export interface Row {
   readonly vsDirect?: number
   readonly vsBare?: number
   readonly p99VsBare?: number
+  /**
+   * The row whose CPU per request this one's is compared with (issue 15): a decision with the same chain in proxy
+   * mode, nginx + authgate with authgate proxying alone, nginx alone with the bare forward.
+   */
+  readonly cpuVs?: string
+  /** CPU µs per request over the `cpuVs` row's; with --rounds, the median of the per-round ratios. */
+  readonly cpuVsRatio?: number
+  readonly cpuVsRatioByRound?: readonly number[]
+  /** When more than one process serves the row (nginx + authgate): each one's CPU µs per request; they sum to cpuUsPerRequest. */
+  readonly cpuPartsUsPerRequest?: Record<string, number>
   readonly note?: string
   /** With --rounds: each round's figures (the row's are their medians). */
   readonly rounds?: ReadonlyArray<{ readonly rps: number, readonly p50: number, readonly p99: number, readonly cpuUsPerRequest: number | undefined }>
@@ -31,10 +41,10 @@ const fixed = (n: number | undefined, digits: number) => n === undefined || !Num
 const percent = (n: number | undefined) => n === undefined || !Number.isFinite(n) ? '—' : `${Math.round(n * 100)}%`
 const thousands = (n: number | undefined) => n === undefined ? '—' : Math.round(n).toLocaleString('en-US')
 
-const HEADER = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'vs direct', 'vs bare', 'p99 / bare', 'non-2xx']
+const HEADER = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'CPU vs', 'vs direct', 'vs bare', 'p99 / bare', 'non-2xx']
 
 function cells (row: Row): string[] {
-  if (row.skipped) return [row.title, `skipped: ${row.skipped}`, '', '', '', '', '', '', '']
+  if (row.skipped) return [row.title, `skipped: ${row.skipped}`, '', '', '', '', '', '', '', '']
   const load = row.load!
   const bare = row.kind === 'gateway' && row.baseline ? ` (${row.baseline})` : ''
   return [
@@ -43,6 +53,7 @@ function cells (row: Row): string[] {
     fixed(load.latencyMs.p50, 2),
     fixed(load.latencyMs.p99, 2),
     fixed(row.cpuUsPerRequest, 1),
+    row.cpuVsRatio === undefined ? '—' : `${percent(row.cpuVsRatio)} (${row.cpuVs})`,
     percent(row.vsDirect),
     row.vsBare === undefined ? '—' : `${percent(row.vsBare)}${bare}`,
     row.p99VsBare === undefined ? '—' : `${fixed(row.p99VsBare, 2)}×`,
@@ -54,12 +65,22 @@ export function consoleTable (rows: readonly Row[]): string {
   const table = [HEADER, ...rows.map(cells)]
   const widths = HEADER.map((_, i) => Math.max(...table.map((r) => r[i]!.length)))
   const line = (r: string[]) => r.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join('  ').trimEnd()
-  return [line(table[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...table.slice(1).map(line)].join('\n')
+  const lines = [line(table[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...table.slice(1).map(line)]
+  const notes = rowNotes(rows)
+  return [...lines, ...notes.length > 0 ? ['', ...notes] : []].join('\n')
+}
+
+/** Lines under the table: the CPU split of rows served by several processes. */
+function rowNotes (rows: readonly Row[]): string[] {
+  return rows.filter((r) => r.cpuPartsUsPerRequest && !r.skipped).map((r) =>
+    `${r.title}: CPU µs/req ${Object.entries(r.cpuPartsUsPerRequest!).map(([name, us]) => `${name} ${fixed(us, 1)}`).join(' + ')}`)
 }
 
 export function markdownTable (rows: readonly Row[]): string {
   const out = [`| ${HEADER.join(' | ')} |`, `|${HEADER.map((_, i) => i === 0 ? '---' : '---:').join('|')}|`]
   for (const row of rows) out.push(`| ${cells(row).join(' | ')} |`)
+  const notes = rowNotes(rows)
+  if (notes.length > 0) out.push('', ...notes.map((n) => `- ${n}`))
   return out.join('\n')
 }
 
@@ -77,7 +98,7 @@ export function svgChart (rows: readonly Row[], subtitle: string): string {
   const height = top + measured.length * rowHeight + 30
   const maxRps = Math.max(1, ...measured.map((r) => r.load!.rps))
   const maxCpu = Math.max(1, ...measured.map((r) => r.cpuUsPerRequest ?? 0))
-  const color = (row: Row) => row.kind === 'direct' ? '#9e9e9e' : row.kind === 'bare' ? '#607d8b' : '#1e88e5'
+  const color = (row: Row) => row.kind === 'direct' ? '#9e9e9e' : row.kind === 'bare' ? '#607d8b' : row.kind === 'nginx' ? '#43a047' : '#1e88e5'
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="#ffffff"/>`,
@@ -101,8 +122,9 @@ export function svgChart (rows: readonly Row[], subtitle: string): string {
   })
   const legendY = top + measured.length * rowHeight + 18
   const legend: Array<[string, string]> = [['#9e9e9e', 'direct (no proxy)'], ['#607d8b', 'bare forward (http + undici Pool)'], ['#1e88e5', 'authgate (percent of its bare-forward baseline)']]
+  if (measured.some((r) => r.kind === 'nginx')) legend.push(['#43a047', 'nginx (alone, or + authgate decision mode)'])
   legend.forEach(([fill, text], i) => {
-    const x = labelWidth + i * 230
+    const x = legend.length > 3 ? 10 + i * 240 : labelWidth + i * 230
     parts.push(`<rect x="${x}" y="${legendY - 10}" width="12" height="12" fill="${fill}"/><text x="${x + 16}" y="${legendY}">${escapeXml(text)}</text>`)
   })
   parts.push('</svg>')

@@ -55,7 +55,12 @@ export async function makeMaterial (): Promise<Material> {
   }
 }
 
-export interface GatewayPorts { readonly plain: number, readonly tls: number }
+export interface GatewayPorts {
+  readonly plain: number
+  readonly tls: number
+  /** The decision listener (`mode: decide`, issue 15): the same routes, answered for another proxy. */
+  readonly decide?: number
+}
 
 /** Scenario routes; each lists the policies it needs (a route whose policy is not registered is left out). */
 export interface RouteSpec {
@@ -134,6 +139,8 @@ export function writeGatewayConfig (material: Material, options: ConfigOptions):
     listeners: [
       { name: 'plain', address: `127.0.0.1:${options.ports.plain}` },
       { name: 'tls', address: `127.0.0.1:${options.ports.tls}`, tls: { cert: 'server.crt', key: 'server.key', clientCA: 'ca.crt', clientCert: 'optional' } },
+      // Default trust (loopback): the load generator and nginx ask from 127.0.0.1.
+      ...(options.ports.decide !== undefined ? [{ name: 'decide', address: `127.0.0.1:${options.ports.decide}`, mode: 'decide' }] : []),
     ],
     store: { redis: options.redisUrl, prefix: options.prefix },
     upstreams: { up: { url: `http://127.0.0.1:${options.upstreamPort}` } },

@@ -50,6 +50,7 @@ export class ReadOnlyStore implements Store {
   }
 
   async release (_key: string) { this.note('release (attempt counter)') }
+  async renewOrReleaseIfHeld (_key: string, _owner: string, _ttlMs: number) { this.note('renewOrReleaseIfHeld (lock lease)'); return false }
 
   async rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> {
     this.note('rateLimit (token not spent)')

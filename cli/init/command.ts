@@ -41,8 +41,8 @@ const LIST: ReadonlyArray<Omit<Scenario, 'template'>> = [
   },
   {
     name: 'spa-backend',
-    summary: 'the API behind a web or mobile app: JWT access tokens from your OpenID Connect provider',
-    env: ['OIDC_ISSUER'],
+    summary: 'a web app and its API: login by OpenID Connect, an HttpOnly session cookie (authgate as the BFF), bearer tokens for other clients',
+    env: ['OIDC_ISSUER', 'OIDC_CLIENT_SECRET', 'APP_HOST', 'AUTHGATE_SESSION_SECRET'],
     files: [],
   },
   {

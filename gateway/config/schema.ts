@@ -134,7 +134,7 @@ export function gatewaySchema (sections: Record<string, TSchema>): TSchema {
     admin: Type.Optional(AdminSchema),
     store: StoreSchema,
     trustProxies: Type.Array(Type.String(), { default: [], description: 'CIDRs of proxies allowed to set X-Forwarded-*; default none.' }),
-    upstreams: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' }), UpstreamSchema, { additionalProperties: false, description: 'Named upstreams.' }),
+    upstreams: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' }), UpstreamSchema, { additionalProperties: false, default: {}, description: 'Named upstreams (none needed when every route only serves decisions).' }),
     rateLimitTiers: Type.Record(Type.String(), Rate('Rate for this tier.'), { default: {}, description: 'Rates by tier name, for `rateLimit: { tier: true }`.' }),
     limits: LimitsSchema,
     realm: Type.String({ default: 'authgate', pattern: '^[^"\\\\]*$', description: 'realm of WWW-Authenticate challenges.' }),

@@ -57,3 +57,19 @@ test('traffic: a recorder keeps per-slot differences; reports of several workers
   t.is(view.latency.r!.p50.at(-2), 0.0025 + 0.0025 * 0.5, 'one observation of 3 ms: the middle of (2.5 ms, 5 ms]')
   t.is(view.latency.r!.p50.at(-1), null)
 })
+
+test('/metrics of several workers: registries summed by prom-client, the policies\' own series added by name and labels', async (t) => {
+  const { aggregateMetrics, metricsReport } = await import('../metrics.js')
+  const reports = await Promise.all([3, 4].map(async (n) => {
+    const m = new Metrics({ defaultMetrics: false })
+    m.requests.inc({ route: 'r', status: 200, code: 'ok' }, n)
+    m.duration.observe({ route: 'r' }, 0.001 * n)
+    m.reported = () => [{ name: 'authgate_session_logins_total', help: 'Logins.', type: 'counter', labels: { result: 'ok' }, value: n }]
+    return metricsReport(m)
+  }))
+  const { body } = await aggregateMetrics(JSON.parse(JSON.stringify(reports)) as unknown[]) // as sent between processes
+  t.regex(body, /^authgate_requests_total\{route="r",status="200",code="ok"\} 7$/m)
+  t.regex(body, /^authgate_request_duration_seconds_count\{route="r"\} 2$/m)
+  t.regex(body, /^authgate_workers 2$/m)
+  t.regex(body, /^authgate_session_logins_total\{result="ok"\} 7$/m)
+})

@@ -7,7 +7,11 @@ import { isTrusted, unmapAddress } from '../net.js'
 import { decide, type DecideEnv, type Decision, type ListenerRef } from '../pipeline/decide.js'
 import { describeCause, faultProblem, sendProblem, type Problem } from '../problem.js'
 import type { RequestLog } from '../request-log.js'
-import { describeOriginal, endpointOf, type Dialect } from './original-request.js'
+import { readBody } from '../body.js'
+import { writeReserved } from '../reserved.js'
+import { RESERVED_PREFIX } from '../../policies/types.js'
+import { clientOf, describeOriginal, endpointOf, type Dialect } from './original-request.js'
+import type { DecisionTrust } from './trust.js'
 
 /** What one decision request decided: read by its access line when the response closes. */
 class Asked {
@@ -28,6 +32,24 @@ class Asked {
     this.target = req.url ?? ''
     this.remote = req.socket?.remoteAddress
   }
+}
+
+interface Peer { readonly trust: DecisionTrust, readonly address: string, readonly trusted: boolean }
+
+/**
+ * The proxy at the other end of a connection, and whether this generation's trust list has it: asked once per
+ * connection (BlockList.check builds a SocketAddress per call, 7% of a decision), again after a reload.
+ */
+const peers = new WeakMap<object, Peer>()
+
+function peerOf (req: IncomingMessage, trust: DecisionTrust): Peer {
+  const socket = req.socket
+  const cached = socket === null ? undefined : peers.get(socket)
+  if (cached !== undefined && cached.trust === trust) return cached
+  const address = unmapAddress(socket?.remoteAddress ?? '')
+  const peer = { trust, address, trusted: isTrusted(trust.proxies, address) }
+  if (socket !== null) peers.set(socket, peer)
+  return peer
 }
 
 const kAsked = Symbol('asked')
@@ -74,17 +96,36 @@ export class DecisionHandler {
     res.on('close', onAnswerClose)
     try {
       const trust = runtime.decisionListeners.get(listener.name)
-      const peer = unmapAddress(req.socket?.remoteAddress ?? '')
+      const known = trust === undefined ? undefined : peerOf(req, trust)
+      const peer = known?.address ?? unmapAddress(req.socket?.remoteAddress ?? '')
       // Nothing of a request from anyone but a trusted proxy is read: its headers would name any identity it likes.
-      if (trust === undefined || !isTrusted(trust.proxies, peer)) {
+      if (known === undefined || !known.trusted) {
         return this.refuse(res, asked, Rejection.forbidden('forbidden', 'only a trusted proxy may ask for decisions'))
+      }
+      // The gateway's own endpoints (`/.authgate/login`...), which the proxy passes through to this listener: answered
+      // as in proxy mode, for the scheme the trusted proxy names (X-Forwarded-Proto).
+      if (req.url !== undefined && req.url.startsWith(RESERVED_PREFIX) && runtime.servesReserved) {
+        const proto = req.headers['x-forwarded-proto']
+        // The browser behind the proxy: the last X-Forwarded-For entry, as for decisions (a malformed one: the proxy).
+        const client = clientOf(req.headers['x-forwarded-for'] as string | undefined, peer)
+        const answer = await runtime.serveReserved({
+          requestId: asked.requestId, method: req.method ?? 'GET', target: req.url,
+          scheme: typeof proto === 'string' && proto.trim().toLowerCase() === 'https' ? 'https' : 'http',
+          listener: listener.name, headers: req.headers, remoteAddress: typeof client === 'string' ? client : peer,
+          body: (maxBytes) => readBody(req, maxBytes),
+        }, this.#env.now())
+        if (answer !== undefined) {
+          asked.status = answer.status
+          asked.code = answer.code
+          return writeReserved(res, answer, asked.requestId)
+        }
       }
       const endpoint = endpointOf(req.url ?? '')
       if (endpoint === undefined) {
         return this.refuse(res, asked, { status: 404, code: 'no_route', detail: 'decision endpoints are /nginx, /forward and /envoy/<path>' })
       }
       asked.dialect = endpoint.dialect
-      const described = describeOriginal(endpoint, req, peer, trust.certificates)
+      const described = describeOriginal(endpoint, req, peer, known.trust.certificates)
       if (described instanceof Rejection) return this.refuse(res, asked, described)
       const original = described.view
       asked.method = original.method
@@ -117,6 +158,9 @@ export class DecisionHandler {
     const headers = decision.headers
     const answerHeaders = decision.result?.responseHeaders
     if (answerHeaders !== undefined) for (const name in answerHeaders) headers[name] = answerHeaders[name]!
+    // Envoy removes these from the request it forwards (x-envoy-auth-headers-to-remove): the credentials the chain
+    // consumed reach the upstream no more than in proxy mode. Other proxies drop them in their configuration.
+    if (asked.dialect === 'envoy' && decision.route.consumed.size > 0) headers['x-envoy-auth-headers-to-remove'] = decision.route.consumedList
     headers['cache-control'] = 'no-store'
     headers['content-length'] = '0'
     res.writeHead(200, headers)
@@ -132,7 +176,9 @@ export class DecisionHandler {
     asked.status = problem.status
     asked.code = problem.code
     if (asked.dialect === 'nginx') {
+      // nginx passes no body of an auth_request answer on: the snippet builds the client's from these two.
       res.setHeader('X-Authgate-Status', String(problem.status))
+      res.setHeader('X-Authgate-Error', problem.code)
       if (problem.status !== 401 && problem.status !== 403) return sendProblem(res, problem, asked.requestId, 403)
     }
     sendProblem(res, problem, asked.requestId)

@@ -15,10 +15,15 @@ export interface Endpoint {
   readonly target: string | undefined
 }
 
-/** `/nginx`, `/forward`, `/envoy/<original path>`; anything else is no endpoint. */
+/**
+ * `/nginx`, `/forward`, `/envoy/<original path>`; anything else is no endpoint. A query on /nginx and /forward is
+ * ignored: the original target comes from the headers, and Caddy's `forward_auth` appends the original query to
+ * its `uri`.
+ */
 export function endpointOf (url: string): Endpoint | undefined {
-  if (url === '/nginx') return { dialect: 'nginx', target: undefined }
-  if (url === '/forward') return { dialect: 'forward', target: undefined }
+  const path = url.startsWith('/envoy') ? url : url.split('?', 1)[0]
+  if (path === '/nginx') return { dialect: 'nginx', target: undefined }
+  if (path === '/forward') return { dialect: 'forward', target: undefined }
   // Envoy's ext_authz HTTP service sends `path_prefix` + the original :path, query included.
   if (url.startsWith('/envoy/') || url.startsWith('/envoy?')) return { dialect: 'envoy', target: url.slice('/envoy'.length) }
   return undefined
@@ -85,27 +90,24 @@ const ABSOLUTE_FORM = /^(https?):\/\/([^/?#\s]+)([/?][^\s#\u0000-\u001f\u007f]*)
 /**
  * Reconstructs the original request of a decision request from a trusted proxy. Anything missing, duplicated or
  * malformed is a 400: a decision on a request authgate cannot read is never 200.
+ *
+ * The decision request is authgate's own to change: its headers become the original's in place (the describing and
+ * forwarding ones removed, Host set to the original host) rather than copied. Duplicates need no count: Node joins
+ * a repeated X-Original-* / X-Forwarded-* header with ", ", which no valid method, target, host or scheme contains.
  */
 export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peerAddress: string, readCertificate: CertificateReader): Described | Rejection {
   const headers = req.headers
-  const single = (name: string): string | undefined | Rejection => {
-    const values = req.headersDistinct[name]
-    if (values === undefined) return undefined
-    if (values.length > 1) return Rejection.badRequest(`more than one ${name} header`)
-    return values[0]
-  }
+  const single = (name: string): string | undefined => headers[name] as string | undefined
 
-  let method: string | undefined | Rejection
+  let method: string | undefined
   let target: string | undefined
-  let host: string | undefined | Rejection
+  let host: string | undefined
   let urlScheme: string | undefined
   switch (endpoint.dialect) {
     case 'nginx': {
       method = single('x-original-method')
       const url = single('x-original-url')
       const uri = single('x-original-uri')
-      if (url instanceof Rejection) return url
-      if (uri instanceof Rejection) return uri
       if (url !== undefined) {
         const parts = ABSOLUTE_FORM.exec(url)
         if (parts === null) return Rejection.badRequest('X-Original-URL is not an absolute http(s) URL')
@@ -115,7 +117,6 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
         if (uri !== undefined && uri !== target) return Rejection.badRequest('X-Original-URL and X-Original-URI name different targets')
         // A client-sent X-Original-URL that the proxy let through must not pick another host than the one it saw.
         const forwardedHost = single('x-forwarded-host')
-        if (forwardedHost instanceof Rejection) return forwardedHost
         if (forwardedHost !== undefined && forwardedHost.toLowerCase() !== host.toLowerCase()) {
           return Rejection.badRequest('X-Original-URL and X-Forwarded-Host name different hosts')
         }
@@ -129,7 +130,6 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
     case 'forward': {
       method = single('x-forwarded-method')
       const uri = single('x-forwarded-uri')
-      if (uri instanceof Rejection) return uri
       if (uri === undefined) return Rejection.badRequest('X-Forwarded-Uri is required')
       target = uri
       host = single('x-forwarded-host')
@@ -141,14 +141,11 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
       host = headers.host
       break
   }
-  if (method instanceof Rejection) return method
   if (method === undefined || !METHODS.includes(method)) return Rejection.badRequest('the original method is missing or is not an HTTP method')
-  if (!ORIGIN_FORM.test(target)) return Rejection.badRequest('the original target must be a path with an optional query (no fragment, no spaces)')
-  if (host instanceof Rejection) return host
+  if (!ORIGIN_FORM.test(target)) return Rejection.badRequest('the original target must be one path with an optional query (no fragment, no spaces)')
   if (host === undefined || host === '') return Rejection.badRequest('the original host is missing (X-Forwarded-Host)')
 
   const proto = single('x-forwarded-proto')
-  if (proto instanceof Rejection) return proto
   const forwardedScheme = proto === undefined ? undefined : proto.trim().toLowerCase()
   if (forwardedScheme !== undefined && forwardedScheme !== 'http' && forwardedScheme !== 'https') {
     return Rejection.badRequest('X-Forwarded-Proto must be http or https')
@@ -158,40 +155,37 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
   }
   const scheme = (forwardedScheme ?? urlScheme ?? 'http') as 'http' | 'https'
 
-  const client = clientOf(req.headersDistinct['x-forwarded-for'], peerAddress)
+  const client = clientOf(single('x-forwarded-for'), peerAddress)
   if (client instanceof Rejection) return client
-
-  // The original's headers: the decision request's, less those that describe it, with the original Host.
-  const rawHeaders: string[] = []
-  const raw = req.rawHeaders
-  for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i]!.toLowerCase()
-    if (DESCRIBING.has(lower) || lower.startsWith('x-forwarded-') || lower === 'x-ssl-client-cert') continue
-    if (endpoint.dialect === 'nginx' && NGINX_DESCRIBING.has(lower)) continue
-    rawHeaders.push(raw[i]!, raw[i + 1]!)
-  }
-  rawHeaders.push('Host', host)
-  const view: IncomingHttpHeaders = {}
-  const distinct: NodeJS.Dict<string[]> = {}
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const lower = rawHeaders[i]!.toLowerCase()
-    const value = rawHeaders[i + 1]!
-    const list = distinct[lower]
-    if (list === undefined) distinct[lower] = [value]
-    else list.push(value)
-    view[lower] = headers[lower] ?? value
-  }
-  view.host = host
 
   const declared = headers['content-length']
   const hasBody = headers['transfer-encoding'] !== undefined || (declared !== undefined && declared !== '0')
   const partial = endpoint.dialect === 'envoy' && headers['x-envoy-auth-partial-body'] === 'true'
   const withheld = partial ? 'partial' : !hasBody && BODY_METHODS.has(method) ? 'absent' : undefined
+  const certificates = forwardedCertificateHeaders(headers)
+
+  // The original's headers: the decision request's, less those that describe it, with the original Host.
+  const nginx = endpoint.dialect === 'nginx'
+  for (const name in headers) {
+    if (DESCRIBING.has(name) || name.startsWith('x-forwarded-') || name === 'x-ssl-client-cert' || (nginx && NGINX_DESCRIBING.has(name))) delete headers[name]
+  }
+  headers.host = host
 
   return {
-    view: new OriginalRequest(method, target, view, rawHeaders, distinct, { remoteAddress: client }, req, withheld, headers, readCertificate),
+    view: new OriginalRequest(method, target, headers, req.rawHeaders, req.headersDistinct, { remoteAddress: client }, req, withheld, certificates, readCertificate),
     scheme,
   }
+}
+
+const NO_CERTIFICATE_HEADERS: IncomingHttpHeaders = Object.freeze({})
+
+/** The headers a certificate reader looks at, kept before the view drops them (read only if a policy asks). */
+function forwardedCertificateHeaders (headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const xfcc = headers['x-forwarded-client-cert']
+  const nginx = headers['x-ssl-client-cert']
+  const traefik = headers['x-forwarded-tls-client-cert']
+  if (xfcc === undefined && nginx === undefined && traefik === undefined) return NO_CERTIFICATE_HEADERS
+  return { 'x-forwarded-client-cert': xfcc, 'x-ssl-client-cert': nginx, 'x-forwarded-tls-client-cert': traefik }
 }
 
 /**
@@ -199,10 +193,9 @@ export function describeOriginal (endpoint: Endpoint, req: IncomingMessage, peer
  * the client claimed). Without the header, the proxy itself: every client then shares its address (rate limits by ip
  * are stricter, never looser).
  */
-function clientOf (values: string[] | undefined, peerAddress: string): string | Rejection {
-  if (values === undefined || values.length === 0) return peerAddress
-  const list = values[values.length - 1]!
-  const last = list.slice(list.lastIndexOf(',') + 1).trim()
+export function clientOf (forwardedFor: string | undefined, peerAddress: string): string | Rejection {
+  if (forwardedFor === undefined) return peerAddress
+  const last = forwardedFor.slice(forwardedFor.lastIndexOf(',') + 1).trim()
   const bare = last.startsWith('[') && last.endsWith(']') ? last.slice(1, -1) : last
   if (isIP(bare) === 0) return Rejection.badRequest('the last X-Forwarded-For entry is not an IP address')
   return unmapAddress(bare)

@@ -65,15 +65,21 @@ export async function runChain (steps: readonly Step[], ctx: ChainContext): Prom
     }
     let first = -1
     let firstMissing: Rejection | undefined
+    let missingHeaders: Record<string, string> | undefined
     for (let i = 0; i < asked; i++) {
       const outcome = outcomes[i]!
       if (!(outcome instanceof Rejection)) { if (first < 0) first = i; continue }
-      if (credentialAbsent(outcome, ctx)) { firstMissing ??= outcome; continue }
+      if (credentialAbsent(outcome, ctx)) {
+        firstMissing ??= outcome
+        // What absent members answer with (a session's Location to its login, a stale cookie cleared) is kept.
+        for (const name in outcome.headers) (missingHeaders ??= {})[name] = outcome.headers[name]!
+        continue
+      }
       if (acceptedByAnother(members, outcomes, asked, i)) continue
       return rejected(result, outcome, members[i]!.instance, members[i]!.key)
     }
     if (first < 0) {
-      return rejected(result, Rejection.unauthenticated('missing_credentials', 'credentials required', firstMissing?.challenge ?? { scheme: 'Bearer', params: {} }), undefined, 'anyOf')
+      return rejected(result, Rejection.unauthenticated('missing_credentials', 'credentials required', firstMissing?.challenge ?? { scheme: 'Bearer', params: {} }, missingHeaders), undefined, 'anyOf')
     }
     // Two credentials that both pass but prove different callers (a key of one client, a password of another user):
     // no member's answer is the request's; which one an upstream would act on is ambiguous, so the request is refused.

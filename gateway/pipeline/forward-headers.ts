@@ -23,6 +23,15 @@ const NEVER_HOP_BY_HOP = new Set([
   'digest', 'date', 'authorization', 'cookie', 'x-api-key', 'signature', 'signature-input',
 ])
 
+/** A Cookie header without the named cookies (each `name=value` pair whose name is listed is dropped). */
+export function withoutCookies (cookie: string, names: readonly string[]): string {
+  return cookie.split(';').map((pair) => pair.trim()).filter((pair) => {
+    if (pair.length === 0) return false
+    const eq = pair.indexOf('=')
+    return !names.includes((eq < 0 ? pair : pair.slice(0, eq)).trim())
+  }).join('; ')
+}
+
 /** The path and query sent upstream: the normalized path (less `stripPrefix`), the query exactly as received. */
 export function forwardTarget (route: CompiledRoute, path: string, rawQuery: string): string {
   let forwardedPath = path
@@ -68,6 +77,11 @@ export function upstreamHeaders (generation: Generation, route: CompiledRoute, r
     headers['x-forwarded-for'] = peer.peerAddress
     headers['x-forwarded-proto'] = peer.scheme
     if (peer.authority) headers['x-forwarded-host'] = peer.authority
+  }
+  if (generation.ownedCookies.length > 0 && typeof headers.cookie === 'string') {
+    const kept = withoutCookies(headers.cookie, generation.ownedCookies)
+    if (kept === '') delete headers.cookie
+    else headers.cookie = kept
   }
   if (!route.upstream.preserveHost && route.upstream.host) headers.host = route.upstream.host
   if (result) {

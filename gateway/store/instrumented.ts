@@ -35,6 +35,7 @@ export class InstrumentedStore implements Store {
   members (key: string) { return this.timed('members', () => this.inner.members(key)) }
   increment (key: string, windowMs: number) { return this.timed('increment', () => this.inner.increment(key, windowMs)) }
   reserve (key: string, limit: number, windowMs: number) { return this.timed('reserve', () => this.inner.reserve(key, limit, windowMs)) }
+  renewOrReleaseIfHeld (key: string, owner: string, ttlMs: number) { return this.timed('lease', () => this.inner.renewOrReleaseIfHeld(key, owner, ttlMs)) }
   release (key: string) { return this.timed('release', () => this.inner.release(key)) }
   rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> { return this.timed('rateLimit', () => this.inner.rateLimit(checks)) }
   publish (channel: string, message: string) { return this.timed('publish', () => this.inner.publish(channel, message)) }

@@ -137,6 +137,15 @@ export class MemoryStore implements Store {
     this.#entries.delete(key)
   }
 
+  async renewOrReleaseIfHeld (key: string, owner: string, ttlMs: number): Promise<boolean> {
+    this.#open()
+    const entry = this.#live(key)
+    if (entry === undefined || entry.kind !== 'string' || entry.value !== owner) return false
+    if (ttlMs === 0) this.#entries.delete(key)
+    else this.#entries.set(key, { kind: 'string', value: owner, expiresAt: this.#now() + toTtlMs(ttlMs) })
+    return true
+  }
+
   async getHash (key: string): Promise<Record<string, string> | null> {
     const entry = this.#read(key, 'hash')
     return entry ? Object.fromEntries(entry.value) : null

@@ -22,6 +22,7 @@ interface ScriptedClient {
   authgateIncrement (key: string, windowMs: number): Promise<[number, number]>
   authgateReserve (key: string, limit: number, windowMs: number): Promise<[number, number, number]>
   authgateRelease (key: string): Promise<number>
+  authgateLease (key: string, owner: string, ttlMs: number): Promise<number>
 }
 
 /**
@@ -122,6 +123,13 @@ end
 return redis.call('DECR', KEYS[1])
 `
 
+/** A lock held by ARGV[1]: a new TTL (ARGV[2] ms), or deleted when ARGV[2] is 0; 0 when someone else holds it. */
+const LEASE_LUA = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) == 0 then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+`
+
 /**
  * The Redis store (ioredis 5, single node or Cluster). Calls never hang: each one is bounded by `timeoutMs`,
  * including the wait for a connection, and every failure rejects with StoreUnavailableError.
@@ -185,6 +193,11 @@ export class RedisStore implements Store {
 
   async delete (key: string): Promise<void> {
     await this.#run('DEL', (c) => c.del(this.#key(key)))
+  }
+
+  async renewOrReleaseIfHeld (key: string, owner: string, ttlMs: number): Promise<boolean> {
+    const ttl = ttlMs === 0 ? 0 : toTtlMs(ttlMs)
+    return Number(await this.#run('lease', (c) => scripted(c).authgateLease(this.#key(key), owner, ttl))) === 1
   }
 
   async getHash (key: string): Promise<Record<string, string> | null> {
@@ -412,6 +425,7 @@ function defineScripts (client: Client): void {
   client.defineCommand('authgateIncrement', { lua: INCREMENT_LUA, numberOfKeys: 1 })
   client.defineCommand('authgateReserve', { lua: RESERVE_LUA, numberOfKeys: 1 })
   client.defineCommand('authgateRelease', { lua: RELEASE_LUA, numberOfKeys: 1 })
+  client.defineCommand('authgateLease', { lua: LEASE_LUA, numberOfKeys: 1 })
 }
 
 function checkReplies (replies: Array<[Error | null, unknown]> | null): void {

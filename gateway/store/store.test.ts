@@ -137,6 +137,25 @@ for (const kind of kinds) {
     t.true(await store.setIfAbsent('nonce', 'after-expiry', 150))
   })
 
+  test(title('a lock lease is renewed or released only by its owner; one that lapsed and was taken is not touched'), async (t) => {
+    const store = kind.make()
+    t.true(await store.setIfAbsent('lock', 'a', 1000))
+    t.false(await store.renewOrReleaseIfHeld('lock', 'b', 5000), 'another owner cannot renew')
+    t.false(await store.renewOrReleaseIfHeld('lock', 'b', 0), 'nor release')
+    t.is(await store.get('lock'), 'a')
+    t.true(await store.renewOrReleaseIfHeld('lock', 'a', 3000), 'the owner renews')
+    await kind.pass(store, 1300)
+    t.is(await store.get('lock'), 'a', 'the renewed lease outlived the first TTL')
+    await kind.pass(store, 2000)
+    t.true(await store.setIfAbsent('lock', 'b', 1000), 'lapsed: another instance takes it')
+    t.false(await store.renewOrReleaseIfHeld('lock', 'a', 3000), 'the old owner cannot renew over it')
+    t.false(await store.renewOrReleaseIfHeld('lock', 'a', 0), 'nor release it')
+    t.is(await store.get('lock'), 'b')
+    t.true(await store.renewOrReleaseIfHeld('lock', 'b', 0), 'its owner releases it')
+    t.is(await store.get('lock'), null)
+    t.false(await store.renewOrReleaseIfHeld('missing', 'a', 1000))
+  })
+
   test(title('a hash is stored and read as a flat record, replaced as a whole, and may expire'), async (t) => {
     const store = kind.make()
     t.is(await store.getHash('key:abc'), null)

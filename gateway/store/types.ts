@@ -48,6 +48,11 @@ export interface Store {
   /** SET NX PX: true when this call created the key (replay nonces, single-flight). */
   setIfAbsent (key: string, value: string, ttlMs: number): Promise<boolean>
   delete (key: string): Promise<void>
+  /**
+   * A lock's lease, atomically: while `key` holds `owner`, give it a new TTL (`ttlMs`) or delete it (`ttlMs` 0).
+   * False when another owner holds it or it expired: a lease that lapsed is never renewed over someone else's.
+   */
+  renewOrReleaseIfHeld (key: string, owner: string, ttlMs: number): Promise<boolean>
 
   /** Records (API keys): a flat string map. */
   getHash (key: string): Promise<Record<string, string> | null>
