@@ -7,6 +7,7 @@ COPY cli ./cli
 COPY gateway ./gateway
 COPY policies ./policies
 COPY certs ./certs
+COPY console ./console
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 
 FROM node:20-bookworm-slim

@@ -10,7 +10,9 @@ import { dirname, resolve, sep } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { checkConfig } from '../gateway/config/load.js'
 import { ConfigError } from '../gateway/errors.js'
+import { relayBetweenWorkers } from '../gateway/cluster.js'
 import { Gateway } from '../gateway/gateway.js'
+import { consoleExplain } from './explain/console.js'
 import { configFileOf, CONFIG_OPTION, parseArgs, UsageError, type CommandIo } from './command.js'
 
 export async function startCommand (args: readonly string[], io: CommandIo): Promise<number> {
@@ -31,7 +33,7 @@ export async function startCommand (args: readonly string[], io: CommandIo): Pro
   if (cluster.isWorker) process.on('message', keep)
   let gateway: Gateway
   try {
-    gateway = await Gateway.start({ configFile: file, watch: cluster.isPrimary })
+    gateway = await Gateway.start({ configFile: file, watch: cluster.isPrimary, explain: consoleExplain })
   } finally {
     process.off('message', keep)
   }
@@ -63,6 +65,7 @@ function ignoreSendError (): void {}
  */
 async function supervise (count: number, file: string, io: CommandIo): Promise<number> {
   let stopping = false
+  relayBetweenWorkers()
   const fork = () => cluster.fork()
   for (let i = 0; i < count; i++) fork()
   cluster.on('exit', (worker, code, signal) => {

@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net'
 import { parseAddress } from './net.js'
 import { sendProblem } from './problem.js'
 import type { Logger } from './log.js'
-import type { Metrics } from './metrics.js'
+import { aggregateMetrics, type Metrics } from './metrics.js'
+import type { ClusterLink } from './cluster.js'
 import { closeServer } from './listeners.js'
 
 /** What the admin listener needs from the gateway. */
@@ -24,10 +25,16 @@ export type AdminRoute = (req: http.IncomingMessage, res: http.ServerResponse, u
 
 export class AdminServer {
   readonly routes: AdminRoute[] = []
+  /**
+   * The console's session in place of the bearer token on /admin/* (the console manages keys through the admin API's
+   * own routes): 'ok', 'cross-origin' (a state-changing call without the console's header and own Origin: 403), or
+   * undefined (no session).
+   */
+  sessionAuth: ((req: http.IncomingMessage) => 'ok' | 'cross-origin' | undefined) | undefined
   private server: http.Server | undefined
   url = ''
 
-  constructor (private readonly state: AdminState, private readonly metrics: Metrics, private readonly log: Logger) {}
+  constructor (private readonly state: AdminState, private readonly metrics: Metrics, private readonly log: Logger, private readonly cluster?: ClusterLink) {}
 
   async listen (address: string): Promise<void> {
     const { host, port } = parseAddress(address)
@@ -63,13 +70,20 @@ export class AdminServer {
         })
       }
       if (req.method === 'GET' && url.pathname === '/metrics') {
-        const body = await this.metrics.registry.metrics() + this.metrics.reportedText()
-        res.writeHead(200, { 'Content-Type': this.metrics.registry.contentType })
+        // With workers, the sum over all of them, whichever worker answers.
+        const { contentType, body } = this.cluster?.clustered === true
+          ? await aggregateMetrics(await this.cluster.collect('metrics'))
+          : { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() + this.metrics.reportedText() }
+        res.writeHead(200, { 'Content-Type': contentType })
         res.end(body)
         return
       }
       if (url.pathname.startsWith('/admin/') || url.pathname === '/admin') {
-        if (!this.authorized(req)) {
+        const session = this.authorized(req) ? 'ok' : this.sessionAuth?.(req)
+        if (session === 'cross-origin') {
+          return sendProblem(res, { status: 403, code: 'forbidden', detail: 'console calls that change state need the X-Authgate-Console: 1 header and this listener\'s own Origin' }, requestId)
+        }
+        if (session !== 'ok') {
           return sendProblem(res, { status: 401, code: 'invalid_credentials', detail: 'admin token required', challenges: [{ scheme: 'Bearer', params: { realm: 'authgate-admin' } }] }, requestId)
         }
       }

@@ -6,9 +6,12 @@ import type { LoadedConfig, StoreConfig } from './config/types.js'
 import { parseDuration } from './config/units.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { AdminServer } from './admin.js'
+import { ClusterLink } from './cluster.js'
+import { Console, type ConsoleExplain, type ReloadRecord } from './console/index.js'
+import { TrafficRecorder } from './console/traffic.js'
 import { openListener, type Listener, type ListenerLimits } from './listeners.js'
 import { createLogger, type Logger } from './log.js'
-import { Metrics } from './metrics.js'
+import { Metrics, metricsReport } from './metrics.js'
 import { Generation } from './generation.js'
 import { RequestHandler } from './handler.js'
 import { configuredCredentialHeaders } from './lint.js'
@@ -28,6 +31,8 @@ export interface GatewayOptions extends LoadOptions {
   readonly metrics?: Metrics
   /** Reload when the config file, or a file it references, changes (debounced). */
   readonly watch?: boolean
+  /** The console's explain page: cli/explain's explainRequest (gateway/ does not import cli/). */
+  readonly explain?: ConsoleExplain
 }
 
 export type ReloadResult = { ok: true, changed: boolean } | { ok: false, issues: readonly ConfigIssue[] }
@@ -44,6 +49,12 @@ export class Gateway {
   private watchers: FSWatcher[] = []
   private watchTimer: NodeJS.Timeout | undefined
   private signer: IdentitySigner | undefined
+  /** The other workers (`workers: N`): /metrics and the console's traffic are summed over all of them. */
+  readonly cluster = new ClusterLink()
+  /** The console's traffic page: 15 minutes of counters in 2-second slots. */
+  readonly traffic: TrafficRecorder
+  private lastReload: ReloadRecord | undefined
+  private readonly startedAt = Date.now()
 
   private constructor (
     private config: LoadedConfig,
@@ -52,7 +63,9 @@ export class Gateway {
     readonly log: Logger,
     readonly metrics: Metrics,
     private readonly options: GatewayOptions,
-  ) {}
+  ) {
+    this.traffic = new TrafficRecorder(metrics)
+  }
 
   /** Loads and validates the configuration (throws ConfigError listing every problem), then listens. */
   static async start (options: GatewayOptions): Promise<Gateway> {
@@ -64,6 +77,9 @@ export class Gateway {
     const store = openStore(config.doc.store, log, metrics)
     const handler = new RequestHandler({ log, metrics, now: options.now ?? Date.now })
     const gateway = new Gateway(config, store, handler, log, metrics, options)
+    gateway.cluster.report('metrics', async () => await metricsReport(metrics))
+    gateway.cluster.report('traffic', () => gateway.traffic.report())
+    gateway.traffic.start()
     try {
       handler.runtime = await Generation.build(config, { store, log, now: options.now ?? Date.now })
       metrics.cacheStats = () => handler.runtime.cacheStats()
@@ -113,7 +129,20 @@ export class Gateway {
       storeKind: () => this.store.kind,
       draining: () => this.closed,
       adminToken: () => this.config.doc.admin?.token || undefined,
-    }, this.metrics, this.log)
+    }, this.metrics, this.log, this.cluster)
+    const consolePages = new Console({
+      config: () => this.config,
+      store: () => this.store,
+      adminToken: () => this.config.doc.admin?.token || undefined,
+      cluster: this.cluster,
+      lastReload: () => this.lastReload,
+      listenerUrls: () => new Map([...this.listenersByName.values()].map((l) => [l.name, l.url])),
+      startedAt: this.startedAt,
+      now: () => Date.now(),
+      explain: this.options.explain,
+    })
+    this.admin.sessionAuth = (req) => consolePages.adminAccess(req)
+    this.admin.routes.push(consolePages.route)
     this.admin.routes.push(jwksAdminRoute(() => this.signer))
     const now = this.options.now ?? Date.now
     for (const policy of policies.values()) {
@@ -134,7 +163,10 @@ export class Gateway {
       this.reloadQueued ??= this.reloading.then(again, again)
       return this.reloadQueued
     }
-    this.reloading = this.doReload().finally(() => { this.reloading = undefined })
+    this.reloading = this.doReload().then((result) => {
+      this.lastReload = { at: new Date(), ok: result.ok, issues: result.ok ? [] : result.issues }
+      return result
+    }).finally(() => { this.reloading = undefined })
     return this.reloading
   }
 
@@ -293,6 +325,8 @@ export class Gateway {
     // Generations retired by reloads still hold pools and store connections until their timer: close them now.
     await Promise.all([...this.retired].map(async (retire) => await retire()))
     await this.admin?.close()
+    this.cluster.close()
+    this.traffic.stop()
     await this.handler.runtime?.close()
     this.signer?.close()
     await this.store.close()

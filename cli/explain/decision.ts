@@ -85,7 +85,8 @@ export async function explainRequest (config: LoadedConfig, method: string, url:
     path: normalized.ok ? { ok: true as const, normalized: normalized.path, query: normalized.rawQuery } : { ok: false as const, reason: normalized.reason },
   }
 
-  const store = new ReadOnlyStore(createStore({
+  // A running gateway (the console) lends its own store: explain reads what that gateway sees, and leaves it open.
+  const store = new ReadOnlyStore(options.store ?? createStore({
     redis: doc.store.redis,
     prefix: doc.store.prefix,
     timeoutMs: parseDuration(doc.store.timeout),
@@ -93,7 +94,7 @@ export async function explainRequest (config: LoadedConfig, method: string, url:
   const finish = (report: Omit<ExplainReport, 'skippedWrites' | 'notes'>): ExplainReport => ({
     ...report,
     skippedWrites: [...store.skipped],
-    notes: store.kind === 'memory' && store.reads > 0
+    notes: store.kind === 'memory' && store.reads > 0 && options.store === undefined
       ? [...notes, 'the store is in-process memory here: what a running gateway keeps in its memory (keys from authgate keys create, counters) is not visible']
       : notes,
   })
@@ -191,7 +192,7 @@ export async function explainRequest (config: LoadedConfig, method: string, url:
     })
   } finally {
     await runtime?.close()
-    await store.close()
+    if (options.store === undefined) await store.close()
   }
 }
 

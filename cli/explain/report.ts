@@ -12,6 +12,9 @@ export interface ExplainOptions {
   readonly env?: NodeJS.ProcessEnv
   /** Clock for policies (tests). */
   readonly now?: () => number
+  /** The store of a running gateway (the console), read through the read-only store and not closed; default: a
+   * connection of its own to the configured store. */
+  readonly store?: import('../../gateway/store/types.js').Store
 }
 
 /** The answer a decision listener sends the proxy: status as sent, and the headers the proxy copies. */

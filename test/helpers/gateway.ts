@@ -7,6 +7,7 @@ import type { ExecutionContext } from 'ava'
 import { stringify } from 'yaml'
 import { Agent, fetch as undiciFetch, type Dispatcher } from 'undici'
 import { Gateway } from '../../gateway/gateway.js'
+import { consoleExplain } from '../../cli/explain/console.js'
 import { createLogger } from '../../gateway/log.js'
 import { Metrics } from '../../gateway/metrics.js'
 import { startRedis, uniquePrefix, type RedisServer } from './redis.js'
@@ -156,7 +157,7 @@ export async function startGateway (config: Record<string, unknown>, options: St
   const env = { ...process.env, ...options.env }
   let gateway: Gateway
   try {
-    gateway = await Gateway.start({ configFile, env, log, metrics: new Metrics({ defaultMetrics: false }), ...(options.now ? { now: options.now } : {}), ...(options.watch ? { watch: true } : {}) })
+    gateway = await Gateway.start({ configFile, env, log, metrics: new Metrics({ defaultMetrics: false }), explain: consoleExplain, ...(options.now ? { now: options.now } : {}), ...(options.watch ? { watch: true } : {}) })
   } catch (error) {
     await redis?.stop()
     await rm(dir, { recursive: true, force: true })
