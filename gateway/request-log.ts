@@ -18,6 +18,8 @@ export interface RequestEnd {
   readonly remote: string | undefined
   /** performance.now() when the request arrived. */
   readonly started: number
+  /** HTTP version of the front door: '1.1' unless said ('2' for an HTTP/2 stream). */
+  readonly protocol?: '1.1' | '2'
 }
 
 /** The request's metrics and its one access-log line: the same for a proxied request and a WebSocket upgrade. */
@@ -54,6 +56,7 @@ export class RequestLog {
       methods: end.methods,
       remote: end.remote,
       durationMs: Math.round(durationMs * 1000) / 1000,
+      protocol: end.protocol ?? '1.1',
     })
   }
 }

@@ -151,6 +151,8 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
     listenerNames.add(l.name)
     addresses.add(l.address)
     if (l.tls?.crl !== undefined && l.tls.clientCA === undefined) error(['listeners', i, 'tls', 'crl'], 'a CRL needs clientCA', 'add clientCA: or remove crl:')
+    if (l.tls !== undefined && l.http2 === 'prior-knowledge') error(['listeners', i, 'http2'], 'prior-knowledge is for plain listeners; a TLS listener negotiates h2 with ALPN', 'http2: true')
+    if (l.tls === undefined && l.http2 === true) error(['listeners', i, 'http2'], 'a plain listener speaks HTTP/2 only with prior knowledge', 'http2: prior-knowledge')
   }))
 
   guard(() => {
@@ -158,6 +160,8 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
       if ((upstream.url === undefined) === (upstream.echo !== true)) {
         error(['upstreams', name], 'an upstream needs exactly one of url: or echo: true', 'url: http://127.0.0.1:9000')
       }
+      if (upstream.url !== undefined && upstream.protocol === 'h2' && !upstream.url.startsWith('https:')) error(['upstreams', name, 'protocol'], 'h2 is HTTP/2 over TLS: it needs an https URL', 'protocol: h2c for a plain http URL')
+      if (upstream.url !== undefined && upstream.protocol === 'h2c' && !upstream.url.startsWith('http:')) error(['upstreams', name, 'protocol'], 'h2c is HTTP/2 without TLS: it needs an http URL', 'protocol: h2 for an https URL')
     }
   })
 
