@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
 
 /** A request body passed the route's maxBodyBytes (413 payload_too_large), however it was being read. */
@@ -81,15 +81,28 @@ export async function readBody (source: Readable, maxBytes: number, idleMs = 0):
  * within it, is read whole first (a Buffer): the upstream connection is taken only once it is here, so a slow client
  * holds none. A larger one is streamed (what was buffered of it first), cut when it stalls or passes maxBodyBytes.
  */
-export async function forwardBody (req: IncomingMessage, limits: BodyLimits): Promise<Buffer | Readable> {
+export function forwardBody (req: IncomingMessage, limits: BodyLimits): Promise<Buffer | Readable> {
+  return forwardBodyOf(req, req.headers, limits)
+}
+
+/** forwardBody() for a body that is not its request (an HTTP/2 stream, whose headers came apart). */
+export async function forwardBodyOf (source: Readable, headers: IncomingHttpHeaders, limits: BodyLimits): Promise<Buffer | Readable> {
   const { maxBodyBytes, bufferBodyBytes, bodyIdleTimeoutMs } = limits
-  const length = req.headers['content-length']
-  if (req.headers['transfer-encoding'] === undefined && length !== undefined && Number(length) > bufferBodyBytes) {
-    return new StreamedBody(req, [], 0, maxBodyBytes, bodyIdleTimeoutMs)
+  const length = headers['content-length']
+  if (headers['transfer-encoding'] === undefined && length !== undefined && Number(length) > bufferBodyBytes) {
+    return new StreamedBody(source, [], 0, maxBodyBytes, bodyIdleTimeoutMs)
   }
-  const collected = await collect(req, maxBodyBytes, bodyIdleTimeoutMs, bufferBodyBytes)
+  const collected = await collect(source, maxBodyBytes, bodyIdleTimeoutMs, bufferBodyBytes)
   if (collected.ended) return concat(collected)
-  return new StreamedBody(req, collected.chunks, collected.bytes, maxBodyBytes, bodyIdleTimeoutMs)
+  return new StreamedBody(source, collected.chunks, collected.bytes, maxBodyBytes, bodyIdleTimeoutMs)
+}
+
+/**
+ * A body streamed from its first byte, never buffered (gRPC streams: a message may wait for the answer to the one
+ * before), cut past `maxBytes`; `idleMs` 0: no idle limit.
+ */
+export function streamBody (source: Readable, maxBytes: number, idleMs: number): Readable {
+  return new StreamedBody(source, [], 0, maxBytes, idleMs)
 }
 
 /**
@@ -98,7 +111,7 @@ export async function forwardBody (req: IncomingMessage, limits: BodyLimits): Pr
  * upstream side is waiting for more (a pause because the upstream reads slowly is not the client's).
  */
 class StreamedBody extends Readable {
-  readonly #source: IncomingMessage
+  readonly #source: Readable
   readonly #maxBytes: number
   readonly #timer: NodeJS.Timeout | undefined
   #total: number
@@ -114,7 +127,7 @@ class StreamedBody extends Readable {
   readonly #onError = (error: Error) => { this.destroy(error) }
   readonly #onAborted = () => { this.destroy(new BodyAbortedError()) }
 
-  constructor (source: IncomingMessage, prefix: readonly Buffer[], prefixBytes: number, maxBytes: number, idleMs: number) {
+  constructor (source: Readable, prefix: readonly Buffer[], prefixBytes: number, maxBytes: number, idleMs: number) {
     super()
     this.#source = source
     this.#maxBytes = maxBytes
