@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import type { Readable } from 'node:stream'
 import { Client, Pool, type Dispatcher } from 'undici'
@@ -15,6 +16,12 @@ export interface Upstream {
   /** An HTTP/1.1 keep-alive Pool, or one multiplexed HTTP/2 Client (h2, h2c). */
   readonly pool: Dispatcher | undefined
   readonly protocol: 'http1' | 'h2' | 'h2c'
+  /**
+   * TLS server name of an https upstream: its URL's host name, whatever Host is forwarded. undici would take it from
+   * the request's Host header (preserveHost: the client's), verify the upstream against it and reconnect whenever it
+   * changes; undefined for http upstreams and IP addresses.
+   */
+  readonly servername: string | undefined
   /** Path prefix of the upstream URL ('' when none), prepended to forwarded paths. */
   readonly basePath: string
   /** The upstream's own host:port, for Host when preserveHost is false. */
@@ -36,7 +43,7 @@ export function createUpstreams (configs: Record<string, UpstreamConfig>, baseDi
   const upstreams = new Map<string, Upstream>()
   for (const [name, config] of Object.entries(configs)) {
     if (config.echo === true) {
-      upstreams.set(name, { name, echo: true, pool: undefined, protocol: 'http1', basePath: '', host: '', preserveHost: true, url: undefined, ca: undefined, connectTimeoutMs: 0, timeoutMs: 0 })
+      upstreams.set(name, { name, echo: true, pool: undefined, protocol: 'http1', servername: undefined, basePath: '', host: '', preserveHost: true, url: undefined, ca: undefined, connectTimeoutMs: 0, timeoutMs: 0 })
       continue
     }
     const url = new URL(config.url!)
@@ -72,6 +79,7 @@ export function createUpstreams (configs: Record<string, UpstreamConfig>, baseDi
       echo: false,
       pool,
       protocol,
+      servername: url.protocol === 'https:' && isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? url.hostname : undefined,
       basePath: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
       host: url.host,
       preserveHost: config.preserveHost,
@@ -122,6 +130,7 @@ export function forward (upstream: Upstream, res: ServerResponse, request: Forwa
       method: request.method,
       headers: request.headers,
       body: request.body ?? null,
+      ...(upstream.servername !== undefined ? { servername: upstream.servername } : {}),
     }, exchange)
   })
 }

@@ -322,6 +322,7 @@ function forwardStream (upstream: Upstream, exchange: StreamExchange, request: F
       method: request.method,
       headers: request.headers,
       body: request.body ?? null,
+      ...(upstream.servername !== undefined ? { servername: upstream.servername } : {}),
     }, handler)
   })
 }
