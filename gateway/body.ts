@@ -105,6 +105,8 @@ export function streamBody (source: Readable, maxBytes: number, idleMs: number):
   return new StreamedBody(source, [], 0, maxBytes, idleMs)
 }
 
+function destroyWith (body: Readable, error: Error): void { body.destroy(error) }
+
 /**
  * The rest of a body as undici reads it: the buffered prefix, then the client's stream. Counted and cut with
  * BodyTooLargeError past maxBytes; cut with BodyStalledError when the client sends nothing for `idleMs` while the
@@ -118,14 +120,14 @@ class StreamedBody extends Readable {
   #waiting = false
   readonly #onData = (chunk: Buffer) => {
     this.#total += chunk.length
-    if (this.#total > this.#maxBytes) { this.destroy(new BodyTooLargeError(this.#maxBytes)); return }
+    if (this.#total > this.#maxBytes) { this.#fail(new BodyTooLargeError(this.#maxBytes)); return }
     this.#timer?.refresh()
     if (!this.push(chunk)) { this.#waiting = false; this.#source.pause() }
   }
 
   readonly #onEnd = () => { this.#stop(); this.push(null) }
-  readonly #onError = (error: Error) => { this.destroy(error) }
-  readonly #onAborted = () => { this.destroy(new BodyAbortedError()) }
+  readonly #onError = (error: Error) => { this.#fail(error) }
+  readonly #onAborted = () => { this.#fail(new BodyAbortedError()) }
 
   constructor (source: Readable, prefix: readonly Buffer[], prefixBytes: number, maxBytes: number, idleMs: number) {
     super()
@@ -152,6 +154,16 @@ class StreamedBody extends Readable {
   override _destroy (error: Error | null, callback: (error?: Error | null) => void): void {
     this.#stop()
     callback(error)
+  }
+
+  /**
+   * Ends the body with an error one turn later, not from within read(): undici 7's HTTP/2 client loops forever when
+   * a request body is destroyed synchronously in its first read() (the source's buffered data arrives there).
+   */
+  #fail (error: Error): void {
+    this.#stop()
+    this.#source.pause()
+    setImmediate(destroyWith, this, error)
   }
 
   #stop (): void {

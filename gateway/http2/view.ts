@@ -104,6 +104,10 @@ export function readStreamHead (stream: ServerHttp2Stream, rawHeaders: readonly 
       raw.unshift('host', authority)
     }
   }
+  // A body of unknown length (no Content-Length, stream not ended with the headers) is described to policies as
+  // HTTP/1.1 describes one: chunked. The signature schemes decide from these headers whether a body is covered, so
+  // an HTTP/2 body can never pass as an empty one. Transfer-Encoding is hop-by-hop: never forwarded.
+  if (!endStream && headers['content-length'] === undefined) headers['transfer-encoding'] = 'chunked'
   const socket = stream.session?.socket ?? null
   return { ok: true, view: new Http2RequestView(method, path, headers, raw, socket, stream, !endStream) }
 }
