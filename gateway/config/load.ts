@@ -15,6 +15,7 @@ import { hostPatternProblem, pathPatternProblem, shadowedRoutes } from '../route
 import type { GatewayDocument, LoadedConfig, PolicyStep, RouteConfig } from './types.js'
 import { productionIssues } from './production.js'
 import { lintConfig } from '../lint.js'
+import { http2RuntimeProblem } from '../http2/runtime.js'
 
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv
@@ -163,6 +164,12 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
       if (upstream.url !== undefined && upstream.protocol === 'h2' && !upstream.url.startsWith('https:')) error(['upstreams', name, 'protocol'], 'h2 is HTTP/2 over TLS: it needs an https URL', 'protocol: h2c for a plain http URL')
       if (upstream.url !== undefined && upstream.protocol === 'h2c' && !upstream.url.startsWith('http:')) error(['upstreams', name, 'protocol'], 'h2c is HTTP/2 without TLS: it needs an http URL', 'protocol: h2 for an https URL')
     }
+  })
+
+  guard(() => {
+    const http2 = config.listeners.findIndex((l) => l.tls !== undefined ? l.http2 !== false : l.http2 === 'prior-knowledge')
+    const problem = http2 === -1 ? undefined : http2RuntimeProblem()
+    if (problem !== undefined) error(['listeners', http2, 'http2'], problem, 'upgrade Node (20.12.1 or later), or set http2: false on every listener')
   })
 
   guard(() => parseCidrs(config.trustProxies).bad.forEach((i) => error(['trustProxies', i], 'not an IP address or CIDR', 'write it like 10.0.0.0/8 or 192.0.2.7')))
