@@ -116,7 +116,7 @@ function onDeadline (exchange: StreamExchange): void {
   exchange.deadline = undefined
   const error = new GatewayError(504, 'upstream_timeout', 'the gRPC deadline passed')
   if (exchange.upstream !== undefined) exchange.upstream.abortWith(error)
-  else exchange.front.answerFault(exchange, error)
+  else exchange.front.fail(error, exchange)
 }
 
 const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>
@@ -155,10 +155,11 @@ export class Http2Front {
     if (exchange.wantsTrailers) stream.on('wantTrailers', onWantTrailers)
     const expect = view.headers.expect
     if (expect !== undefined) exchange.awaitingContinue = view.hasBody && expect.toLowerCase() === '100-continue'
-    this.process(this.handler.runtime, exchange, view).catch((error: unknown) => this.fail(error, exchange))
+    void runStream(this, this.handler.runtime, exchange, view)
   }
 
-  private async process (runtime: Generation, exchange: StreamExchange, view: Http2RequestView): Promise<void> {
+  /** @internal (runStream) */
+  async process (runtime: Generation, exchange: StreamExchange, view: Http2RequestView): Promise<void> {
     const { listener, stream, requestId } = exchange
     let deadlineMs: number | undefined
     if (exchange.grpc) {
@@ -256,11 +257,8 @@ export class Http2Front {
     }
   }
 
-  answerFault (exchange: StreamExchange, error: unknown): void {
-    this.fail(error, exchange)
-  }
-
-  private fail (error: unknown, exchange: StreamExchange): void {
+  /** @internal (runStream) */
+  fail (error: unknown, exchange: StreamExchange): void {
     if (error instanceof ClientGoneError || error instanceof BodyAbortedError) { exchange.code = 'client_closed'; return }
     if (error instanceof BodyTooLargeError) return this.answer(exchange, Rejection.payloadTooLarge(error.limitBytes))
     if (error instanceof BodyStalledError) return this.answer(exchange, Rejection.requestTimeout())
@@ -288,6 +286,15 @@ export class Http2Front {
       started: exchange.started,
       protocol: '2',
     })
+  }
+}
+
+/** One stream's request from decide() to its answer; a module-level function spares a closure per request. */
+async function runStream (front: Http2Front, runtime: Generation, exchange: StreamExchange, view: Http2RequestView): Promise<void> {
+  try {
+    await front.process(runtime, exchange, view)
+  } catch (error) {
+    front.fail(error, exchange)
   }
 }
 

@@ -126,3 +126,51 @@ test.serial('after the upstream\'s GOAWAY the next request opens a new connectio
   t.is(next.status, 200, next.body)
   t.is(upstream.sessions.length, sessions + 1)
 })
+
+test('configuration: h2 needs an https URL, h2c an http one; prior-knowledge is for plain listeners, http2: true for TLS ones', async (t) => {
+  const route = { name: 'r', match: { path: '/**' }, upstream: 'u', public: true }
+  const refused = async (config: Record<string, unknown>, message: RegExp) => {
+    const error = await t.throwsAsync(startGateway({ routes: [route], ...config }))
+    t.regex(error?.message ?? '', message)
+  }
+  await refused({ upstreams: { u: { url: 'http://127.0.0.1:9', protocol: 'h2' } } }, /h2 is HTTP\/2 over TLS: it needs an https URL/)
+  await refused({ upstreams: { u: { url: 'https://127.0.0.1:9', protocol: 'h2c' } } }, /h2c is HTTP\/2 without TLS: it needs an http URL/)
+  await refused({ upstreams: { u: { url: 'http://127.0.0.1:9', protocol: 'h3' } } }, /protocol/)
+  await refused({ upstreams: { u: { echo: true } }, listeners: [{ name: 'p', address: '127.0.0.1:0', http2: true }] }, /plain listener speaks HTTP\/2 only with prior knowledge/)
+  await refused({ upstreams: { u: { echo: true } }, listeners: [{ name: 'p', address: '127.0.0.1:0', tls: { cert: 'a.crt', key: 'a.key' }, http2: 'prior-knowledge' }] }, /prior-knowledge is for plain listeners/)
+  const ok = await startGateway({ routes: [route], upstreams: { u: { url: 'http://127.0.0.1:9', protocol: 'h2c' } } })
+  await ok.close()
+  t.pass()
+})
+
+test('shutdown: an HTTP/2 client gets GOAWAY, its open stream finishes, and close() resolves', async (t) => {
+  const upstream = await h2Upstream()
+  const gw = await startGateway({
+    listeners: [{ name: 'mesh', address: '127.0.0.1:0', http2: 'prior-knowledge' }],
+    upstreams: { slow: { url: upstream.url, protocol: 'h2c' } },
+    routes: [{ name: 'slow', match: { path: '/**' }, upstream: 'slow', public: true }],
+  })
+  t.teardown(() => upstream.close())
+  const session = http2.connect(gw.url)
+  session.on('error', () => {})
+  const goaway = new Promise<void>((resolve) => session.once('goaway', () => resolve()))
+  // The request body is still open when close() starts: the stream is in flight (a body larger than
+  // bufferBodyBytes is streamed to the upstream from its first byte).
+  const stream = session.request({ ':method': 'POST', ':path': '/drain', 'content-length': '100000' })
+  const answer = new Promise<{ status: number, body: string }>((resolve) => {
+    let status = 0
+    const chunks: Buffer[] = []
+    stream.on('response', (h) => { status = Number(h[':status']) })
+    stream.on('data', (c: Buffer) => chunks.push(c))
+    stream.on('error', () => {})
+    stream.on('close', () => resolve({ status, body: Buffer.concat(chunks).toString() }))
+  })
+  stream.write(Buffer.alloc(50_000))
+  await until(() => upstream.sessions.length > 0, { timeoutMs: 5_000, message: 'the upstream to see the stream' })
+  const closed = gw.close()
+  await goaway
+  stream.end(Buffer.alloc(50_000))
+  t.deepEqual(await answer, { status: 200, body: 'upstream saw POST /drain' })
+  await closed
+  session.destroy()
+})
