@@ -103,11 +103,12 @@ function onStreamClose (this: TrackedStream): void {
   exchange.front.logStream(exchange)
 }
 
+/** The answer's last DATA frame is out: its trailers end the stream (an empty trailer section when there are none). */
 function onWantTrailers (this: TrackedStream): void {
-  const trailers = this[kExchange]?.trailers
-  if (trailers !== undefined) this.sendTrailers(trailers)
-  else this.close(NGHTTP2_NO_ERROR)
+  this.sendTrailers(this[kExchange]?.trailers ?? NO_TRAILERS)
 }
+
+const NO_TRAILERS: OutgoingHttpHeaders = Object.freeze({}) as OutgoingHttpHeaders
 
 /** Stream errors surface as 'close' with an rstCode; an 'error' without a listener would end the process. */
 function ignoreError (): void {}
