@@ -20,6 +20,7 @@ const entry: AccessLogEntry = {
   route: 'orders',
   status: 200,
   code: 'ok',
+  protocol: '2',
   subject: 'line\u2028break "quoted" \\x0a \n\t',
   methods: 'apiKey,jwt',
   remote: '127.0.0.1',

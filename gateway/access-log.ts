@@ -10,6 +10,8 @@ export interface AccessLogEntry {
   readonly route: string
   readonly status: number
   readonly code: string
+  /** HTTP version: '1.1' or '2'. */
+  readonly protocol: string
   readonly subject: string | undefined
   readonly methods: string | undefined
   readonly remote: string | undefined
@@ -51,7 +53,8 @@ export class AccessLog {
       '","path":' + jsonString(entry.path) +
       ',"route":"' + entry.route +
       '","status":' + entry.status +
-      ',"code":"' + entry.code + '"'
+      ',"code":"' + entry.code +
+      '","protocol":"' + entry.protocol + '"'
     if (entry.subject !== undefined) line += ',"subject":' + jsonString(entry.subject)
     if (entry.methods !== undefined) line += ',"methods":"' + entry.methods + '"'
     if (entry.remote !== undefined) line += ',"remote":"' + entry.remote + '"'

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
 
 /** A request body passed the route's maxBodyBytes (413 payload_too_large), however it was being read. */
@@ -81,16 +81,31 @@ export async function readBody (source: Readable, maxBytes: number, idleMs = 0):
  * within it, is read whole first (a Buffer): the upstream connection is taken only once it is here, so a slow client
  * holds none. A larger one is streamed (what was buffered of it first), cut when it stalls or passes maxBodyBytes.
  */
-export async function forwardBody (req: IncomingMessage, limits: BodyLimits): Promise<Buffer | Readable> {
-  const { maxBodyBytes, bufferBodyBytes, bodyIdleTimeoutMs } = limits
-  const length = req.headers['content-length']
-  if (req.headers['transfer-encoding'] === undefined && length !== undefined && Number(length) > bufferBodyBytes) {
-    return new StreamedBody(req, [], 0, maxBodyBytes, bodyIdleTimeoutMs)
-  }
-  const collected = await collect(req, maxBodyBytes, bodyIdleTimeoutMs, bufferBodyBytes)
-  if (collected.ended) return concat(collected)
-  return new StreamedBody(req, collected.chunks, collected.bytes, maxBodyBytes, bodyIdleTimeoutMs)
+export function forwardBody (req: IncomingMessage, limits: BodyLimits): Promise<Buffer | Readable> {
+  return forwardBodyOf(req, req.headers, limits)
 }
+
+/** forwardBody() for a body that is not its request (an HTTP/2 stream, whose headers came apart). */
+export async function forwardBodyOf (source: Readable, headers: IncomingHttpHeaders, limits: BodyLimits): Promise<Buffer | Readable> {
+  const { maxBodyBytes, bufferBodyBytes, bodyIdleTimeoutMs } = limits
+  const length = headers['content-length']
+  if (headers['transfer-encoding'] === undefined && length !== undefined && Number(length) > bufferBodyBytes) {
+    return new StreamedBody(source, [], 0, maxBodyBytes, bodyIdleTimeoutMs)
+  }
+  const collected = await collect(source, maxBodyBytes, bodyIdleTimeoutMs, bufferBodyBytes)
+  if (collected.ended) return concat(collected)
+  return new StreamedBody(source, collected.chunks, collected.bytes, maxBodyBytes, bodyIdleTimeoutMs)
+}
+
+/**
+ * A body streamed from its first byte, never buffered (gRPC streams: a message may wait for the answer to the one
+ * before), cut past `maxBytes`; `idleMs` 0: no idle limit.
+ */
+export function streamBody (source: Readable, maxBytes: number, idleMs: number): Readable {
+  return new StreamedBody(source, [], 0, maxBytes, idleMs)
+}
+
+function destroyWith (body: Readable, error: Error): void { body.destroy(error) }
 
 /**
  * The rest of a body as undici reads it: the buffered prefix, then the client's stream. Counted and cut with
@@ -98,23 +113,23 @@ export async function forwardBody (req: IncomingMessage, limits: BodyLimits): Pr
  * upstream side is waiting for more (a pause because the upstream reads slowly is not the client's).
  */
 class StreamedBody extends Readable {
-  readonly #source: IncomingMessage
+  readonly #source: Readable
   readonly #maxBytes: number
   readonly #timer: NodeJS.Timeout | undefined
   #total: number
   #waiting = false
   readonly #onData = (chunk: Buffer) => {
     this.#total += chunk.length
-    if (this.#total > this.#maxBytes) { this.destroy(new BodyTooLargeError(this.#maxBytes)); return }
+    if (this.#total > this.#maxBytes) { this.#fail(new BodyTooLargeError(this.#maxBytes)); return }
     this.#timer?.refresh()
     if (!this.push(chunk)) { this.#waiting = false; this.#source.pause() }
   }
 
   readonly #onEnd = () => { this.#stop(); this.push(null) }
-  readonly #onError = (error: Error) => { this.destroy(error) }
-  readonly #onAborted = () => { this.destroy(new BodyAbortedError()) }
+  readonly #onError = (error: Error) => { this.#fail(error) }
+  readonly #onAborted = () => { this.#fail(new BodyAbortedError()) }
 
-  constructor (source: IncomingMessage, prefix: readonly Buffer[], prefixBytes: number, maxBytes: number, idleMs: number) {
+  constructor (source: Readable, prefix: readonly Buffer[], prefixBytes: number, maxBytes: number, idleMs: number) {
     super()
     this.#source = source
     this.#maxBytes = maxBytes
@@ -139,6 +154,16 @@ class StreamedBody extends Readable {
   override _destroy (error: Error | null, callback: (error?: Error | null) => void): void {
     this.#stop()
     callback(error)
+  }
+
+  /**
+   * Ends the body with an error one turn later, not from within read(): undici 7's HTTP/2 client loops forever when
+   * a request body is destroyed synchronously in its first read() (the source's buffered data arrives there).
+   */
+  #fail (error: Error): void {
+    this.#stop()
+    this.#source.pause()
+    setImmediate(destroyWith, this, error)
   }
 
   #stop (): void {

@@ -72,7 +72,7 @@ export class RequestHandler {
   readonly #tunnel: Tunnel
   readonly #decisions: DecisionHandler
 
-  constructor (private readonly deps: { log: Logger, metrics: Metrics, now: () => number }) {
+  constructor (readonly deps: { log: Logger, metrics: Metrics, now: () => number }) {
     this.hooks = { now: deps.now }
     this.requests = new RequestLog(deps.log, deps.metrics)
     this.#tunnel = new Tunnel(deps.log, this.requests, this.hooks)

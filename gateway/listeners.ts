@@ -11,6 +11,7 @@ import { parseAddress } from './net.js'
 import { rawProblem } from './problem.js'
 import type { RequestHandler } from './handler.js'
 import { randomUUID } from 'node:crypto'
+import { attachHttp2, http2Mode } from './http2/server.js'
 
 export interface ListenerLimits {
   readonly maxHeaderBytes: number
@@ -70,13 +71,16 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
   const onRequest = deciding
     ? (req: http.IncomingMessage, res: http.ServerResponse) => { void handler.handleDecision(ref, req, res) }
     : (req: http.IncomingMessage, res: http.ServerResponse) => { void handler.handle(ref, req, res) }
+  // HTTP/2 (http2/server.ts): ALPN offers h2 first; h2 connections are handed to the HTTP/2 front door.
+  const alpn = http2Mode(config) === 'alpn' ? { ALPNProtocols: ['h2', 'http/1.1'] } : {}
   const server: http.Server = config.tls
-    ? https.createServer({ ...serverOptions, ...tlsOptions(config.tls, baseDir) }, onRequest)
+    ? https.createServer({ ...serverOptions, ...tlsOptions(config.tls, baseDir), ...alpn }, onRequest)
     : http.createServer(serverOptions, onRequest)
 
   // Upgraded sockets (WebSocket tunnels) leave the server's connection list: closeAllConnections() would not end
   // them, and a tunnel open at shutdown would hold close() forever. Kept here to be cut at the deadline.
   const upgraded = new Set<Duplex>()
+  const h2 = attachHttp2(server, config, handler, ref, limits.maxHeaderBytes, upgraded)
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     // A decision listener forwards nothing, tunnels included: a proxy asks about an upgrade with an ordinary request.
     if (deciding) {
@@ -127,7 +131,7 @@ export async function openListener (config: ListenerConfig, baseDir: string, han
       if (!config.tls) return
       ;(server as https.Server).setSecureContext(tlsOptions(config.tls, dir))
     },
-    close: (deadlineMs: number) => closeServer(server, deadlineMs, upgraded),
+    close: (deadlineMs: number) => { h2.drain(); return closeServer(server, deadlineMs, upgraded) },
   }
 }
 

@@ -20,6 +20,8 @@ export interface RequestEnd {
   readonly started: number
   /** Decision mode: the endpoint's proxy family (the access line and metrics then say mode "decide"). */
   readonly dialect?: string
+  /** HTTP version of the front door: '1.1' unless said ('2' for an HTTP/2 stream). */
+  readonly protocol?: '1.1' | '2'
 }
 
 /** The request's metrics and its one access-log line: the same for a proxied request and a WebSocket upgrade. */
@@ -58,6 +60,7 @@ export class RequestLog {
       remote: end.remote,
       dialect: end.dialect,
       durationMs: Math.round(durationMs * 1000) / 1000,
+      protocol: end.protocol ?? '1.1',
     })
   }
 }

@@ -1,8 +1,9 @@
 import type { ServerResponse } from 'node:http'
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import type { Readable } from 'node:stream'
-import { Pool } from 'undici'
+import { Client, Pool, type Dispatcher } from 'undici'
 import { BodyStalledError, BodyTooLargeError, readBody } from './body.js'
 import { GatewayError } from './errors.js'
 import { connectionTokens, HOP_BY_HOP } from './identity.js'
@@ -12,7 +13,15 @@ import type { UpstreamConfig } from './config/types.js'
 export interface Upstream {
   readonly name: string
   readonly echo: boolean
-  readonly pool: Pool | undefined
+  /** An HTTP/1.1 keep-alive Pool, or one multiplexed HTTP/2 Client (h2, h2c). */
+  readonly pool: Dispatcher | undefined
+  readonly protocol: 'http1' | 'h2' | 'h2c'
+  /**
+   * TLS server name of an https upstream: its URL's host name, whatever Host is forwarded. undici would take it from
+   * the request's Host header (preserveHost: the client's), verify the upstream against it and reconnect whenever it
+   * changes; undefined for http upstreams and IP addresses.
+   */
+  readonly servername: string | undefined
   /** Path prefix of the upstream URL ('' when none), prepended to forwarded paths. */
   readonly basePath: string
   /** The upstream's own host:port, for Host when preserveHost is false. */
@@ -31,36 +40,54 @@ export interface Upstream {
  * signed identity's audience (decide.md); the loader refuses such a route on a listener that forwards.
  */
 export function decisionOnlyUpstream (routeName: string): Upstream {
-  return { name: routeName, echo: false, pool: undefined, basePath: '', host: '', preserveHost: true, url: undefined, ca: undefined, connectTimeoutMs: 0, timeoutMs: 0 }
+  return { name: routeName, echo: false, pool: undefined, protocol: 'http1', servername: undefined, basePath: '', host: '', preserveHost: true, url: undefined, ca: undefined, connectTimeoutMs: 0, timeoutMs: 0 }
 }
+
+/** Streams in flight at once on an HTTP/2 upstream connection. */
+const H2_STREAMS = 100
 
 /** Keep-alive pools, one per upstream, built once per configuration generation. */
 export function createUpstreams (configs: Record<string, UpstreamConfig>, baseDir: string): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>()
   for (const [name, config] of Object.entries(configs)) {
     if (config.echo === true) {
-      upstreams.set(name, { name, echo: true, pool: undefined, basePath: '', host: '', preserveHost: true, url: undefined, ca: undefined, connectTimeoutMs: 0, timeoutMs: 0 })
+      upstreams.set(name, { name, echo: true, pool: undefined, protocol: 'http1', servername: undefined, basePath: '', host: '', preserveHost: true, url: undefined, ca: undefined, connectTimeoutMs: 0, timeoutMs: 0 })
       continue
     }
     const url = new URL(config.url!)
     const timeoutMs = parseDuration(config.timeout)
     const connectTimeoutMs = parseDuration(config.connectTimeout)
     const ca = config.ca ? readFileSync(resolve(baseDir, config.ca)) : undefined
-    const pool = new Pool(url.origin, {
-      connections: config.connections,
-      pipelining: config.pipelining,
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-      keepAliveTimeout: 4_000,
-      connect: {
-        timeout: connectTimeoutMs,
-        ...(ca ? { ca } : {}),
-      },
-    })
+    const protocol = config.protocol ?? 'http1'
+    const connect = { timeout: connectTimeoutMs, ...(ca ? { ca } : {}) }
+    // The protocol is always the configuration's: allowH2 is set either way (undici 8 turns it on by default). HTTP/2
+    // upstreams get one connection, its streams multiplexed; undici opens a new one after a GOAWAY.
+    const pool: Dispatcher = protocol === 'http1'
+      ? new Pool(url.origin, {
+        connections: config.connections,
+        pipelining: config.pipelining,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        keepAliveTimeout: 4_000,
+        allowH2: false,
+        connect,
+      })
+      : new Client(url.origin, {
+        allowH2: true,
+        ...(protocol === 'h2c' ? { useH2c: true } : {}),
+        pipelining: H2_STREAMS,
+        maxConcurrentStreams: H2_STREAMS,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        keepAliveTimeout: 60_000,
+        connect,
+      })
     upstreams.set(name, {
       name,
       echo: false,
       pool,
+      protocol,
+      servername: url.protocol === 'https:' && isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? url.hostname : undefined,
       basePath: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
       host: url.host,
       preserveHost: config.preserveHost,
@@ -111,6 +138,7 @@ export function forward (upstream: Upstream, res: ServerResponse, request: Forwa
       method: request.method,
       headers: request.headers,
       body: request.body ?? null,
+      ...(upstream.servername !== undefined ? { servername: upstream.servername } : {}),
     }, exchange)
   })
 }

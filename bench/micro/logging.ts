@@ -28,6 +28,7 @@ const line = (i: number) => ({
   route: 'orders-read',
   status: 200,
   code: 'ok',
+  protocol: '1.1',
   subject: 'demo-client',
   methods: 'apiKey',
   remote: '127.0.0.1',

@@ -15,6 +15,7 @@ import { hostPatternProblem, pathPatternProblem, shadowedRoutes } from '../route
 import type { GatewayDocument, ListenerConfig, LoadedConfig, PolicyStep, RouteConfig } from './types.js'
 import { productionIssues } from './production.js'
 import { lintConfig } from '../lint.js'
+import { http2RuntimeProblem } from '../http2/runtime.js'
 
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv
@@ -167,6 +168,9 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
       if (l.crl !== undefined && l.clientCA === undefined) error(['listeners', i, 'crl'], 'a CRL needs clientCA', 'add clientCA: or remove crl:')
       parseCidrs(l.trustProxies ?? []).bad.forEach((t) => error(['listeners', i, 'trustProxies', t], 'not an IP address or CIDR', 'write it like 10.0.0.0/8 or 192.0.2.7'))
     }
+    if (l.tls !== undefined && l.http2 === 'prior-knowledge') error(['listeners', i, 'http2'], 'prior-knowledge is for plain listeners; a TLS listener negotiates h2 with ALPN', 'http2: true')
+    if (l.tls === undefined && l.http2 === true) error(['listeners', i, 'http2'], 'a plain listener speaks HTTP/2 only with prior knowledge', 'http2: prior-knowledge')
+    if (l.mode === 'decide' && l.http2 !== undefined && l.http2 !== false) error(['listeners', i, 'http2'], 'a decision listener answers the proxies\' HTTP/1.1 subrequests; it does not speak HTTP/2', 'remove http2: (the proxy in front may still speak HTTP/2 to clients)')
   }))
 
   guard(() => {
@@ -174,7 +178,15 @@ function crossCheck (config: GatewayDocument, env: NodeJS.ProcessEnv, baseDir: s
       if ((upstream.url === undefined) === (upstream.echo !== true)) {
         error(['upstreams', name], 'an upstream needs exactly one of url: or echo: true', 'url: http://127.0.0.1:9000')
       }
+      if (upstream.url !== undefined && upstream.protocol === 'h2' && !upstream.url.startsWith('https:')) error(['upstreams', name, 'protocol'], 'h2 is HTTP/2 over TLS: it needs an https URL', 'protocol: h2c for a plain http URL')
+      if (upstream.url !== undefined && upstream.protocol === 'h2c' && !upstream.url.startsWith('http:')) error(['upstreams', name, 'protocol'], 'h2c is HTTP/2 without TLS: it needs an http URL', 'protocol: h2 for an https URL')
     }
+  })
+
+  guard(() => {
+    const http2 = config.listeners.findIndex((l) => l.tls !== undefined ? l.http2 !== false : l.http2 === 'prior-knowledge')
+    const problem = http2 === -1 ? undefined : http2RuntimeProblem()
+    if (problem !== undefined) error(['listeners', http2, 'http2'], problem, 'upgrade Node (20.12.1 or later), or set http2: false on every listener')
   })
 
   guard(() => parseCidrs(config.trustProxies).bad.forEach((i) => error(['trustProxies', i], 'not an IP address or CIDR', 'write it like 10.0.0.0/8 or 192.0.2.7')))

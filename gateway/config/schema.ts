@@ -53,6 +53,14 @@ export const ListenerSchema = Type.Object({
   trustProxies: Type.Optional(Type.Array(Type.String(), { description: 'Decision listeners only: the proxies (IPs or CIDRs) that may ask; anyone else gets 403. Default: loopback only. Replaces the global `trustProxies` on this listener.' })),
   clientCA: Type.Optional(Type.String({ description: 'Decision listeners only: CA bundle (PEM file path) that client certificates forwarded by the proxy (X-Forwarded-Client-Cert, X-SSL-Client-Cert, X-Forwarded-Tls-Client-Cert) are verified against again. Without it, forwarded certificates are refused.' })),
   crl: Type.Optional(Type.String({ description: 'Decision listeners only: revocation list (PEM file path) for forwarded client certificates; needs clientCA.' })),
+  http2: Type.Optional(Type.Union([Type.Boolean(), Type.Literal('prior-knowledge')], {
+    description: 'HTTP/2 on this listener. TLS listeners: true by default (ALPN h2 and http/1.1 on one port). Plain listeners: `prior-knowledge` accepts h2c with prior knowledge next to HTTP/1.1 (internal use); false by default. An HTTP/1.1 `Upgrade: h2c` is always refused.',
+  })),
+  http2Limits: Type.Optional(Type.Object({
+    maxConcurrentStreams: Type.Integer({ minimum: 1, maximum: 10000, default: 100, description: 'Streams a client may have open at once on one HTTP/2 connection.' }),
+    maxHeaderListBytes: Type.Optional(Size('Largest header list (HPACK-decoded) an HTTP/2 client may send; default: limits.maxHeaderBytes.')),
+    maxResetsPerSecond: Type.Integer({ minimum: 1, default: 100, description: 'Streams a client may reset per second on one connection (rapid reset, CVE-2023-44487): above it the connection is closed with GOAWAY ENHANCE_YOUR_CALM.' }),
+  }, { additionalProperties: false, description: 'HTTP/2 limits per connection on this listener.' })),
 }, { additionalProperties: false })
 
 export const UpstreamSchema = Type.Object({
@@ -64,6 +72,10 @@ export const UpstreamSchema = Type.Object({
   pipelining: Type.Integer({ minimum: 1, maximum: 16, default: 1, description: 'HTTP/1.1 requests in flight per connection (1 = no pipelining).' }),
   preserveHost: Type.Boolean({ default: true, description: 'Forward the client\'s Host header (true) or the upstream\'s own host (false).' }),
   ca: Type.Optional(Type.String({ description: 'CA bundle to verify an https upstream (PEM file path).' })),
+  protocol: Type.Union([Type.Literal('http1'), Type.Literal('h2'), Type.Literal('h2c')], {
+    default: 'http1',
+    description: 'How the gateway speaks to this upstream: http1 (HTTP/1.1 keep-alive pool), h2 (HTTP/2 over TLS, https URL) or h2c (HTTP/2 with prior knowledge, http URL); one multiplexed connection per upstream, renewed on GOAWAY. gRPC upstreams need h2 or h2c.',
+  }),
 }, { additionalProperties: false })
 
 const MatchSchema = Type.Object({

@@ -12,10 +12,14 @@ export interface TlsConfig {
   minVersion?: 'TLSv1.2' | 'TLSv1.3'
 }
 
+export interface Http2LimitsConfig { maxConcurrentStreams: number, maxHeaderListBytes?: SizeValue, maxResetsPerSecond: number }
+
 export interface ListenerConfig {
   name: string
   address: string
   tls?: TlsConfig
+  http2?: boolean | 'prior-knowledge'
+  http2Limits?: Http2LimitsConfig
   mode?: 'forward' | 'decide'
   /** Decision listeners: who may ask (default loopback). */
   trustProxies?: string[]
@@ -33,6 +37,7 @@ export interface UpstreamConfig {
   pipelining: number
   preserveHost: boolean
   ca?: string
+  protocol: 'http1' | 'h2' | 'h2c'
 }
 
 export interface LimitsConfig {

@@ -87,7 +87,7 @@ export async function decide (generation: Generation, listener: ListenerRef, req
     edge.host, remoteAddress, peerAddress, listener.name, route.name, route.upstream.name, route.maxBodyBytes, env.now)
 
   const declared = req.headers['content-length']
-  const hasBody = req.headers['transfer-encoding'] !== undefined || (declared !== undefined && declared !== '0')
+  const hasBody = req.hasBody ?? (req.headers['transfer-encoding'] !== undefined || (declared !== undefined && declared !== '0'))
   if (hasBody && Number(declared ?? 0) > route.maxBodyBytes) return refuse(Rejection.payloadTooLarge(route.maxBodyBytes), route)
 
   const steps = stepsFor(route, req, edge.method, hasBody)

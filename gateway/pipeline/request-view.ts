@@ -26,6 +26,11 @@ export interface RequestView {
   readonly socket: { readonly remoteAddress?: string } | null
   /** Where the body is read from; an IncomingMessage is its own body. */
   readonly bodySource?: Readable
+  /**
+   * Whether a body follows, when the protocol says so without Content-Length or Transfer-Encoding (an HTTP/2 stream
+   * not ended with its headers); undefined: read from those headers.
+   */
+  readonly hasBody?: boolean
   /** Set when the client certificate does not come from `socket` (decision mode: forwarded by a proxy, verified again). */
   readonly clientCertificate?: PeerState
   /** Decision mode: the route may need a body the proxy did not send (`absent`) or sent only in part (`partial`). */
