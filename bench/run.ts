@@ -8,6 +8,7 @@
  *   npm run bench -- --memory --duration 300   RSS during a mixed run (after minute 1 and at the end)
  *   npm run bench -- --micro               micro-benchmarks (bench/micro/)
  *   npm run bench -- --compare DIR         the tree against the tree with DIR's files laid over it
+ *   npm run bench -- --check [--only ...]   a short run's ratios against the last committed results (rows that dropped > 10%)
  *   --no-pin (nothing pinned to a CPU), --no-workers, --tsx (run the gateway through tsx), --log-level, --update-doc
  *
  * Processes: a raw-TCP upstream, redis-server, the bare forwarder, authgate (bench/gateway-main.ts, the real
@@ -29,6 +30,7 @@ import { BENCH_DIR, ROOT_DIR, cpuMicros, freePort, processTree, rssBytes, spawnN
 import { makeMaterial, writeGatewayConfig, type Material } from './lib/setup.js'
 import { findNginx, writeNginxConfig } from './lib/nginx.js'
 import { summarizeProfile } from './profile.js'
+import { compareRatios, formatCheck, lastCommittedResults } from './lib/check.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -48,6 +50,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string' },
     'log-level': { type: 'string', default: 'info' },
     label: { type: 'string' },
+    check: { type: 'boolean', default: false },
   },
   allowPositionals: false,
 })
@@ -57,7 +60,7 @@ if (args.micro) {
   process.exit(await runMicro())
 }
 
-const durationSec = Number(args.duration ?? (args.quick ? 3 : args.memory ? 300 : 10))
+const durationSec = Number(args.duration ?? (args.quick || args.check ? 3 : args.memory ? 300 : 10))
 const warmupSec = Number(args.warmup ?? (args.quick ? 1 : 3))
 const connections = Number(args.connections)
 if (!(durationSec > 0 && durationSec <= 3600) || !(warmupSec >= 0 && warmupSec <= 600) || !(connections >= 1 && connections <= 1024)) {
@@ -314,7 +317,7 @@ try {
   await stopChild(upstream.child)
   await redis.stop()
 }
-process.exit(0)
+process.exit(typeof process.exitCode === "number" ? process.exitCode : 0)
 
 async function loadRun (): Promise<void> {
   const load = await LoadGenerator.start()
@@ -413,6 +416,15 @@ async function loadRun (): Promise<void> {
   console.log(`\n${consoleTable(final)}\n`)
   const targets = checkTargets(final)
   for (const line of targets.lines) console.log(line)
+  if (args.check) {
+    // A regression guard: compared with the last committed results, and nothing written over them.
+    const baseline = lastCommittedResults(ROOT_DIR, resultsDir)
+    if (baseline === undefined) { console.log('\n--check: no committed load results to compare with'); process.exitCode = 2; return }
+    const lines = compareRatios(baseline.rows, final)
+    console.log(`\n${formatCheck(baseline, lines)}`)
+    if (lines.some((l) => l.dropped)) process.exitCode = 1
+    return
+  }
   const report = {
     kind: 'load',
     startedAt: started.toISOString(),
