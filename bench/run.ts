@@ -317,7 +317,7 @@ try {
   await stopChild(upstream.child)
   await redis.stop()
 }
-process.exit(typeof process.exitCode === "number" ? process.exitCode : 0)
+process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0)
 
 async function loadRun (): Promise<void> {
   const load = await LoadGenerator.start()
