@@ -1,4 +1,5 @@
-// The exclusive lane: tests that measure latency, which other test files running at the same time would distort.
+// The exclusive lane: tests that measure latency, and the real-browser tests (each drives a chromium), which other
+// test files running at the same time would distort or starve.
 // `npm test` runs it alone, one file at a time, after everything else (package.json's configuration excludes it).
 import { readFileSync } from 'node:fs'
 

@@ -9,11 +9,9 @@ import type { Metrics } from './metrics.js'
 import { decide, type BodyWaiter, type DecideEnv, type ListenerRef } from './pipeline/decide.js'
 import { describeCause, faultProblem, sendProblem, type Problem } from './problem.js'
 import { RequestLog } from './request-log.js'
-import { writeReserved } from './reserved.js'
+import { loginRedirect, reservedClient, writeReserved } from './reserved.js'
 import type { CompiledRoute, Generation } from './generation.js'
 import { Tunnel } from './tunnel.js'
-import { isTrusted, unmapAddress } from './net.js'
-import { clientAddress } from './pipeline/client-address.js'
 import { RESERVED_PREFIX, type ReservedAnswer } from '../policies/types.js'
 import { DecisionHandler } from './decision-mode/handler.js'
 import { ClientGoneError, clientClosed, forward } from './upstream.js'
@@ -109,7 +107,7 @@ export class RequestHandler {
       const answer = await runtime.serveReserved({
         requestId,
         method: req.method ?? 'GET', target: req.url, scheme: listener.scheme, listener: listener.name,
-        headers: req.headers, remoteAddress: reservedClient(runtime, req),
+        headers: req.headers, remoteAddress: reservedClient(runtime, req.socket?.remoteAddress, req.headers),
         body: (maxBytes) => { exchange.bodyWanted(); return readBody(req, maxBytes) },
       }, this.deps.now())
       if (answer !== undefined) return sendReserved(exchange, answer)
@@ -211,22 +209,6 @@ function sendReserved (exchange: Exchange, answer: ReservedAnswer): void {
   exchange.code = answer.code
   if (!exchange.req.complete && !exchange.res.headersSent) closeAfterAnswer(exchange.req, exchange.res, exchange.awaitingContinue)
   writeReserved(exchange.res, answer, exchange.requestId)
-}
-
-/**
- * A 401 that carries `Location` (a browser navigation without a session): in proxy mode the browser is sent there
- * (302); decision mode answers the 401 itself and its proxy redirects.
- */
-function loginRedirect (problem: Problem, method: string | undefined): Problem {
-  if (problem.status !== 401 || problem.headers?.Location === undefined || (method !== 'GET' && method !== 'HEAD')) return problem
-  return { ...problem, status: 302, challenges: undefined }
-}
-
-/** The client of a request to the gateway's own endpoints, as decide() finds it: X-Forwarded-For from trusted proxies only. */
-function reservedClient (runtime: Generation, req: IncomingMessage): string {
-  const peer = unmapAddress(req.socket?.remoteAddress ?? '')
-  if (!runtime.trustsAnyProxy || !isTrusted(runtime.trustProxies, peer)) return peer
-  return clientAddress(runtime.trustProxies, peer, req.headers['x-forwarded-for'] as string | undefined)
 }
 
 function declaresBody (req: IncomingMessage): boolean {

@@ -12,6 +12,8 @@ import type { CompiledRoute, Generation } from '../generation.js'
 import { ClientGoneError, type ForwardRequest, type Upstream } from '../upstream.js'
 import { encodeGrpcMessage, grpcStatusFor, grpcTimeoutMs, isGrpc } from './grpc.js'
 import { readStreamHead, type Http2RequestView } from './view.js'
+import { loginRedirect, reservedClient, respondReserved } from '../reserved.js'
+import { RESERVED_PREFIX } from '../../policies/types.js'
 
 const {
   NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_INTERNAL_ERROR, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_FLAG_END_STREAM,
@@ -167,12 +169,29 @@ export class Http2Front {
       deadlineMs = grpcTimeoutMs(view.headers['grpc-timeout'])
       if (Number.isNaN(deadlineMs)) return this.answer(exchange, Rejection.badRequest('malformed grpc-timeout'))
     }
+    // The gateway's own endpoints (`/.authgate/login`...), as over HTTP/1.1.
+    if (view.url.startsWith(RESERVED_PREFIX) && runtime.servesReserved && !exchange.grpc) {
+      const answer = await runtime.serveReserved({
+        requestId,
+        method: view.method, target: view.url, scheme: listener.scheme, listener: listener.name,
+        headers: view.headers, remoteAddress: reservedClient(runtime, view.socket?.remoteAddress, view.headers),
+        body: (maxBytes) => { exchange.bodyWanted(); return readBody(stream, maxBytes) },
+      }, this.handler.deps.now())
+      if (answer !== undefined) {
+        exchange.code = answer.code
+        exchange.status = answer.status
+        if (stream.destroyed || stream.closed) return
+        respondReserved(stream, answer, requestId)
+        stopReading(exchange)
+        return
+      }
+    }
     const decision = await decide(runtime, listener, view, requestId, this.handler.hooks, exchange)
     exchange.route = decision.route
     if (!decision.allowed) {
       exchange.subject = decision.subject
       this.handler.requests.refused(decision)
-      return this.answer(exchange, decision.problem)
+      return this.answer(exchange, exchange.grpc ? decision.problem : loginRedirect(decision.problem, view.method))
     }
     const { route, result } = decision
     if (result !== undefined && result.identity.methods.length > 0) {

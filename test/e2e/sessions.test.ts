@@ -379,3 +379,33 @@ test('one client address starts at most 60 logins a minute (each writes a transa
   t.truthy(refused.headers['retry-after'])
   t.is((await login('203.0.113.2')).statusCode, 302, 'the limit is per client address behind the trusted proxy, not per proxy')
 })
+
+test('over HTTP/2 too: a navigation without a session is sent to the login (302), and /.authgate/login is served', async (t) => {
+  const { idp, clientSecret } = t.context
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const gw = await startGateway({
+    listeners: [{ name: 'local', address: `127.0.0.1:${port}`, http2: 'prior-knowledge' }],
+    sessions: { secret: '${env:SESSION_SECRET}', allowInsecure: true },
+    oidcClients: { corp: { issuer: idp.issuer, clientId: 'app', clientSecret: '${env:CLIENT_SECRET}', redirectUri: `${base}/.authgate/callback` } },
+    routes: [{ name: 'app', match: { path: '/app/**' }, upstream: 'demo', policies: [{ session: { client: 'corp' } }] }],
+  }, { env: { SESSION_SECRET: randomBytes(48).toString('base64'), CLIENT_SECRET: clientSecret } })
+  t.teardown(async () => await gw.close())
+  const { connect } = await import('node:http2')
+  const session = connect(base)
+  t.teardown(() => session.close())
+  const get = (path: string, headers: Record<string, string>) => new Promise<Record<string, unknown>>((resolve, reject) => {
+    const stream = session.request({ ':path': path, ':method': 'GET', ...headers })
+    stream.on('response', (head) => { stream.resume(); stream.on('end', () => resolve(head)) })
+    stream.on('error', reject)
+    stream.end()
+  })
+  const navigation = await get('/app/page', { 'sec-fetch-mode': 'navigate', 'sec-fetch-dest': 'document', accept: 'text/html' })
+  t.is(navigation[':status'], 302)
+  t.is(navigation.location, '/.authgate/login?rd=%2Fapp%2Fpage')
+  const api = await get('/app/page', { accept: 'application/json' })
+  t.is(api[':status'], 401, 'an API call is still 401')
+  const login = await get('/.authgate/login?rd=/app/page', {})
+  t.is(login[':status'], 302)
+  t.true(String(login.location).startsWith(idp.issuer), String(login.location))
+})

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 import test from 'ava'
 import { startGateway } from '../helpers/gateway.js'
 import { mintPki } from '../helpers/pki.js'
-import { freePort } from './support.js'
+import { freePort } from '../e2e/support.js'
 import { startLoginIdp } from '../../policies/session/fixtures/oidc-idp.js'
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium'
@@ -42,8 +42,10 @@ test('in chromium: login through the provider\'s pages, a __Host- HttpOnly Secur
   try {
     const page = await context.newPage()
     await page.goto(`${base}/app/home?tab=1`)
-    // oidc-provider's own sign-in page, then its consent page.
-    await page.waitForSelector('input[name="login"]')
+    // oidc-provider's own sign-in page, then its consent page. On a timeout, say where the browser was.
+    await page.waitForSelector('input[name="login"]').catch(async (error: Error) => {
+      throw new Error(`${error.message}\nat ${page.url()}:\n${(await page.content()).slice(0, 2000)}`)
+    })
     t.true(page.url().startsWith(idp.issuer))
     await page.fill('input[name="login"]', 'erin')
     await page.fill('input[name="password"]', 'anything')
