@@ -2,6 +2,7 @@ import test from 'ava'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/until.js'
+import { FakeClock } from '../helpers/clock.js'
 import { command, startRedis, uniquePrefix } from '../helpers/redis.js'
 import { assertProblem } from './support.js'
 
@@ -74,11 +75,16 @@ test('lease: a quiet caller on Redis gets the exact headers of lease 1, one roun
     routes: [{ name: 'orders', match: { path: '/v1/orders/**' }, upstream: 'demo', policies: [{ apiKey: {} }, { rateLimit: { by: 'client', limit: '3/sec', burst: 30, lease: 10 } }] }],
     store: { prefix: uniquePrefix('rl-quiet'), timeout: '3s' },
   }
-  const gw = await startGateway(config, { redis: redis.url })
+  // The gateway's clock stands still during each request and is set to the real time before it: the headers then say
+  // what Redis answered, however long a loaded machine takes between the answer and the headers (they are aged by the
+  // gateway's clock). Redis keeps its own real clock, which the 400 ms pauses advance.
+  const clock = new FakeClock()
+  const gw = await startGateway(config, { redis: redis.url, now: clock.now })
   t.teardown(() => gw.close())
   await waitUntil(() => gw.gateway.currentStore.healthy, 10_000, 'the store to connect')
   const callsBefore = await scriptCalls(redis.port)
   for (let i = 0; i < 3; i++) {
+    clock.ms = Date.now()
     const res = await gw.fetch('/v1/orders/1', { headers: { 'x-api-key': alice.key } })
     t.is(res.status, 200)
     // 3/s with burst 30: each request 333 ms of a 10 s bucket; 400 ms apart two thirds of a cell refill.
