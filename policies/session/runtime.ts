@@ -22,8 +22,6 @@ const JTI = 'session:jti:'
 
 const TX_TTL_MS = 10 * 60_000
 const LOGIN_LIMIT = 'session:logins:'
-/** Logins one client address may start per minute (each writes a transaction record for TX_TTL_MS). */
-export const LOGINS_PER_MINUTE = 60
 const JTI_TTL_MS = 10 * 60_000
 /** An access token this close to its expiry is refreshed before forwarding. */
 export const REFRESH_MARGIN_MS = 30_000
@@ -323,10 +321,11 @@ export class SessionRuntime implements ReservedEndpoints, MetricsReporter, Cooki
 
   /**
    * Each login writes a transaction record that lives TX_TTL_MS: one client address (IPv6: its /64) may start at most
-   * LOGINS_PER_MINUTE, so nobody fills the store with them (at most ten minutes' worth per address).
+   * `sessions.loginsPerMinute` (60), so nobody fills the store with them (at most ten minutes' worth per address).
    */
   async #loginLimited (req: ReservedRequest): Promise<ReservedAnswer | undefined> {
-    const [limit] = await this.#store.rateLimit([{ key: `${LOGIN_LIMIT}{${clientKey(req.remoteAddress)}}`, emissionIntervalMs: 60_000 / LOGINS_PER_MINUTE, burst: LOGINS_PER_MINUTE }])
+    const perMinute = this.#config.loginsPerMinute
+    const [limit] = await this.#store.rateLimit([{ key: `${LOGIN_LIMIT}{${clientKey(req.remoteAddress)}}`, emissionIntervalMs: 60_000 / perMinute, burst: perMinute }])
     if (limit!.allowed) return undefined
     return problem(req, 429, 'rate_limited', 'too many logins from this address; try again shortly', { 'Retry-After': String(Math.max(1, Math.ceil(limit!.retryAfterMs / 1000))) })
   }

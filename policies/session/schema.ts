@@ -8,6 +8,7 @@ export const SessionsSchema = Type.Object({
   sameSite: Type.Union([Type.Literal('lax'), Type.Literal('strict'), Type.Literal('none')], { default: 'lax', description: '`lax` (default) or `strict`. `none` is refused by `check`: it would send the cookie on cross-site requests.' }),
   idleTimeout: Duration('A session unused this long ends (sliding).', '30m'),
   absoluteTimeout: Duration('A session ends this long after login, whatever its use.', '12h'),
+  loginsPerMinute: Type.Integer({ minimum: 1, maximum: 10000, default: 60, description: 'Logins (`/.authgate/login`) one client address (IPv6: its /64) may start per minute; each writes a transaction record that lives 10 minutes. Above it: 429 with Retry-After.' }),
 }, { additionalProperties: false, description: 'Browser sessions (the `session` policy): authgate as the backend-for-frontend of a web app.' })
 
 export type SessionsConfig = Static<typeof SessionsSchema>

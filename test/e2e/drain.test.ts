@@ -216,8 +216,12 @@ async function readyz (adminUrl: string): Promise<{ hash: string, loadedAt: stri
 
 /** True when `count` /readyz answers in a row (so from every worker) satisfy `check`. */
 async function allWorkers (adminUrl: string, check: (config: { hash: string, loadedAt: string }) => boolean, count = 8): Promise<boolean> {
-  for (let i = 0; i < count; i++) if (!check(await readyz(adminUrl))) return false
-  return true
+  try {
+    for (let i = 0; i < count; i++) if (!check(await readyz(adminUrl))) return false
+    return true
+  } catch {
+    return false // not ready yet (503 while a worker's store connects): asked again
+  }
 }
 
 test('workers: 2 serves requests, reloads every worker on SIGHUP to the primary, and exits 0 on SIGTERM', async (t) => {
@@ -241,7 +245,8 @@ test('workers: 2 serves requests, reloads every worker on SIGHUP to the primary,
   try {
     await waitUntilServing(child, `${adminUrl}/healthz`)
     await until(() => started(child) === 2, { timeoutMs: 90_000, message: 'both workers started' })
-    t.true(await allWorkers(adminUrl, (c) => c.hash === sha256(text)))
+    // Each worker's store connects in the background: /readyz is 503 until it has.
+    await until(() => allWorkers(adminUrl, (c) => c.hash === sha256(text)), { timeoutMs: 15_000, message: 'every worker ready on the file\'s hash' })
     for (let i = 0; i < 10; i++) {
       const res = await get(`http://127.0.0.1:${port}/v1/quick`)
       t.is('status' in res && res.status, 200)
