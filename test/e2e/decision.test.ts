@@ -346,3 +346,32 @@ test('mtls: a certificate the proxy forwards is verified again against the liste
   // Two proxies' headers at once are ambiguous: refused.
   t.is((await ask(t, '/forward', traefik('GET', '/v1/services/a', { 'x-forwarded-tls-client-cert': der, 'x-ssl-client-cert': encodeURIComponent(pki.otherClient.cert) }))).status, 401)
 })
+
+test('introspection decides as in proxy mode: an active token passes with its subject and scopes, an inactive one is 401', async (t) => {
+  const active = randomBytes(16).toString('hex')
+  const { createServer } = await import('node:http')
+  // An RFC 7662 endpoint: active for one token, inactive for any other.
+  const idp = createServer((req, res) => {
+    let body = ''
+    req.on('data', (chunk: Buffer) => { body += chunk.toString() })
+    req.on('end', () => {
+      const token = new URLSearchParams(body).get('token')
+      res.setHeader('content-type', 'application/json')
+      res.end(JSON.stringify(token === active ? { active: true, sub: 'svc-9', client_id: 'svc-9', scope: 'orders:read', exp: Math.floor(Date.now() / 1000) + 300 } : { active: false }))
+    })
+  })
+  await new Promise<void>((resolve) => idp.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { idp.close() })
+  const port = (idp.address() as { port: number }).port
+  const gw = await startGateway({
+    listeners: [{ name: 'decide', address: '127.0.0.1:0', mode: 'decide' }],
+    routes: [{ name: 'opaque', match: { path: '/v1/opaque/**' }, policies: [{ introspection: { endpoint: `http://127.0.0.1:${port}/introspect`, clientId: 'gw', clientSecret: '${env:INTROSPECT_SECRET}' } }] }],
+  }, { env: { INTROSPECT_SECRET: randomBytes(16).toString('hex') } })
+  t.teardown(async () => await gw.close())
+  const ok = await ask(t, '/forward', traefik('GET', '/v1/opaque/1', { authorization: `Bearer ${active}` }), { base: gw.urls.decide })
+  t.is(ok.status, 200, ok.body)
+  t.like(ok.headers, { 'x-auth-subject': 'svc-9', 'x-auth-methods': 'introspection', 'x-auth-scopes': 'orders:read' })
+  const inactive = await ask(t, '/forward', traefik('GET', '/v1/opaque/1', { authorization: 'Bearer not-a-live-token' }), { base: gw.urls.decide })
+  t.is(inactive.status, 401)
+  t.regex(String(inactive.headers['www-authenticate']), /^Bearer /)
+})
