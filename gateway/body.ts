@@ -107,6 +107,8 @@ export function streamBody (source: Readable, maxBytes: number, idleMs: number):
 
 function destroyWith (body: Readable, error: Error): void { body.destroy(error) }
 
+function ignoreError (): void {}
+
 /**
  * The rest of a body as undici reads it: the buffered prefix, then the client's stream. Counted and cut with
  * BodyTooLargeError past maxBytes; cut with BodyStalledError when the client sends nothing for `idleMs` while the
@@ -143,6 +145,10 @@ class StreamedBody extends Readable {
     source.once('error', this.#onError)
     source.once('aborted', this.#onAborted)
     source.pause()
+    // undici destroys a body with the request's own error when it aborts it (the client went away, the upstream
+    // failed), sometimes before it listens to the body at all: that error is the request's, reported there. Unheard
+    // here, it would be an unhandled 'error' event, and one client resetting its stream could end the process.
+    this.on('error', ignoreError)
   }
 
   override _read (): void {

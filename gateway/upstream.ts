@@ -109,6 +109,17 @@ export class ClientGoneError extends Error {
   constructor () { super('the client closed the connection') }
 }
 
+/**
+ * Aborts an upstream request that undici has already begun, one event-loop turn later. Node 20's http2 module (under
+ * undici's HTTP/2 client) sends empty DATA frames forever, at 100% CPU, when a request with a streamed body is reset
+ * in the turn it was created, before its HEADERS frame went out: one client resetting its calls could stall the whole
+ * gateway (found with h2load; reproduced with undici alone). A turn later the HEADERS are on the wire and the abort is
+ * an ordinary RST_STREAM. On HTTP/1.1 it only delays closing a connection whose client is gone.
+ */
+export function abortSoon (abort: (reason?: Error) => void, reason: Error): void {
+  setImmediate(abort, reason)
+}
+
 export interface ForwardRequest {
   readonly method: string
   /** Path and query as forwarded (normalized path). */
@@ -183,7 +194,7 @@ class UpstreamExchange {
 
   clientGone (): void {
     this.#gone = true
-    this.#abort?.(new ClientGoneError())
+    if (this.#abort !== undefined) abortSoon(this.#abort, new ClientGoneError())
   }
 
   onConnect (abort: (reason?: Error) => void): void {
@@ -250,7 +261,7 @@ class UpstreamExchange {
   private fail (error: Error): void {
     if (this.#settled) return
     this.#settled = true
-    if (!this.res.headersSent) this.#abort?.(error)
+    if (!this.res.headersSent && this.#abort !== undefined) abortSoon(this.#abort, error)
     this.reject(error)
   }
 }

@@ -9,7 +9,7 @@ import { formatChallenge } from '../pipeline/chain.js'
 import { decide, type BodyWaiter, type ListenerRef } from '../pipeline/decide.js'
 import { describeCause, faultProblem, problemBody, type Problem } from '../problem.js'
 import type { CompiledRoute, Generation } from '../generation.js'
-import { ClientGoneError, type ForwardRequest, type Upstream } from '../upstream.js'
+import { abortSoon, ClientGoneError, type ForwardRequest, type Upstream } from '../upstream.js'
 import { encodeGrpcMessage, grpcStatusFor, grpcTimeoutMs, isGrpc } from './grpc.js'
 import { readStreamHead, type Http2RequestView } from './view.js'
 import { loginRedirect, reservedClient, respondReserved } from '../reserved.js'
@@ -376,11 +376,11 @@ class H2UpstreamExchange {
   clientGone (): void {
     if (this.#settled) return
     this.#gone = true
-    this.#abort?.(new ClientGoneError())
+    if (this.#abort !== undefined) abortSoon(this.#abort, new ClientGoneError())
   }
 
   abortWith (error: Error): void {
-    if (this.#abort !== undefined) this.#abort(error)
+    if (this.#abort !== undefined) abortSoon(this.#abort, error)
     else this.fail(error)
   }
 
@@ -446,7 +446,7 @@ class H2UpstreamExchange {
   private fail (error: Error): void {
     if (this.#settled) return
     this.#settled = true
-    this.#abort?.(error)
+    if (this.#abort !== undefined) abortSoon(this.#abort, error)
     this.reject(error)
   }
 }

@@ -393,3 +393,34 @@ test('grpc-timeout caps the call: a slow stream past it ends with DEADLINE_EXCEE
   const malformed = await call('soon')
   t.is(malformed.headers['grpc-status'], String(grpc.status.INVALID_ARGUMENT))
 })
+
+test('clients resetting calls while they are handed to the upstream do not stall or crash the gateway: another client keeps its answers', async (t) => {
+  // Two bugs this found, each one client taking the gateway down: a reset landing while undici wrote the streamed
+  // body surfaced as an unhandled 'error' on that body (the process exited), and a reset in the same turn as the
+  // upstream stream was created sent Node's http2 into an endless loop of empty DATA frames (100% CPU, no answer to
+  // anyone). 72 resets on one connection, under the rapid-reset bound (100 a second), so it is not GOAWAY'd.
+  const session = http2.connect(t.context.gw.urls.mesh!)
+  session.on('error', () => {})
+  t.teardown(() => session.close())
+  const headers = { ':method': 'POST', ':path': '/test.Keyed/ClientStream', 'content-type': 'application/grpc', te: 'trailers', 'x-api-key': t.context.key }
+  for (let round = 0; round < 3; round++) {
+    const closed: Array<Promise<void>> = []
+    for (let i = 0; i < 24; i++) {
+      const stream = session.request(headers)
+      stream.on('error', () => {})
+      closed.push(new Promise<void>((resolve) => stream.on('close', () => resolve())))
+      stream.write(framed({ text: `reset-${round}-${i}` }))
+      // Reset at once (its HEADERS, DATA and RST_STREAM arrive together), once the gateway has begun to forward,
+      // or after the whole body went.
+      if (i % 3 === 0) stream.close(http2.constants.NGHTTP2_CANCEL)
+      else if (i % 3 === 1) setImmediate(() => stream.close(http2.constants.NGHTTP2_CANCEL))
+      else stream.end(framed({ text: 'last' }), () => stream.close(http2.constants.NGHTTP2_CANCEL))
+    }
+    await Promise.all(closed)
+    const answered = await clientStream(client(t, 'test.Keyed'), keyMd(t), [`alive-${round}`])
+    t.is(answered.error, null)
+    t.is(answered.response?.text, `alive-${round}`)
+  }
+  const after = await unary(client(t, 'test.Keyed'), keyMd(t))
+  t.is(after.response?.text, 'unary:hi')
+})
