@@ -120,6 +120,27 @@ export function abortSoon (abort: (reason?: Error) => void, reason: Error): void
   setImmediate(abort, reason)
 }
 
+/**
+ * The body as undici takes it. A stream goes to an HTTP/2 upstream as an async iterable: undici pipes a stream into
+ * its HTTP/2 stream, so a body that fails or a request aborted destroys that HTTP/2 stream at once, and Node 20 then
+ * drops the RST_STREAM it had queued behind a write still in progress and sends empty DATA frames for the stream
+ * forever (100% CPU: every request of the process stalls). An iterable undici only stops reading, and the stream
+ * ends through its RST_STREAM. undici never destroys an iterable: the exchanges destroy the body when the request
+ * ends early (endBody).
+ */
+export function bodyFor (upstream: Upstream, body: Buffer | Readable | undefined): Buffer | Readable | null {
+  if (body === undefined) return null
+  if (upstream.protocol === 'http1' || Buffer.isBuffer(body)) return body
+  const iterable: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => body[Symbol.asyncIterator]() }
+  // undici's request takes async iterables (core/request.js); its dispatch types leave them out.
+  return iterable as unknown as Readable
+}
+
+/** Stops a streamed body that undici will read no more (its request failed or was aborted). */
+export function endBody (body: Buffer | Readable | undefined): void {
+  if (body !== undefined && !Buffer.isBuffer(body) && !body.destroyed) body.destroy()
+}
+
 export interface ForwardRequest {
   readonly method: string
   /** Path and query as forwarded (normalized path). */
@@ -148,7 +169,7 @@ export function forward (upstream: Upstream, res: ServerResponse, request: Forwa
       path: upstream.basePath + request.target,
       method: request.method,
       headers: request.headers,
-      body: request.body ?? null,
+      body: bodyFor(upstream, request.body),
       ...(upstream.servername !== undefined ? { servername: upstream.servername } : {}),
     }, exchange)
   })
@@ -262,6 +283,7 @@ class UpstreamExchange {
     if (this.#settled) return
     this.#settled = true
     if (!this.res.headersSent && this.#abort !== undefined) abortSoon(this.#abort, error)
+    endBody(this.request.body)
     this.reject(error)
   }
 }

@@ -9,7 +9,7 @@ import { formatChallenge } from '../pipeline/chain.js'
 import { decide, type BodyWaiter, type ListenerRef } from '../pipeline/decide.js'
 import { describeCause, faultProblem, problemBody, type Problem } from '../problem.js'
 import type { CompiledRoute, Generation } from '../generation.js'
-import { abortSoon, ClientGoneError, type ForwardRequest, type Upstream } from '../upstream.js'
+import { abortSoon, bodyFor, ClientGoneError, endBody, type ForwardRequest, type Upstream } from '../upstream.js'
 import { encodeGrpcMessage, grpcStatusFor, grpcTimeoutMs, isGrpc } from './grpc.js'
 import { readStreamHead, type Http2RequestView } from './view.js'
 import { loginRedirect, reservedClient, respondReserved } from '../reserved.js'
@@ -348,7 +348,7 @@ function forwardStream (upstream: Upstream, exchange: StreamExchange, request: F
       path: upstream.basePath + request.target,
       method: request.method,
       headers: request.headers,
-      body: request.body ?? null,
+      body: bodyFor(upstream, request.body),
       ...(upstream.servername !== undefined ? { servername: upstream.servername } : {}),
     }, handler)
   })
@@ -447,6 +447,7 @@ class H2UpstreamExchange {
     if (this.#settled) return
     this.#settled = true
     if (this.#abort !== undefined) abortSoon(this.#abort, error)
+    endBody(this.request.body)
     this.reject(error)
   }
 }

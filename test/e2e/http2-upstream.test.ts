@@ -5,6 +5,7 @@
 import anyTest, { type TestFn } from 'ava'
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
 import type { AddressInfo } from 'node:net'
+import tls from 'node:tls'
 import { Agent } from 'undici'
 import { hashApiKey, newApiKey } from '../../policies/api-key/format.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
@@ -26,8 +27,12 @@ async function h2Upstream (tlsPair?: { cert: string, key: string }): Promise<H2U
   server.on('session', (session) => sessions.push(session))
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const chunks: Buffer[] = []
+    // A request the gateway cancels ends in RST_STREAM.
+    stream.on('error', () => {})
     stream.on('data', (chunk: Buffer) => chunks.push(chunk))
     stream.on('end', () => {
+      // Node ends the readable side of a stream the gateway reset too: that request was cancelled, not received.
+      if (stream.aborted || stream.closed) return
       seen.push({ headers, body: Buffer.concat(chunks).toString('utf8') })
       stream.respond({ ':status': 200, 'content-type': 'text/plain', 'x-upstream': 'h2' }, { waitForTrailers: true })
       stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc' }))
@@ -125,6 +130,27 @@ test.serial('after the upstream\'s GOAWAY the next request opens a new connectio
   const next = await h2get(t, '/plain/after', { 'x-api-key': t.context.key })
   t.is(next.status, 200, next.body)
   t.is(upstream.sessions.length, sessions + 1)
+})
+
+test.serial('HTTP/1.1 clients that leave while their streamed body goes to an h2c upstream do not stall the gateway', async (t) => {
+  // Each sends its headers and the first 64 KiB of a larger body, then closes: the gateway has begun streaming the
+  // body upstream (a body past bufferBodyBytes is not buffered) when it learns the client is gone. Aborting the
+  // upstream stream in that same turn used to loop Node's http2 forever (see upstream.ts abortSoon).
+  const request = Buffer.from(`POST /plain/leaving HTTP/1.1\r\nHost: localhost\r\nx-api-key: ${t.context.key}\r\ncontent-length: 1000000\r\n\r\n`)
+  const chunk = Buffer.alloc(64 * 1024, 0x61)
+  const left = Array.from({ length: 40 }, () => new Promise<void>((resolve) => {
+    const socket = tls.connect({ host: '127.0.0.1', port: Number(new URL(t.context.gw.url).port), ca: t.context.pki.ca.cert, servername: 'localhost' }, () => {
+      socket.write(request)
+      socket.write(chunk, () => socket.destroy())
+    })
+    socket.on('error', () => {})
+    socket.on('close', () => resolve())
+  }))
+  await Promise.all(left)
+  t.false(t.context.plain.seen.some((request) => request.headers[':path'] === '/plain/leaving'), 'no cut-short body reached the upstream as a whole request')
+  const after = await h2get(t, '/plain/after-leaving', { 'x-api-key': t.context.key })
+  t.is(after.status, 200)
+  t.is(after.body, 'upstream saw GET /plain/after-leaving')
 })
 
 test('configuration: h2 needs an https URL, h2c an http one; prior-knowledge is for plain listeners, http2: true for TLS ones', async (t) => {
