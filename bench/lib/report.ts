@@ -9,6 +9,8 @@ export interface Row {
   readonly kind: 'direct' | 'bare' | 'gateway' | 'nginx'
   /** The bare-forward variant this row is compared with (gateway rows). */
   readonly baseline?: string
+  /** The row "vs direct" divides by, when not `direct` (the gRPC row: the same call without authgate). */
+  readonly direct?: string
   readonly skipped?: string
   readonly load?: LoadResult
   /** CPU µs per request of the process under test (gateway or bare forward; all workers summed). */
@@ -33,6 +35,8 @@ export interface Row {
   /** When more than one process serves the row (nginx + authgate): each one's CPU µs per request; they sum to cpuUsPerRequest. */
   readonly cpuPartsUsPerRequest?: Record<string, number>
   readonly note?: string
+  /** Share of one CPU the process under test used in the second after the load stopped (h2 and gRPC rows: 0 expected). */
+  readonly idleCpuShareAfter?: number
   /** With --rounds: each round's figures (the row's are their medians). */
   readonly rounds?: ReadonlyArray<{ readonly rps: number, readonly p50: number, readonly p99: number, readonly cpuUsPerRequest: number | undefined }>
 }
@@ -70,10 +74,13 @@ export function consoleTable (rows: readonly Row[]): string {
   return [...lines, ...notes.length > 0 ? ['', ...notes] : []].join('\n')
 }
 
-/** Lines under the table: the CPU split of rows served by several processes. */
+/** Lines under the table: the CPU split of rows served by several processes; the gRPC rows' server and client CPU. */
 function rowNotes (rows: readonly Row[]): string[] {
-  return rows.filter((r) => r.cpuPartsUsPerRequest && !r.skipped).map((r) =>
+  const split = rows.filter((r) => r.cpuPartsUsPerRequest && !r.skipped).map((r) =>
     `${r.title}: CPU µs/req ${Object.entries(r.cpuPartsUsPerRequest!).map(([name, us]) => `${name} ${fixed(us, 1)}`).join(' + ')}`)
+  const grpc = rows.filter((r) => r.otherCpuUsPerRequest?.['grpc-upstream'] !== undefined && !r.skipped).map((r) =>
+    `${r.title}: CPU µs/call grpc-js server ${fixed(r.otherCpuUsPerRequest!['grpc-upstream'], 1)}, grpc-js client ${fixed(r.otherCpuUsPerRequest!.loadgen, 1)}`)
+  return [...split, ...grpc]
 }
 
 export function markdownTable (rows: readonly Row[]): string {

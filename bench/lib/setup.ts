@@ -60,6 +60,10 @@ export interface GatewayPorts {
   readonly tls: number
   /** The decision listener (`mode: decide`, issue 15): the same routes, answered for another proxy. */
   readonly decide?: number
+  /** A second TLS listener with `http2: false` (issue 17: HTTP/1.1 clients on an h2 listener against an h1-only one). */
+  readonly tlsH1?: number
+  /** A plain listener with `http2: prior-knowledge` (h2c): the gRPC rows, without TLS like their direct twin. */
+  readonly h2c?: number
 }
 
 /** Scenario routes; each lists the policies it needs (a route whose policy is not registered is left out). */
@@ -67,6 +71,8 @@ export interface RouteSpec {
   readonly name: string
   readonly path: string
   readonly needs: readonly string[]
+  /** The upstream it forwards to: the HTTP/1.1 responder (default) or the gRPC server (`protocol: h2c`). */
+  readonly upstream?: 'up' | 'grpc'
   readonly route: Record<string, unknown>
 }
 
@@ -93,6 +99,8 @@ export function routeSpecs (): RouteSpec[] {
         policies: [{ mtls: {} }, { hmac: { scheme: 'hmac-sha256' } }, { jwt: { provider: 'hs' } }, { rateLimit: { by: 'client', limit: RATE } }],
       },
     },
+    // Issue 17: a gRPC unary method (bench/grpc-upstream.ts) behind an API key.
+    { name: 'grpc', path: '/bench.Echo/*', needs: ['apiKey'], upstream: 'grpc', route: { policies: [{ apiKey: {} }] } },
   ]
 }
 
@@ -100,6 +108,8 @@ export interface ConfigOptions {
   readonly dir: string
   readonly ports: GatewayPorts
   readonly upstreamPort: number
+  /** The gRPC upstream (bench/grpc-upstream.ts); without it the `grpc` route is left out. */
+  readonly grpcUpstreamPort?: number
   readonly redisUrl: string
   readonly prefix: string
   readonly workers: number
@@ -118,11 +128,12 @@ export function writeGatewayConfig (material: Material, options: ConfigOptions):
   for (const spec of routeSpecs()) {
     if (options.only && !options.only.includes(spec.name)) continue
     if (!spec.needs.every((key) => options.available.has(key))) continue
+    if (spec.upstream === 'grpc' && options.grpcUpstreamPort === undefined) continue
     const { listener, methods, ...rest } = spec.route as { listener?: string, methods?: string[] }
     routeList.push({
       name: spec.name,
       match: { path: spec.path, ...(methods ? { methods } : {}), ...(listener ? { listener } : {}) },
-      upstream: 'up',
+      upstream: spec.upstream ?? 'up',
       ...rest,
     })
     routes.add(spec.name)
@@ -132,18 +143,27 @@ export function writeGatewayConfig (material: Material, options: ConfigOptions):
   writeFileSync(join(options.dir, 'server.crt'), material.pki.server.cert)
   writeFileSync(join(options.dir, 'server.key'), material.pki.server.key)
   writeFileSync(join(options.dir, 'ca.crt'), material.pki.ca.cert)
+  // Both TLS listeners alike, so that only `http2` differs between them.
+  const tls = { cert: 'server.crt', key: 'server.key', clientCA: 'ca.crt', clientCert: 'optional' }
   const doc: Record<string, unknown> = {
     version: 1,
     workers: options.workers,
     log: { level: options.logLevel ?? 'info' },
     listeners: [
       { name: 'plain', address: `127.0.0.1:${options.ports.plain}` },
-      { name: 'tls', address: `127.0.0.1:${options.ports.tls}`, tls: { cert: 'server.crt', key: 'server.key', clientCA: 'ca.crt', clientCert: 'optional' } },
+      // http2: true is a TLS listener's default (ALPN h2 and http/1.1); said here because the h2 rows depend on it.
+      { name: 'tls', address: `127.0.0.1:${options.ports.tls}`, tls, http2: true },
+      ...(options.ports.tlsH1 !== undefined ? [{ name: 'tls-h1', address: `127.0.0.1:${options.ports.tlsH1}`, tls, http2: false }] : []),
+      ...(options.ports.h2c !== undefined ? [{ name: 'h2c', address: `127.0.0.1:${options.ports.h2c}`, http2: 'prior-knowledge' }] : []),
       // Default trust (loopback): the load generator and nginx ask from 127.0.0.1.
       ...(options.ports.decide !== undefined ? [{ name: 'decide', address: `127.0.0.1:${options.ports.decide}`, mode: 'decide' }] : []),
     ],
     store: { redis: options.redisUrl, prefix: options.prefix },
-    upstreams: { up: { url: `http://127.0.0.1:${options.upstreamPort}` } },
+    upstreams: {
+      up: { url: `http://127.0.0.1:${options.upstreamPort}` },
+      // The protocol is always explicit (http2.md): gRPC needs h2 or h2c.
+      ...(routes.has('grpc') ? { grpc: { url: `http://127.0.0.1:${options.grpcUpstreamPort!}`, protocol: 'h2c' } } : {}),
+    },
     ...(uses('apiKey') ? { apiKeys: [{ id: material.staticKey.id, hash: material.staticKey.hash, client: 'bench-static', scopes: ['read'] }] } : {}),
     ...(uses('jwt')
       ? {
