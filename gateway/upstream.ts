@@ -110,6 +110,13 @@ export class ClientGoneError extends Error {
 }
 
 /**
+ * Dispatch options of a request to an HTTP/2 upstream. undici 7 holds a request it deems non-idempotent (any POST)
+ * until nothing else runs on the connection, as HTTP/1.1 pipelining must; on one multiplexed connection that queued
+ * every gRPC call behind the one before. Nothing is retried on this basis over HTTP/2.
+ */
+export const MULTIPLEXED = { idempotent: true } as const
+
+/**
  * Aborts an upstream request that undici has already begun, one event-loop turn later. Node 20's http2 module (under
  * undici's HTTP/2 client) sends empty DATA frames forever, at 100% CPU, when a request with a streamed body is reset
  * in the turn it was created, before its HEADERS frame went out: one client resetting its calls could stall the whole
@@ -121,19 +128,38 @@ export function abortSoon (abort: (reason?: Error) => void, reason: Error): void
 }
 
 /**
- * The body as undici takes it. A stream goes to an HTTP/2 upstream as an async iterable: undici pipes a stream into
- * its HTTP/2 stream, so a body that fails or a request aborted destroys that HTTP/2 stream at once, and Node 20 then
- * drops the RST_STREAM it had queued behind a write still in progress and sends empty DATA frames for the stream
- * forever (100% CPU: every request of the process stalls). An iterable undici only stops reading, and the stream
- * ends through its RST_STREAM. undici never destroys an iterable: the exchanges destroy the body when the request
- * ends early (endBody).
+ * The body as undici takes it. To an HTTP/2 upstream a streamed body goes as a plain iterable of promised chunks,
+ * which undici's `for await` reads one after the other:
+ * - not a stream: undici pipes a stream into its HTTP/2 stream and destroys that stream at once when the body fails or
+ *   the request is aborted; Node 20 then drops the RST_STREAM it had queued behind a write in progress and sends empty
+ *   DATA frames forever (100% CPU: every request of the process stalls). An iterable undici only stops reading, and
+ *   the stream ends through its RST_STREAM;
+ * - not an async iterable: undici 7 starts a request whose body is a stream or an async iterable only when nothing else
+ *   runs on the connection (client-h2.js `busy()`), so one open gRPC stream held every other call to that upstream.
+ * undici never destroys an iterable: the exchanges end the body when the request ends early (endBody).
  */
 export function bodyFor (upstream: Upstream, body: Buffer | Readable | undefined): Buffer | Readable | null {
   if (body === undefined) return null
   if (upstream.protocol === 'http1' || Buffer.isBuffer(body)) return body
-  const iterable: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => body[Symbol.asyncIterator]() }
-  // undici's request takes async iterables (core/request.js); its dispatch types leave them out.
-  return iterable as unknown as Readable
+  // undici's request takes iterables (core/request.js); its dispatch types leave them out.
+  return promisedChunks(body) as unknown as Readable
+}
+
+const NO_BYTES = Buffer.alloc(0)
+
+/** `body` as an iterable of promised chunks; the last promise gives an empty chunk, and the iteration then ends. */
+function promisedChunks (body: Readable): Iterable<Promise<Buffer>> {
+  const chunks = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+  let ended = false
+  const next = (result: IteratorResult<Buffer>): Buffer => {
+    if (result.done === true) { ended = true; return NO_BYTES }
+    return result.value
+  }
+  return {
+    [Symbol.iterator]: () => ({
+      next: (): IteratorResult<Promise<Buffer>> => ended ? { done: true, value: undefined } : { done: false, value: chunks.next().then(next) },
+    }),
+  }
 }
 
 /** Stops a streamed body that undici will read no more (its request failed or was aborted). */
@@ -170,6 +196,7 @@ export function forward (upstream: Upstream, res: ServerResponse, request: Forwa
       method: request.method,
       headers: request.headers,
       body: bodyFor(upstream, request.body),
+      ...(upstream.protocol !== 'http1' ? MULTIPLEXED : {}),
       ...(upstream.servername !== undefined ? { servername: upstream.servername } : {}),
     }, exchange)
   })

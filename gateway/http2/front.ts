@@ -9,7 +9,7 @@ import { formatChallenge } from '../pipeline/chain.js'
 import { decide, type BodyWaiter, type ListenerRef } from '../pipeline/decide.js'
 import { describeCause, faultProblem, problemBody, type Problem } from '../problem.js'
 import type { CompiledRoute, Generation } from '../generation.js'
-import { abortSoon, bodyFor, ClientGoneError, endBody, type ForwardRequest, type Upstream } from '../upstream.js'
+import { abortSoon, bodyFor, ClientGoneError, endBody, MULTIPLEXED, type ForwardRequest, type Upstream } from '../upstream.js'
 import { encodeGrpcMessage, grpcStatusFor, grpcTimeoutMs, isGrpc } from './grpc.js'
 import { readStreamHead, type Http2RequestView } from './view.js'
 import { loginRedirect, reservedClient, respondReserved } from '../reserved.js'
@@ -349,6 +349,7 @@ function forwardStream (upstream: Upstream, exchange: StreamExchange, request: F
       method: request.method,
       headers: request.headers,
       body: bodyFor(upstream, request.body),
+      ...(upstream.protocol !== 'http1' ? MULTIPLEXED : {}),
       ...(upstream.servername !== undefined ? { servername: upstream.servername } : {}),
     }, handler)
   })

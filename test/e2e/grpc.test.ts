@@ -368,6 +368,28 @@ test('a cancelled call cancels the upstream call', async (t) => {
   t.pass()
 })
 
+test('calls share the upstream connection: a unary call and a client stream pass while a server stream is open', async (t) => {
+  // One multiplexed connection per upstream (http2.md): undici 7 starts a POST, or a request with a streamed body,
+  // only when nothing else runs on the connection, so one open stream used to hold every other call to that upstream.
+  const c = client(t, 'test.Keyed')
+  const open = c.Slow!({ text: 'held-open' }, keyMd(t)) as grpc.ClientReadableStream<Msg>
+  open.on('error', () => {})
+  await new Promise<void>((resolve) => open.once('data', () => resolve()))
+  const deadline = () => new Date(Date.now() + 5_000)
+  const other = client(t, 'test.Keyed', 'mesh')
+  const answered = await new Promise<{ error: grpc.ServiceError | null, response: Msg | undefined }>((resolve) => {
+    other.makeUnaryRequest('/test.Keyed/Unary', serialize, deserialize, { text: 'beside' }, keyMd(t), { deadline: deadline() },
+      (error: grpc.ServiceError | null, response?: Msg) => resolve({ error, response }))
+  })
+  t.is(answered.error, null, 'a unary call is answered while the server stream is open')
+  t.is(answered.response?.text, 'unary:beside')
+  const streamed = await clientStream(other, keyMd(t), ['a', 'b'])
+  t.is(streamed.error, null, 'a client stream is answered while the server stream is open')
+  t.is(streamed.response?.text, 'a+b')
+  t.false(open.destroyed && open.readableEnded, 'the server stream is still open')
+  open.cancel()
+})
+
 test('grpc-timeout caps the call: a slow stream past it ends with DEADLINE_EXCEEDED; a malformed one is INVALID_ARGUMENT', async (t) => {
   // node:http2 rather than grpc-js: grpc-js ends the call at its own deadline, and this is the gateway's.
   const session = http2.connect(t.context.gw.urls.mesh!)
