@@ -40,9 +40,26 @@ export function addIdentity (headers: Record<string, string | string[]>, identit
   if (identity.methods.length === 0) return
   headers[names.subject] = identity.subject
   headers[names.client] = identity.client
-  headers[names.methods] = identity.methods.join(',')
-  headers[names.scopes] = identity.scopes.join(' ')
+  headers[names.methods] = methodsValue(identity.methods)
+  headers[names.scopes] = scopesValue(identity.scopes)
   if (identity.tier !== undefined) headers[names.tier] = identity.tier
+}
+
+/** X-Auth-Methods: one method (nearly every route) is its own value. */
+export function methodsValue (methods: readonly string[]): string {
+  return methods.length === 1 ? methods[0]! : methods.join(',')
+}
+
+/** Space-joined frozen scope lists (a verified key's or token's, cached with it), kept so a cache hit joins nothing. */
+const SCOPES = new WeakMap<readonly string[], string>()
+
+/** X-Auth-Scopes: space-separated. */
+export function scopesValue (scopes: readonly string[]): string {
+  if (scopes.length === 0) return ''
+  if (!Object.isFrozen(scopes)) return scopes.join(' ')
+  let value = SCOPES.get(scopes)
+  if (value === undefined) SCOPES.set(scopes, value = scopes.join(' '))
+  return value
 }
 
 const KEEP_ALIVE: ReadonlySet<string> = new Set(['keep-alive'])

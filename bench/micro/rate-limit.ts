@@ -5,6 +5,9 @@
 import { MemoryStore } from '../../gateway/store/memory.js'
 import { RedisStore } from '../../gateway/store/redis.js'
 import { Leases } from '../../policies/rate-limit/lease.js'
+import { rateLimit } from '../../policies/rate-limit/index.js'
+import type { Identity, RequestContext } from '../../policies/types.js'
+import { build, makeDeps } from '../../test/helpers/policy-harness.js'
 import { startRedis } from '../../test/helpers/redis.js'
 import { benchAsync, section } from './harness.js'
 
@@ -26,6 +29,14 @@ try {
     const leases = new Leases(() => Date.now(), (checks) => store.rateLimit(checks))
     const limits = [{ check: one[0]!, lease }]
     await benchAsync(`Leases.admit (Redis), lease: ${lease}, 64 in flight`, 50_000, 64, () => leases.admit(limits))
+  }
+  // The whole policy per request: counter key, store call, RateLimit headers (a new request context each time).
+  const who: Partial<Identity> = { subject: 'bench', client: 'bench', methods: ['apiKey'], scopes: [], claims: {} }
+  for (const [label, lease, policyStore] of [['Redis', 1, store], ['Redis', 100, store], ['memory', 1, memory]] as const) {
+    const route = { name: 'bench', upstream: 'demo', policies: [{ apiKey: {} }, { rateLimit: { by: 'client', limit: '1000000/sec', lease } }] }
+    const deps = makeDeps({ store: policyStore, now: Date.now, routeName: 'bench', config: { rateLimitTiers: {}, store: { onError: 'deny' }, routes: [route] } })
+    const policy = await build(rateLimit, route.policies[1]!.rateLimit, { ...deps, step: { index: 1 } })
+    await benchAsync(`rateLimit policy (${label}), lease: ${lease}, 64 in flight`, 50_000, 64, () => Promise.resolve(policy.evaluate({ identity: who, remoteAddress: '127.0.0.1' } as RequestContext)))
   }
 } finally {
   await store.close()

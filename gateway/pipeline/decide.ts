@@ -1,6 +1,7 @@
 import { BodyTooLargeError } from '../body.js'
 import { runChain, type ChainResult, type Step } from './chain.js'
 import { Rejection } from '../errors.js'
+import { methodsValue, scopesValue } from '../identity.js'
 import { isTrusted, unmapAddress } from '../net.js'
 import { chainProblem, type Problem } from '../problem.js'
 import { HttpRequestContext } from '../request-context.js'
@@ -147,8 +148,8 @@ function answerHeaders (generation: Generation, result: ChainResult | undefined)
   // a literal placeholder when the header is absent).
   headers[names.subject] = known ? identity.subject : ''
   headers[names.client] = known ? identity.client : ''
-  headers[names.methods] = known ? identity.methods.join(',') : ''
-  headers[names.scopes] = known ? identity.scopes.join(' ') : ''
+  headers[names.methods] = known ? methodsValue(identity.methods) : ''
+  headers[names.scopes] = known ? scopesValue(identity.scopes) : ''
   headers[names.tier] = known ? identity.tier ?? '' : ''
   // The signed identity too (set after this when someone was authenticated): Caddy 2.6 would copy its placeholder.
   if (names.signed !== undefined) headers[names.signed] = ''

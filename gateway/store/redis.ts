@@ -18,7 +18,7 @@ export interface RedisStoreOptions {
 type Client = Redis | Cluster
 
 interface ScriptedClient {
-  authgateGcra (numKeys: number, ...args: Array<string | number>): Promise<Array<[number, number, number, number, number]>>
+  authgateGcra (...args: string[]): Promise<Array<[number, number, number, number, number]>>
   authgateIncrement (key: string, windowMs: number): Promise<[number, number]>
   authgateReserve (key: string, limit: number, windowMs: number): Promise<[number, number, number]>
   authgateRelease (key: string): Promise<number>
@@ -152,6 +152,8 @@ export class RedisStore implements Store {
   #downSince: number | undefined
   #reported = false
   #ready: { promise: Promise<void>, resolve: () => void } | undefined
+  /** Script arguments of frozen check arrays, encoded on their first call. */
+  readonly #encoded = new WeakMap<readonly GcraCheck[], readonly string[]>()
 
   constructor (target: RedisTarget, options: RedisStoreOptions = {}) {
     this.prefix = options.prefix ?? ''
@@ -250,11 +252,16 @@ export class RedisStore implements Store {
   }
 
   async rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> {
-    assertValidChecks(checks)
-    if (checks.length === 0) return []
-    const keys = checks.map((check) => this.#key(check.key))
-    const args = checks.flatMap((check) => [String(check.emissionIntervalMs), String(check.burst), String(check.cost ?? 1), String(check.upTo ?? 0)])
-    const replies = await this.#run('rate limit', (c) => scripted(c).authgateGcra(keys.length, ...keys, ...args))
+    let args = this.#encoded.get(checks)
+    if (args === undefined) {
+      assertValidChecks(checks)
+      if (checks.length === 0) return []
+      args = this.#encode(checks)
+      // Frozen checks (the limiter's, one array per counter key) cannot change: their encoding is kept with them.
+      if (Object.isFrozen(checks) && checks.every((check) => Object.isFrozen(check))) this.#encoded.set(checks, args)
+    }
+    const encoded = args
+    const replies = await this.#run('rate limit', (c) => scripted(c).authgateGcra(...encoded))
     return replies.map(([allowed, remaining, resetMs, retryAfterMs, granted], i) => {
       const result = {
         allowed: Number(allowed) === 1,
@@ -313,6 +320,14 @@ export class RedisStore implements Store {
 
   #key (key: string): string {
     return this.prefix + key
+  }
+
+  /** The script's arguments as strings: the key count, the prefixed keys, then 4 values per check (GCRA_LUA). */
+  #encode (checks: readonly GcraCheck[]): string[] {
+    const args = [String(checks.length)]
+    for (const check of checks) args.push(this.#key(check.key))
+    for (const check of checks) args.push(String(check.emissionIntervalMs), String(check.burst), String(check.cost ?? 1), String(check.upTo ?? 0))
+    return args
   }
 
   /**

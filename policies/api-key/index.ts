@@ -1,9 +1,9 @@
-import type { PolicyDefinition, SectionDefinition } from '../types.js'
+import type { IdentityUpdate, PolicyDefinition, SectionDefinition } from '../types.js'
 import { Rejection } from '../../gateway/errors.js'
 import type { ConfigIssue } from '../../gateway/errors.js'
 import { parseDuration } from '../../gateway/config/units.js'
 import { schema, apiKeysSectionSchema, type ApiKeyConfig, type StaticKey } from './schema.js'
-import { KeyDirectory, type CacheTtls } from './directory.js'
+import { KeyDirectory, type CacheTtls, type KeyRecord } from './directory.js'
 import { staticApiKeys } from './records.js'
 import { apiKeyAdminRoutes as adminRoutes } from './admin.js'
 import { KeyService } from './service.js'
@@ -69,18 +69,26 @@ export const apiKey: PolicyDefinition<ApiKeyConfig> = {
         if (presented === undefined || presented === '') return Rejection.unauthenticated('missing_credentials', 'API key required', challenge)
         const result = await directory.verify(presented, ttls)
         if (!result.ok) return Rejection.unauthenticated('invalid_credentials', result.reason, challenge)
-        const record = result.record
-        return {
-          identity: {
-            subject: record.client,
-            client: record.client,
-            scopes: [...record.scopes],
-            ...(record.tier !== undefined ? { tier: record.tier } : {}),
-          },
-        }
+        return identityOf(result.record)
       },
     }
   },
+}
+
+/** The outcome of a verified key, built once per record (the directory's cached one): a cache hit builds nothing. */
+const IDENTITIES = new WeakMap<KeyRecord, { readonly identity: IdentityUpdate }>()
+function identityOf (record: KeyRecord): { readonly identity: IdentityUpdate } {
+  let outcome = IDENTITIES.get(record)
+  if (outcome === undefined) {
+    const identity: IdentityUpdate = {
+      subject: record.client,
+      client: record.client,
+      scopes: Object.freeze([...record.scopes]) as string[],
+      ...(record.tier !== undefined ? { tier: record.tier } : {}),
+    }
+    IDENTITIES.set(record, outcome = Object.freeze({ identity: Object.freeze(identity) }))
+  }
+  return outcome
 }
 
 export const apiKeysSection: SectionDefinition = {

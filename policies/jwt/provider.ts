@@ -150,7 +150,8 @@ export class ProviderRuntime implements CacheReporter {
     const keepingClient: IdentityUpdate = {
       subject,
       ...(client !== undefined ? { client } : {}),
-      scopes: readScopes(payload, this.config.scopeClaim),
+      // Frozen like the payload: the X-Auth-Scopes value is then joined once per cached token (gateway/identity.ts).
+      scopes: Object.freeze(readScopes(payload, this.config.scopeClaim)) as string[],
       claims: payload,
       ...(tier !== undefined ? { tier } : {}),
     }

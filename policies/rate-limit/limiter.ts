@@ -152,19 +152,106 @@ interface Pending {
   reported: boolean
 }
 
+/** One limit of a request, as compiled for its counter key. */
+interface Limit {
+  readonly id: string
+  readonly rate: Rate
+  readonly check: GcraCheck
+  readonly lease: number
+}
+
+/** Counter keys whose compiled state is kept per batch; past this the oldest is dropped (rebuilt when it comes back). */
+const MAX_KEY_STATES = 10_000
+
+/**
+ * What one counter key (one set of keys, for a batch of several limits) needs per request, built when the key is
+ * first seen: the checks (frozen: the store may encode them once), the RateLimit-Policy value, and the last allowed
+ * outcome with the values its RateLimit header shows, reused while they do not change.
+ */
+class KeyState {
+  readonly limits: readonly Limit[]
+  readonly checks: readonly GcraCheck[]
+  readonly leased: boolean
+  readonly policy: string
+  /** `"<id>";r=` per limit, for the RateLimit value. */
+  readonly #prefixes: readonly string[]
+  #remaining: number[] = []
+  #resetSec: number[] = []
+  #allowed: Outcome | undefined
+
+  constructor (limits: Limit[]) {
+    this.limits = limits
+    this.checks = Object.freeze(limits.map((l) => l.check))
+    this.leased = limits.some((l) => leaseCap(l.lease, l.check.burst) > 1)
+    this.policy = limits.map((l) => `${quoted(l.id)};q=${l.rate.count};w=${Math.ceil(l.rate.windowMs / 1000)}`).join(', ')
+    this.#prefixes = limits.map((l) => `${quoted(l.id)};r=`)
+  }
+
+  /** Whether this state was built for these rates (a tier limit: the caller's tier may change). */
+  matches (rates: readonly Rate[]): boolean {
+    for (let i = 0; i < rates.length; i++) if (this.limits[i]!.rate !== rates[i]) return false
+    return true
+  }
+
+  /** RateLimit-Policy and RateLimit on every answer; 429 with Retry-After when refused. */
+  outcome (views: readonly LimitView[], allowed: boolean): Outcome {
+    if (!allowed) return refusedOutcome(this.limits, this.policy, this.#state(views), views)
+    const cached = this.#allowed
+    if (cached !== undefined && this.#same(views)) return cached
+    const remaining: number[] = []
+    const resetSec: number[] = []
+    for (const view of views) {
+      remaining.push(view.remaining)
+      resetSec.push(Math.ceil(view.resetMs / 1000))
+    }
+    this.#remaining = remaining
+    this.#resetSec = resetSec
+    // Shared by the requests that see the same values: the chain copies the headers, nothing writes to them.
+    return (this.#allowed = Object.freeze({
+      authenticated: false,
+      responseHeaders: Object.freeze({ 'RateLimit-Policy': this.policy, RateLimit: this.#state(views) }),
+    }))
+  }
+
+  #same (views: readonly LimitView[]): boolean {
+    for (let i = 0; i < views.length; i++) {
+      const view = views[i]!
+      if (view.remaining !== this.#remaining[i] || Math.ceil(view.resetMs / 1000) !== this.#resetSec[i]) return false
+    }
+    return true
+  }
+
+  #state (views: readonly LimitView[]): string {
+    let state = ''
+    for (let i = 0; i < views.length; i++) {
+      const view = views[i]!
+      if (i > 0) state += ', '
+      state += `${this.#prefixes[i]!}${view.remaining};t=${Math.ceil(view.resetMs / 1000)}`
+    }
+    return state
+  }
+}
+
 class Batch {
   readonly specs: LimitSpec[] = []
   readonly #limiter: RouteLimiter
   readonly #pending = new WeakMap<RequestContext, Pending>()
   /** Local stocks, used when a limit of the batch has `lease` > 1. */
   readonly #leases: Leases
+  readonly #states = new Map<string, KeyState>()
 
   constructor (limiter: RouteLimiter) {
     this.#limiter = limiter
     this.#leases = new Leases(limiter.now, (checks) => limiter.check(checks))
   }
 
-  async evaluate (ctx: RequestContext): Promise<Outcome> {
+  evaluate (ctx: RequestContext): Promise<Outcome> {
+    // A batch of one step reports its own outcome: nothing to share with other steps.
+    if (this.specs.length === 1) return this.#run(ctx)
+    return this.#shared(ctx)
+  }
+
+  async #shared (ctx: RequestContext): Promise<Outcome> {
     let pending = this.#pending.get(ctx)
     if (!pending) {
       pending = { outcome: this.#run(ctx), reported: false }
@@ -177,59 +264,66 @@ class Batch {
   }
 
   async #run (ctx: RequestContext): Promise<Outcome> {
-    const route = this.#limiter.route
-    const limits: Array<{ id: string, rate: Rate, check: GcraCheck, lease: number }> = []
-    for (const spec of this.specs) {
-      const rate = this.#limiter.rateFor(spec, ctx.identity)
-      if (!rate) return Rejection.forbidden('forbidden', 'no rate limit is configured for this client\'s tier')
-      limits.push({
-        id: `${route}-${spec.label}`,
-        rate,
-        check: {
-          key: `rl:{${route}}:${spec.label}:${keyValue(spec.by, ctx)}`,
-          emissionIntervalMs: rate.windowMs / rate.count,
-          burst: spec.burst ?? rate.count,
-        },
-        lease: spec.lease,
-      })
+    const state = this.#stateFor(ctx)
+    if (state === undefined) return Rejection.forbidden('forbidden', 'no rate limit is configured for this client\'s tier')
+    if (state.leased) {
+      const admission = await this.#leases.admit(state.limits)
+      return state.outcome(admission.views, admission.allowed)
     }
-    if (limits.some((l) => leaseCap(l.lease, l.check.burst) > 1)) {
-      const admission = await this.#leases.admit(limits)
-      return outcomeOf(limits, admission.views, admission.allowed)
-    }
-    const results = await this.#limiter.check(limits.map((l) => l.check))
-    const allowed = results.every((r) => r.allowed)
+    const results = await this.#limiter.check(state.checks)
+    let allowed = true
+    for (const result of results) if (!result.allowed) allowed = false
+    if (allowed) return state.outcome(results, true)
     const views = results.map((result, i) => {
       // A refused request changed no counter: report the allowed limits as they stand, without this request.
-      if (allowed || !result.allowed) return result
-      const { burst, emissionIntervalMs } = limits[i]!.check
+      if (!result.allowed) return result
+      const { burst, emissionIntervalMs } = state.checks[i]!
       return { ...result, remaining: Math.min(burst, result.remaining + 1), resetMs: Math.max(0, result.resetMs - emissionIntervalMs) }
     })
-    return outcomeOf(limits, views, allowed)
+    return state.outcome(views, false)
+  }
+
+  /** The compiled limits of this request's counter keys, or undefined when a tier limit has no rate for the caller. */
+  #stateFor (ctx: RequestContext): KeyState | undefined {
+    const specs = this.specs
+    const rates: Rate[] = []
+    let id = ''
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i]!
+      const rate = this.#limiter.rateFor(spec, ctx.identity)
+      if (!rate) return undefined
+      rates.push(rate)
+      // Values are plain, `#hex` or `@ip:...`: never a NUL, so the joined form names one set of keys.
+      id = i === 0 ? keyValue(spec.by, ctx) : `${id}\u0000${keyValue(spec.by, ctx)}`
+    }
+    const states = this.#states
+    let state = states.get(id)
+    if (state !== undefined && state.matches(rates)) return state
+    const values = specs.length === 1 ? [id] : id.split('\u0000')
+    const route = this.#limiter.route
+    state = new KeyState(specs.map((spec, i) => {
+      const rate = rates[i]!
+      const check: GcraCheck = Object.freeze({
+        key: `rl:{${route}}:${spec.label}:${values[i]!}`,
+        emissionIntervalMs: rate.windowMs / rate.count,
+        burst: spec.burst ?? rate.count,
+      })
+      return { id: `${route}-${spec.label}`, rate, check, lease: spec.lease }
+    }))
+    if (states.size >= MAX_KEY_STATES && !states.has(id)) states.delete(states.keys().next().value!)
+    states.set(id, state)
+    return state
   }
 }
 
-/** RateLimit-Policy and RateLimit on every answer; 429 with Retry-After when refused. */
-function outcomeOf (limits: ReadonlyArray<{ id: string, rate: Rate }>, results: readonly LimitView[], allowed: boolean): Outcome {
-  let policy = ''
-  let state = ''
-  for (let i = 0; i < limits.length; i++) {
-    const limit = limits[i]!
-    const { remaining, resetMs } = results[i]!
-    const id = quoted(limit.id)
-    if (i > 0) { policy += ', '; state += ', ' }
-    policy += `${id};q=${limit.rate.count};w=${Math.ceil(limit.rate.windowMs / 1000)}`
-    state += `${id};r=${remaining};t=${Math.ceil(resetMs / 1000)}`
-  }
-  const headers: Record<string, string> = { 'RateLimit-Policy': policy, RateLimit: state }
-  if (allowed) return { authenticated: false, responseHeaders: headers }
-
+/** A refused request: its RateLimit headers, and Retry-After from the limits that refused it. */
+function refusedOutcome (limits: readonly Limit[], policy: string, state: string, results: readonly LimitView[]): Outcome {
   const refused = limits.filter((_limit, i) => !results[i]!.allowed)
   const retryAfterMs = Math.max(...results.map((r) => r.retryAfterMs))
   const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000))
   return Rejection.tooManyRequests(
     `rate limit ${refused.map((l) => `"${l.id}"`).join(', ')} exceeded; retry in ${retryAfter} s`,
-    { ...headers, 'Retry-After': String(retryAfter) },
+    { 'RateLimit-Policy': policy, RateLimit: state, 'Retry-After': String(retryAfter) },
   )
 }
 
