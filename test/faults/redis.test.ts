@@ -64,10 +64,13 @@ test.before(async (t) => {
   const allow = await startGateway(config('allow', staticKey), { redis: deny.redis!.url, env })
   const keys = { static: staticKey.key, dyn: { deny: await createDynamicKey(deny), allow: await createDynamicKey(allow) } }
   const kinds = ['free', 'rl', 'krl', 'dyn', 'h'] as const
+  // Each worker cycles through every kind on its own count: with one shared count, which worker drew which kind
+  // followed the order answers came back in, and a fault window could pass without a single deny:dyn request.
+  const sent = new Array<number>(8).fill(0)
   const load = startLoad((worker, n) => {
     const which = worker % 2 === 0 ? 'deny' : 'allow'
     const gw = which === 'deny' ? deny : allow
-    const kind = kinds[n % kinds.length]!
+    const kind = kinds[sent[worker]!++ % kinds.length]!
     const label = `${which}:${kind}`
     const target = `/${kind}/x?n=${n}`
     switch (kind) {
