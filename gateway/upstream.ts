@@ -117,11 +117,11 @@ export class ClientGoneError extends Error {
 export const MULTIPLEXED = { idempotent: true } as const
 
 /**
- * Aborts an upstream request that undici has already begun, one event-loop turn later. Node 20's http2 module (under
- * undici's HTTP/2 client) sends empty DATA frames forever, at 100% CPU, when a request with a streamed body is reset
- * in the turn it was created, before its HEADERS frame went out: one client resetting its calls could stall the whole
- * gateway (found with h2load; reproduced with undici alone). A turn later the HEADERS are on the wire and the abort is
- * an ordinary RST_STREAM. On HTTP/1.1 it only delays closing a connection whose client is gone.
+ * Aborts an upstream request that undici has already begun, one event-loop turn later, once its HEADERS frame is on
+ * the wire: the abort is then an ordinary RST_STREAM, never nghttp2 cancelling a request it has not sent. With a body
+ * handed to undici as a stream, an abort in that first turn sent Node 20's http2 into an endless loop of empty DATA
+ * frames; bodies go as iterables now (bodyFor), which alone prevents the loop, and this keeps the ordering besides.
+ * On HTTP/1.1 it only delays closing a connection whose client is gone.
  */
 export function abortSoon (abort: (reason?: Error) => void, reason: Error): void {
   setImmediate(abort, reason)
