@@ -10,6 +10,7 @@
  */
 import * as grpc from '@grpc/grpc-js'
 import type { LoadResult } from './load.js'
+import { answerJobs } from './lib/job-child.js'
 import { LatencyHistogram } from './lib/latency.js'
 
 export interface GrpcJob {
@@ -69,13 +70,4 @@ function connected (client: grpc.Client, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => client.waitForReady(Date.now() + timeoutMs, (error) => error ? reject(error) : resolve()))
 }
 
-if (process.send) {
-  process.on('message', (job: GrpcJob) => {
-    runGrpcLoad(job).then(
-      (result) => process.send!({ result }),
-      (error: Error) => process.send!({ error: error.message }),
-    )
-  })
-  process.on('disconnect', () => process.exit(0))
-  process.send({ ready: true })
-}
+answerJobs(runGrpcLoad)

@@ -7,6 +7,8 @@
  */
 import { createHash, createHmac } from 'node:crypto'
 import autocannon from 'autocannon'
+import { answerJobs } from './lib/job-child.js'
+import { LatencyHistogram } from './lib/latency.js'
 
 export interface LoadJob {
   readonly url: string
@@ -38,14 +40,8 @@ export interface LoadResult {
 let sequence = 0
 const runId = Math.random().toString(36).slice(2, 8)
 
-const BUCKET_US = 10
-const BUCKETS = 200_000 // 2 s; slower answers land in the last bucket (max keeps the truth)
-
 export async function runLoad (job: LoadJob): Promise<LoadResult> {
-  const histogram = new Uint32Array(BUCKETS)
-  let count = 0
-  let sum = 0
-  let max = 0
+  const latency = new LatencyHistogram()
   const statusCodes: Record<string, number> = {}
   const target = new URL(job.url)
   const bodyHash = createHash('sha256').update(job.body ?? '').digest('hex')
@@ -81,46 +77,23 @@ export async function runLoad (job: LoadJob): Promise<LoadResult> {
   })
   instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
     statusCodes[statusCode] = (statusCodes[statusCode] ?? 0) + 1
-    const bucket = Math.min(BUCKETS - 1, Math.floor(responseTime * 1000 / BUCKET_US))
-    histogram[bucket]!++
-    count++
-    sum += responseTime
-    if (responseTime > max) max = responseTime
+    latency.record(responseTime)
   })
   const result = await instance
 
-  const percentile = (p: number): number => {
-    if (count === 0) return 0
-    const rank = Math.ceil(count * p)
-    let seen = 0
-    for (let i = 0; i < BUCKETS; i++) {
-      seen += histogram[i]!
-      if (seen >= rank) return (i + 1) * BUCKET_US / 1000
-    }
-    return max
-  }
   const ok = Object.entries(statusCodes).filter(([code]) => code.startsWith('2')).reduce((n, [, c]) => n + c, 0)
   const durationSec = result.duration
   return {
-    requests: count,
+    requests: latency.count,
     durationSec,
-    rps: count / durationSec,
+    rps: latency.count / durationSec,
     ok,
-    non2xx: count - ok,
+    non2xx: latency.count - ok,
     errors: result.errors,
     timeouts: result.timeouts,
     statusCodes,
-    latencyMs: { p50: percentile(0.5), p90: percentile(0.9), p99: percentile(0.99), max, mean: count === 0 ? 0 : sum / count },
+    latencyMs: latency.summary(),
   }
 }
 
-if (process.send) {
-  process.on('message', (job: LoadJob) => {
-    runLoad(job).then(
-      (result) => process.send!({ result }),
-      (error: Error) => process.send!({ error: error.message }),
-    )
-  })
-  process.on('disconnect', () => process.exit(0))
-  process.send({ ready: true })
-}
+answerJobs(runLoad)

@@ -1,5 +1,5 @@
 /**
- * Latency percentiles at 10 µs resolution (the h2load and gRPC load generators; load.ts keeps its own copy inline):
+ * Latency percentiles at 10 µs resolution (autocannon's, h2load's and the gRPC load generator's answer times):
  * p50s around 1-2 ms need finer buckets than whole milliseconds.
  */
 import type { LoadResult } from '../load.js'
