@@ -66,7 +66,8 @@ test.before(async (t) => {
   const kinds = ['free', 'rl', 'krl', 'dyn', 'h'] as const
   // Each worker cycles through every kind on its own count: with one shared count, which worker drew which kind
   // followed the order answers came back in, and a fault window could pass without a single deny:dyn request.
-  const sent = new Array<number>(8).fill(0)
+  const workers = 8
+  const sent = new Array<number>(workers).fill(0)
   const load = startLoad((worker, n) => {
     const which = worker % 2 === 0 ? 'deny' : 'allow'
     const gw = which === 'deny' ? deny : allow
@@ -79,7 +80,7 @@ test.before(async (t) => {
       case 'h': return { label, url: gw.url + target, headers: signRequest({ keyId: 'billing', secret, method: 'GET', url: gw.url + target }) }
       default: return { label, url: gw.url + target }
     }
-  }, { workers: 8, timeoutMs: 8_000 })
+  }, { workers, timeoutMs: 8_000 })
   t.context = { deny, allow, load, keys, secret }
 })
 
