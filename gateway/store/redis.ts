@@ -17,8 +17,25 @@ export interface RedisStoreOptions {
 
 type Client = Redis | Cluster
 
+/** One request's checks as the GCRA script takes them (see GCRA_LUA). */
+interface EncodedChecks {
+  /** The check count, as a string. */
+  readonly count: string
+  readonly keys: readonly string[]
+  /** emissionIntervalMs, burst, cost, upTo (0: none) per check. */
+  readonly values: readonly string[]
+}
+
+/** A rate-limit call waiting for its batch to be sent. */
+interface PendingLimit {
+  readonly checks: readonly GcraCheck[]
+  readonly encoded: EncodedChecks
+  resolve (results: GcraResult[]): void
+  reject (error: unknown): void
+}
+
 interface ScriptedClient {
-  authgateGcra (...args: string[]): Promise<Array<[number, number, number, number, number]>>
+  authgateGcra (...args: string[]): Promise<number[]>
   authgateIncrement (key: string, windowMs: number): Promise<[number, number]>
   authgateReserve (key: string, limit: number, windowMs: number): Promise<[number, number, number]>
   authgateRelease (key: string): Promise<number>
@@ -26,55 +43,90 @@ interface ScriptedClient {
 }
 
 /**
- * GCRA for every check of one request, atomically (the same formulas as evaluateGcra in memory.ts).
- * KEYS: one per check. ARGV: emissionIntervalMs, burst, cost, upTo (0: none) per check.
- * Redis server time, so instances with skewed clocks agree; nothing is written unless all checks pass.
- * A check with upTo takes every cell that conforms now, at most upTo and at least cost (a lease).
- * Replies per check: { allowed 1|0, remaining, resetMs, retryAfterMs, granted }.
+ * GCRA for the checks of one or more requests, each request atomically and in the order given (the same formulas
+ * as evaluateGcra in memory.ts). Several requests in one call are decided exactly as one call each would decide
+ * them, one after the other: a request's checks read the state its predecessors in the call left.
+ * KEYS: one per check, request after request. ARGV: the number of requests R, then R check counts, then
+ * emissionIntervalMs, burst, cost, upTo (0: none) per check.
+ * Redis server time, so instances with skewed clocks agree; nothing of a request is written unless all its checks
+ * pass. A check with upTo takes every cell that conforms now, at most upTo and at least cost (a lease).
+ * Reply: flat, five integers per check: allowed 1|0, remaining, resetMs, retryAfterMs, granted. A request whose
+ * key holds another kind of value gets -1 as its first check's `allowed` and changes nothing; the others go on.
  */
 const GCRA_LUA = `
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local eps = 1e-6
-local results = {}
-local tats = {}
-local allowed = true
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[4 * i - 3])
-  local burst = tonumber(ARGV[4 * i - 2])
-  local cost = tonumber(ARGV[4 * i - 1])
-  local upTo = tonumber(ARGV[4 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  local base = math.max(tat, now)
-  local limit = burst * interval
-  local take = cost
-  if upTo > 0 then
-    take = math.max(cost, math.min(upTo, math.floor((limit - (base - now)) / interval + eps)))
-  end
-  local newTat = base + take * interval
-  local delay = newTat - now
-  if delay <= limit + eps then
-    local remaining = math.max(0, math.floor((limit - delay) / interval + eps))
-    results[i] = { 1, remaining, math.ceil(delay), 0, take }
-    tats[i] = newTat
-  else
-    allowed = false
-    results[i] = { 0, 0, math.ceil(base - now), math.ceil(delay - limit), 0 }
-  end
-end
-if allowed then
-  for i = 1, #KEYS do
-    local ttl = math.ceil(tats[i] - now)
-    if ttl > 0 then
-      redis.call('SET', KEYS[i], string.format('%.17g', tats[i]), 'PX', ttl)
+local requests = tonumber(ARGV[1])
+local out = {}
+local first = 0
+local values = 1 + requests
+for r = 1, requests do
+  local n = tonumber(ARGV[1 + r])
+  local allowed = true
+  local failed = false
+  local tats = {}
+  for i = 1, n do
+    local a = values + 4 * (i - 1)
+    local interval = tonumber(ARGV[a + 1])
+    local burst = tonumber(ARGV[a + 2])
+    local cost = tonumber(ARGV[a + 3])
+    local upTo = tonumber(ARGV[a + 4])
+    local stored = redis.pcall('GET', KEYS[first + i])
+    if type(stored) == 'table' and stored.err then
+      failed = true
+      stored = nil
+    end
+    local tat = tonumber(stored) or now
+    local base = math.max(tat, now)
+    local limit = burst * interval
+    local take = cost
+    if upTo > 0 then
+      take = math.max(cost, math.min(upTo, math.floor((limit - (base - now)) / interval + eps)))
+    end
+    local newTat = base + take * interval
+    local delay = newTat - now
+    local o = 5 * (first + i - 1)
+    if delay <= limit + eps then
+      out[o + 1] = 1
+      out[o + 2] = math.max(0, math.floor((limit - delay) / interval + eps))
+      out[o + 3] = math.ceil(delay)
+      out[o + 4] = 0
+      out[o + 5] = take
+      tats[i] = newTat
     else
-      redis.call('DEL', KEYS[i])
+      allowed = false
+      out[o + 1] = 0
+      out[o + 2] = 0
+      out[o + 3] = math.ceil(base - now)
+      out[o + 4] = math.ceil(delay - limit)
+      out[o + 5] = 0
     end
   end
+  if failed then
+    out[5 * first + 1] = -1
+  elseif allowed then
+    for i = 1, n do
+      local ttl = math.ceil(tats[i] - now)
+      if ttl > 0 then
+        redis.call('SET', KEYS[first + i], string.format('%.17g', tats[i]), 'PX', ttl)
+      else
+        redis.call('DEL', KEYS[first + i])
+      end
+    end
+  end
+  first = first + n
+  values = values + 4 * n
 end
-return results
+return out
 `
+
+/**
+ * Requests whose rate limits are decided in one script call at most (their checks, rather): bounds how long one
+ * call holds Redis, which runs scripts one at a time.
+ */
+const MAX_BATCH_CHECKS = 256
 
 /** Fixed window: the first increment starts the window; a key left without expiry gets one. */
 const INCREMENT_LUA = `
@@ -153,7 +205,16 @@ export class RedisStore implements Store {
   #reported = false
   #ready: { promise: Promise<void>, resolve: () => void } | undefined
   /** Script arguments of frozen check arrays, encoded on their first call. */
-  readonly #encoded = new WeakMap<readonly GcraCheck[], readonly string[]>()
+  readonly #encoded = new WeakMap<readonly GcraCheck[], EncodedChecks>()
+  /**
+   * A single node: the rate-limit calls made in one event-loop turn go in one script call (a Cluster cannot: their
+   * keys are in different slots). Fewer commands to encode, send, run and parse; each request is still decided
+   * on its own, atomically, in order.
+   */
+  readonly #batching: boolean
+  #batch: PendingLimit[] = []
+  #batchChecks = 0
+  #flushScheduled = false
 
   constructor (target: RedisTarget, options: RedisStoreOptions = {}) {
     this.prefix = options.prefix ?? ''
@@ -162,6 +223,7 @@ export class RedisStore implements Store {
     this.#log = options.log
     this.#connect = connector(target, this.timeoutMs)
     this.#client = this.#connect('main')
+    this.#batching = this.#client instanceof Redis
     defineScripts(this.#client)
     this.#client.on('ready', () => this.#onReady())
     for (const event of ['close', 'end', 'reconnecting']) this.#client.on(event, () => this.#onDown())
@@ -251,26 +313,87 @@ export class RedisStore implements Store {
     await this.#run('release', (c) => scripted(c).authgateRelease(this.#key(key)))
   }
 
-  async rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> {
-    let args = this.#encoded.get(checks)
-    if (args === undefined) {
-      assertValidChecks(checks)
-      if (checks.length === 0) return []
-      args = this.#encode(checks)
-      // Frozen checks (the limiter's, one array per counter key) cannot change: their encoding is kept with them.
-      if (Object.isFrozen(checks) && checks.every((check) => Object.isFrozen(check))) this.#encoded.set(checks, args)
-    }
-    const encoded = args
-    const replies = await this.#run('rate limit', (c) => scripted(c).authgateGcra(...encoded))
-    return replies.map(([allowed, remaining, resetMs, retryAfterMs, granted], i) => {
-      const result = {
-        allowed: Number(allowed) === 1,
-        remaining: Number(remaining),
-        resetMs: Number(resetMs),
-        retryAfterMs: Number(retryAfterMs),
+  rateLimit (checks: readonly GcraCheck[]): Promise<GcraResult[]> {
+    let encoded = this.#encoded.get(checks)
+    if (encoded === undefined) {
+      try {
+        assertValidChecks(checks)
+      } catch (error) {
+        return Promise.reject(error)
       }
-      return checks[i]!.upTo === undefined ? result : { ...result, granted: Number(granted) }
+      if (checks.length === 0) return Promise.resolve([])
+      encoded = this.#encode(checks)
+      // Frozen checks (the limiter's, one array per counter key) cannot change: their encoding is kept with them.
+      if (Object.isFrozen(checks) && checks.every((check) => Object.isFrozen(check))) this.#encoded.set(checks, encoded)
+    }
+    const call = encoded
+    return new Promise((resolve, reject) => {
+      const pending: PendingLimit = { checks, encoded: call, resolve, reject }
+      if (!this.#batching) {
+        void this.#decide([pending])
+        return
+      }
+      if (this.#batchChecks + checks.length > MAX_BATCH_CHECKS) this.#flush()
+      this.#batch.push(pending)
+      this.#batchChecks += checks.length
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true
+        // After the I/O of this turn: every request that arrived in it has made its call by then.
+        setImmediate(this.#flushScheduledBatch)
+      }
     })
+  }
+
+  readonly #flushScheduledBatch = (): void => {
+    this.#flushScheduled = false
+    this.#flush()
+  }
+
+  #flush (): void {
+    const batch = this.#batch
+    if (batch.length === 0) return
+    this.#batch = []
+    this.#batchChecks = 0
+    void this.#decide(batch)
+  }
+
+  /** One script call for the batch; every request gets its own results, or the call's error. Never rejects. */
+  async #decide (batch: readonly PendingLimit[]): Promise<void> {
+    let keyCount = 0
+    for (const pending of batch) keyCount += pending.checks.length
+    const args = [String(keyCount)]
+    for (const pending of batch) for (const key of pending.encoded.keys) args.push(key)
+    args.push(String(batch.length))
+    for (const pending of batch) args.push(pending.encoded.count)
+    for (const pending of batch) for (const value of pending.encoded.values) args.push(value)
+    let replies: number[]
+    try {
+      replies = await this.#run('rate limit', (c) => scripted(c).authgateGcra(...args))
+    } catch (error) {
+      for (const pending of batch) pending.reject(error)
+      return
+    }
+    let at = 0
+    for (const pending of batch) {
+      const { checks } = pending
+      if (Number(replies[at]) === -1) {
+        pending.reject(new StoreUnavailableError('store rate limit failed: a rate-limit key holds another kind of value'))
+        at += 5 * checks.length
+        continue
+      }
+      const results: GcraResult[] = []
+      for (const check of checks) {
+        const result = {
+          allowed: Number(replies[at]) === 1,
+          remaining: Number(replies[at + 1]),
+          resetMs: Number(replies[at + 2]),
+          retryAfterMs: Number(replies[at + 3]),
+        }
+        results.push(check.upTo === undefined ? result : { ...result, granted: Number(replies[at + 4]) })
+        at += 5
+      }
+      pending.resolve(results)
+    }
   }
 
   async publish (channel: string, message: string): Promise<void> {
@@ -322,12 +445,12 @@ export class RedisStore implements Store {
     return this.prefix + key
   }
 
-  /** The script's arguments as strings: the key count, the prefixed keys, then 4 values per check (GCRA_LUA). */
-  #encode (checks: readonly GcraCheck[]): string[] {
-    const args = [String(checks.length)]
-    for (const check of checks) args.push(this.#key(check.key))
-    for (const check of checks) args.push(String(check.emissionIntervalMs), String(check.burst), String(check.cost ?? 1), String(check.upTo ?? 0))
-    return args
+  /** One request's script arguments as strings: the prefixed keys and 4 values per check (GCRA_LUA). */
+  #encode (checks: readonly GcraCheck[]): EncodedChecks {
+    const keys = checks.map((check) => this.#key(check.key))
+    const values: string[] = []
+    for (const check of checks) values.push(String(check.emissionIntervalMs), String(check.burst), String(check.cost ?? 1), String(check.upTo ?? 0))
+    return { count: String(checks.length), keys, values }
   }
 
   /**
@@ -508,6 +631,9 @@ function nodeOptions (timeoutMs: number, role: 'main' | 'subscriber'): RedisOpti
     // A command in flight when the connection broke already failed for its caller: never replay it later.
     autoResendUnfulfilledCommands: false,
     enableAutoPipelining: true,
+    // Rate limits are batched per event-loop turn already (RedisStore.rateLimit): send the batch at once, not a
+    // turn later. Only a single node's client reads this; a Cluster's rate limits stay auto-pipelined.
+    autoPipeliningIgnoredCommands: ['authgateGcra'],
   }
 }
 

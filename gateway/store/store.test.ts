@@ -490,6 +490,65 @@ test('redis: keys and channels carry the prefix, and hash tags survive it', asyn
   t.is(await command(redis.port, ['PUBLISH', 'events', 'raw']), '0')
 })
 
+/** How many times Redis ran a script since its stats were last reset (EVALSHA and EVAL together). */
+async function scriptRuns (port: number): Promise<number> {
+  const stats = await command(port, ['INFO', 'commandstats'])
+  let runs = 0
+  for (const match of stats.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) runs += Number(match[1])
+  return runs
+}
+
+test('redis: the rate limits of one event-loop turn are one script call, and each request is decided alone, in order', async (t) => {
+  const server = await privateRedis()
+  const store = redisStore(server.url)
+  const tight: GcraCheck = { key: 'rl:{b}:tight', emissionIntervalMs: 60_000, burst: 1 }
+  const roomy: GcraCheck = { key: 'rl:{b}:roomy', emissionIntervalMs: 60_000, burst: 3 }
+  await store.ping()
+  await store.rateLimit([{ key: 'rl:{b}:warm', emissionIntervalMs: 1000, burst: 1 }]) // the script is loaded
+  await command(server.port, ['CONFIG', 'RESETSTAT'])
+  const same: GcraCheck = { key: 'rl:{b}:same', emissionIntervalMs: 60_000, burst: 10 }
+  // All made in this turn: 40 on one key (burst 10), then three whose checks overlap.
+  const calls = Array.from({ length: 40 }, () => store.rateLimit([same]))
+  const first = store.rateLimit([tight])
+  const both = store.rateLimit([tight, roomy])
+  const after = store.rateLimit([roomy])
+  const results = (await Promise.all(calls)).map(([result]) => result!)
+  t.is(await scriptRuns(server.port), 1, '44 requests, one script call')
+  t.deepEqual(results.slice(0, 10).map((r) => r.remaining), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0], 'in the order they were made')
+  t.true(results.slice(0, 10).every((r) => r.allowed))
+  t.true(results.slice(10).every((r) => !r.allowed && r.retryAfterMs > 0), 'the 30 past the burst are refused')
+  t.true((await first)[0]!.allowed)
+  const [denied, wouldPass] = await both
+  t.false(denied!.allowed, 'the tight limit was taken by the request before it in the same call')
+  t.true(wouldPass!.allowed)
+  t.like((await after)[0], { allowed: true, remaining: 2 }, 'the refused request charged nothing, even inside one call')
+})
+
+test('redis: more rate-limit checks in one turn than one script call takes are split, and all decided', async (t) => {
+  const server = await privateRedis()
+  const store = redisStore(server.url)
+  await store.ping()
+  await store.rateLimit([{ key: 'rl:{s}:warm', emissionIntervalMs: 1000, burst: 1 }])
+  await command(server.port, ['CONFIG', 'RESETSTAT'])
+  const check: GcraCheck = { key: 'rl:{s}:k', emissionIntervalMs: 60_000, burst: 1000 }
+  const results = await Promise.all(Array.from({ length: 300 }, () => store.rateLimit([check])))
+  t.deepEqual(results.map(([r]) => r!.remaining), Array.from({ length: 300 }, (_, i) => 999 - i))
+  t.is(await scriptRuns(server.port), 2, '300 checks: 256 in the first call, 44 in the second')
+})
+
+test('redis: a rate-limit key of another kind fails its own request only, not the others of its call', async (t) => {
+  const store = redisStore(redis.url)
+  await store.addToSet('rl:{w}:wrong', 'member')
+  const check: GcraCheck = { key: 'rl:{w}:right', emissionIntervalMs: 60_000, burst: 5 }
+  const before = store.rateLimit([check])
+  const wrong = store.rateLimit([check, { key: 'rl:{w}:wrong', emissionIntervalMs: 60_000, burst: 5 }])
+  const next = store.rateLimit([check])
+  t.like((await before)[0], { allowed: true, remaining: 4 })
+  await t.throwsAsync(wrong, { instanceOf: StoreUnavailableError })
+  t.like((await next)[0], { allowed: true, remaining: 3 }, 'the failed request charged nothing')
+  t.deepEqual(await store.members('rl:{w}:wrong'), ['member'])
+})
+
 test('redis: a killed server makes calls fail fast with StoreUnavailableError, and the same store recovers after a restart', async (t) => {
   const server = await privateRedis()
   const store = redisStore(server.url, undefined, TIMEOUT_MS)
