@@ -15,7 +15,7 @@
  * CLI) and autocannon, each its own process, so that the gateway's CPU time can be read from /proc before and
  * after each scenario. See bench/README.md.
  */
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { cpus, hostname, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
@@ -31,6 +31,7 @@ import { BENCH_DIR, ROOT_DIR, cpuMicros, freePort, processTree, rssBytes, spawnN
 import { makeMaterial, writeGatewayConfig, type Material } from './lib/setup.js'
 import { findNginx, writeNginxConfig } from './lib/nginx.js'
 import { summarizeProfile } from './profile.js'
+import { summarizeHeapProfile } from './lib/heap-summary.js'
 import { compareRatios, formatCheck, lastCommittedResults } from './lib/check.js'
 import { findH2load, runH2load, type MeasureWindow } from './lib/h2load.js'
 
@@ -784,7 +785,11 @@ async function profileRun (): Promise<void> {
     const { profiled } = await stopped
     const file = join(resultsDir, `${base}-${name}.cpuprofile`)
     writeFileSync(file, readFileSync(profiled))
-    const summary = summarizeProfile(JSON.parse(readFileSync(profiled, 'utf8')), 25, result.requests)
+    let summary = summarizeProfile(JSON.parse(readFileSync(profiled, 'utf8')), 25, result.requests)
+    if (existsSync(`${profiled}.heapprofile`)) {
+      writeFileSync(`${file.replace(/\.cpuprofile$/, '')}.heapprofile`, readFileSync(`${profiled}.heapprofile`))
+      summary += '\n\n' + summarizeHeapProfile(JSON.parse(readFileSync(`${profiled}.heapprofile`, 'utf8')), result.requests, 30)
+    }
     sections.push(`# ${name}: ${Math.round(result.rps)} req/s, ${(cpu / Math.max(1, result.requests)).toFixed(1)} µs CPU per request (${durationSec} s)\n\n${summary}`)
     console.log(sections[sections.length - 1])
   }
