@@ -2,7 +2,7 @@ import type { ConfigIssue } from '../../gateway/errors.js'
 import type { RouteConfig } from '../../gateway/config/types.js'
 import { parseRate } from '../../gateway/config/units.js'
 import type { LintFinding, PolicyDefinition } from '../types.js'
-import { leaseCap } from './lease.js'
+import { leaseCap, leaseOf } from './lease.js'
 import { parseBy, needsIdentity, RouteLimiter, type LimitSpec } from './limiter.js'
 import { schema, type RateLimitConfig } from './schema.js'
 
@@ -45,7 +45,8 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
     }
 
     const burst = config.burst ?? (config.limit !== undefined && config.tier !== true ? rateCount(config.limit) : undefined)
-    if ((config.lease ?? 1) > 1 && burst !== undefined && leaseCap(config.lease ?? 1, burst) === 1) {
+    const lease = leaseOf(config.lease)
+    if (lease > 1 && burst !== undefined && leaseCap(lease, burst) === 1) {
       issues.push({
         severity: 'warning', path: ['lease'],
         message: `lease has no effect with a burst of ${burst}: one lease holds at most burst / 10 requests`,
@@ -129,7 +130,7 @@ export const rateLimit: PolicyDefinition<RateLimitConfig> = {
       ...(config.limit !== undefined ? { rate: parseRate(config.limit) } : {}),
       tiers: config.tier === true ? tiers : undefined,
       ...(config.burst !== undefined ? { burst: config.burst } : {}),
-      lease: config.lease ?? 1,
+      lease: leaseOf(config.lease),
     }
     const limiter = deps.shared(`rateLimit:${deps.route.name}`, () => new RouteLimiter(deps.route.name, deps))
     // Consecutive rateLimit steps form one batch: the index of the run's first step names it (-1: a lone policy

@@ -92,6 +92,27 @@ test('the schema refuses a lease below 1 or not an integer', (t) => {
     t.true(validate(rateLimit.schema, { limit: '10/min', lease }, []).length > 0, String(lease))
   }
   t.deepEqual(validate(rateLimit.schema, { limit: '10/min', lease: 50 }, []), [])
+  t.deepEqual(validate(rateLimit.schema, { limit: '10/min', lease: 'auto' }, []), [])
+  for (const lease of ['Auto', 'max', '']) t.true(validate(rateLimit.schema, { limit: '10/min', lease }, []).length > 0, lease)
+})
+
+test('lease: auto grows a busy key\'s lease from demand up to burst / 10, keeps r exact, and leases 1 for a quiet key', async (t) => {
+  const s = await setup([auth, limit({ by: 'client', limit: '6000/min', lease: 'auto' })])
+  for (let i = 0; i < 2000; i++) {
+    const outcome = await s.request()
+    t.false(isRejection(outcome))
+    if (remainingOf(outcome) !== 5999 - i) t.fail(`request ${i + 1}: r = ${remainingOf(outcome)}, not ${5999 - i}`)
+  }
+  t.deepEqual(upTos(s.store).slice(0, 12), ['1', '2', '4', '8', '16', '32', '64', '128', '256', '512', '600', '600'],
+    'doubling while busy, then the burst\'s tenth (6000 / 10) and no more')
+  t.is(s.store.calls.length, 12, '2000 requests, 12 round trips (1 + 2 + … + 512 = 1023, then 600 twice)')
+
+  const quiet = await setup([auth, limit({ by: 'client', limit: '6000/min', lease: 'auto' })])
+  for (let i = 0; i < 4; i++) {
+    await quiet.request()
+    quiet.clock.advance(1000) // nothing left alive, nothing to grow for
+  }
+  t.deepEqual(upTos(quiet.store), ['1', '1', '1', '1'], 'a quiet key behaves as without a lease')
 })
 
 test('a cold key leases exactly 1 and gets the same headers as without a lease; a quiet caller stays exact', async (t) => {
@@ -277,4 +298,6 @@ test('check(): a lease that a small burst caps at 1 is a warning; a burst of 20 
   t.deepEqual(issues({ by: 'client', limit: '10/min', burst: 20, lease: 5 }), [])
   t.deepEqual(issues({ by: 'client', limit: '100/min', lease: 5 }), [])
   t.deepEqual(issues({ by: 'client', limit: '10/min' }), [], 'no lease, no warning')
+  t.deepEqual(issues({ by: 'client', limit: '10/min', lease: 'auto' }).map((i) => i.path), [['lease']], 'auto: the same warning')
+  t.deepEqual(issues({ by: 'client', limit: '100/min', lease: 'auto' }), [])
 })

@@ -35,6 +35,14 @@ export interface Admission {
   readonly views: LimitView[]
 }
 
+/** `lease: auto`: no cap of its own, so demand sizes the lease up to the burst's tenth. */
+export const AUTO_LEASE = Number.MAX_SAFE_INTEGER
+
+/** The configured `lease` as a number (`auto`: AUTO_LEASE; absent: 1). */
+export function leaseOf (lease: number | 'auto' | undefined): number {
+  return lease === 'auto' ? AUTO_LEASE : lease ?? 1
+}
+
 /** The largest lease of a limit: `lease`, at most burst / 10 (rounded down), at least 1. */
 export function leaseCap (lease: number, burst: number): number {
   return Math.max(1, Math.min(lease, Math.floor(burst / BURST_SHARE)))
