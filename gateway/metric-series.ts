@@ -25,12 +25,54 @@ interface ExportedValue {
   metricName?: string
 }
 
-/** The Map key of one series: its label values in labelNames order (a single label is its own key). */
-function seriesKey<L extends string> (names: readonly L[], labels: SomeLabels<L>): string {
-  if (names.length === 1) return String(labels[names[0]!])
-  let key = ''
-  for (let i = 0; i < names.length; i++) key += (i === 0 ? '' : '\u0000') + String(labels[names[i]!])
-  return key
+/**
+ * Series by their label values, one Map level per label (keyed by `String(value)`), so that a call builds no key
+ * string: the values on the request path are the same strings each time (route names, codes, small numbers whose
+ * strings V8 caches), and a lookup is one hash per label.
+ */
+class SeriesIndex<S> {
+  readonly #root = new Map<string, unknown>()
+  readonly #names: readonly string[]
+  /** Every series, in creation order (what a scrape prints). */
+  readonly all: S[] = []
+
+  constructor (names: readonly string[]) {
+    this.#names = names
+  }
+
+  find (labels: Readonly<Record<string, unknown>> | undefined): S | undefined {
+    const names = this.#names
+    if (names.length === 0 || labels === undefined) return this.#root.get('') as S | undefined
+    let node = this.#root
+    for (let i = 0; i < names.length; i++) {
+      const next = node.get(String(labels[names[i]!]))
+      if (next === undefined) return undefined
+      node = next as Map<string, unknown>
+    }
+    return node as S
+  }
+
+  add (labels: Readonly<Record<string, unknown>> | undefined, series: S): void {
+    const names = this.#names
+    this.all.push(series)
+    if (names.length === 0 || labels === undefined) {
+      this.#root.set('', series)
+      return
+    }
+    let node = this.#root
+    for (let i = 0; i < names.length - 1; i++) {
+      const key = String(labels[names[i]!])
+      let next = node.get(key) as Map<string, unknown> | undefined
+      if (next === undefined) node.set(key, next = new Map())
+      node = next
+    }
+    node.set(String(labels[names[names.length - 1]!]), series)
+  }
+
+  clear (): void {
+    this.#root.clear()
+    this.all.length = 0
+  }
 }
 
 /** Only the configured label names, in order: the series' labels as exported. */
@@ -46,27 +88,27 @@ export class SeriesCounter<L extends string = never> {
   readonly type = 'counter'
   readonly aggregator = 'sum'
   readonly #labelNames: readonly L[]
-  readonly #series = new Map<string, ExportedValue>()
+  readonly #series: SeriesIndex<ExportedValue>
 
   constructor (options: MetricOptions<L>) {
     this.name = options.name
     this.help = options.help
     this.#labelNames = options.labelNames ?? []
+    this.#series = new SeriesIndex(this.#labelNames)
     for (const registry of options.registers) registry.registerMetric(this as never)
   }
 
   inc (labels?: SomeLabels<L>, value = 1): void {
-    const key = labels === undefined ? '' : seriesKey(this.#labelNames, labels)
-    const series = this.#series.get(key)
+    const series = this.#series.find(labels)
     if (series) series.value += value
-    else this.#series.set(key, { value, labels: pickLabels(this.#labelNames, labels) })
+    else this.#series.add(labels, { value, labels: pickLabels(this.#labelNames, labels) })
   }
 
   reset (): void { this.#series.clear() }
 
   get (): { name: string, help: string, type: string, values: ExportedValue[], aggregator: string } {
     // Copies, as prom-client returns: a scrape never sees later increments or changes them.
-    const values = [...this.#series.values()].map((s) => ({ value: s.value, labels: { ...s.labels } }))
+    const values = this.#series.all.map((s) => ({ value: s.value, labels: { ...s.labels } }))
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator }
   }
 }
@@ -86,22 +128,22 @@ export class SeriesHistogram<L extends string> {
   readonly aggregator = 'sum'
   readonly #labelNames: readonly L[]
   readonly #buckets: readonly number[]
-  readonly #series = new Map<string, HistogramSeries>()
+  readonly #series: SeriesIndex<HistogramSeries>
 
   constructor (options: MetricOptions<L> & { readonly buckets: readonly number[] }) {
     this.name = options.name
     this.help = options.help
     this.#labelNames = options.labelNames ?? []
+    this.#series = new SeriesIndex(this.#labelNames)
     this.#buckets = [...options.buckets].sort((a, b) => a - b)
     for (const registry of options.registers) registry.registerMetric(this as never)
   }
 
   observe (labels: Labels<L>, value: number): void {
-    const key = seriesKey(this.#labelNames, labels)
-    let series = this.#series.get(key)
+    let series = this.#series.find(labels)
     if (!series) {
       series = { labels: pickLabels(this.#labelNames, labels), counts: new Array<number>(this.#buckets.length + 1).fill(0), sum: 0, count: 0 }
-      this.#series.set(key, series)
+      this.#series.add(labels, series)
     }
     const buckets = this.#buckets
     let i = 0
@@ -116,7 +158,7 @@ export class SeriesHistogram<L extends string> {
   /** prom-client's Histogram export: cumulative `_bucket` series with `le`, then `_sum` and `_count`, per label set. */
   get (): { name: string, help: string, type: string, values: ExportedValue[], aggregator: string } {
     const values: ExportedValue[] = []
-    for (const series of this.#series.values()) {
+    for (const series of this.#series.all) {
       let cumulative = 0
       for (let i = 0; i <= this.#buckets.length; i++) {
         cumulative += series.counts[i]!
