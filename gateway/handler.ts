@@ -5,6 +5,7 @@ import type { Duplex, Readable } from 'node:stream'
 import { BodyAbortedError, BodyStalledError, BodyTooLargeError, forwardBody, readBody } from './body.js'
 import { Rejection } from './errors.js'
 import type { Logger } from './log.js'
+import { methodsValue } from './identity.js'
 import type { Metrics } from './metrics.js'
 import { decide, type BodyWaiter, type DecideEnv, type ListenerRef } from './pipeline/decide.js'
 import { describeCause, faultProblem, sendProblem, type Problem } from './problem.js'
@@ -122,7 +123,7 @@ export class RequestHandler {
     const { route, result } = decision
     if (result !== undefined) {
       exchange.subject = result.identity.methods.length > 0 ? result.identity.subject : undefined
-      exchange.methods = result.identity.methods.length > 0 ? result.identity.methods.join(',') : undefined
+      exchange.methods = result.identity.methods.length > 0 ? methodsValue(result.identity.methods) : undefined
     }
     exchange.bodyWanted()
     let body: Buffer | Readable | undefined = decision.body

@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream'
 import { BodyAbortedError, BodyStalledError, BodyTooLargeError, forwardBodyOf, readBody, streamBody } from '../body.js'
 import { GatewayError, Rejection } from '../errors.js'
 import type { RequestHandler } from '../handler.js'
-import { connectionTokens, HOP_BY_HOP } from '../identity.js'
+import { connectionTokens, HOP_BY_HOP, methodsValue } from '../identity.js'
 import { formatChallenge } from '../pipeline/chain.js'
 import { decide, type BodyWaiter, type ListenerRef } from '../pipeline/decide.js'
 import { describeCause, faultProblem, problemBody, type Problem } from '../problem.js'
@@ -196,7 +196,7 @@ export class Http2Front {
     const { route, result } = decision
     if (result !== undefined && result.identity.methods.length > 0) {
       exchange.subject = result.identity.subject
-      exchange.methods = result.identity.methods.join(',')
+      exchange.methods = methodsValue(result.identity.methods)
     }
     const upstream = route.upstream
     if (exchange.grpc) {
