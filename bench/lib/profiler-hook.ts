@@ -3,7 +3,7 @@
  * stop the V8 CPU profiler over IPC, so the profile covers the measured window only (not startup, not warm-up).
  * Messages: 'bench:profile:start' -> { profiling: true }; 'bench:profile:stop' -> { profiled: FILE }.
  * With `BENCH_PROFILE_HEAP=1`, V8's sampling heap profiler runs over the same window, counting what minor and major
- * GCs collected too (every allocation, not only what survives), into FILE.heapprofile (bench/heap-summary.ts).
+ * GCs collected too (every allocation, not only what survives), into FILE.heapprofile (summarized by lib/heap-summary.ts).
  */
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
